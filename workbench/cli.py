@@ -1,0 +1,160 @@
+"""Command line: argv -> spec -> one call. Our errors print one line and exit 2.
+
+Heavy libraries are imported inside the commands, so `workbench --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from workbench.errors import WorkbenchError
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    study = commands.add_parser("study", help="run or resume a hyperparameter study").add_subparsers(dest="action", required=True)
+    run = study.add_parser("run", help="run a study file until its n_trials target is met (resumes)")
+    run.add_argument("study_file", type=Path)
+    run.add_argument("--trials", type=int, help="run this many more trials, beyond what the study holds")
+    run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study-file value, e.g. training.num_train_epochs=2")
+    run.add_argument("--no-register", action="store_true", help="do not register the best model")
+    run.set_defaults(handler=cmd_study_run)
+
+    promote = commands.add_parser("promote", help="move @champion to the challenger if it scores better")
+    promote.add_argument("model_name")
+    promote.add_argument("--candidate", default="challenger", help="alias or version number to promote (default: challenger)")
+    promote.set_defaults(handler=cmd_promote)
+
+    predict = commands.add_parser("predict", help="predict labels for raw texts with a registered model")
+    predict.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
+    predict.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
+    predict.add_argument("--input", type=Path, help="a file of texts: .txt (one per line), or csv/tsv/jsonl/parquet with a `text` column")
+    predict.add_argument("--output", type=Path, help="write predictions here (.csv, .jsonl or .parquet) instead of printing")
+    predict.set_defaults(handler=cmd_predict)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    for key, value in QUIET_ENV.items():
+        if not (args.debug and key.endswith(("VERBOSITY", "LOGGING_LEVEL"))):
+            os.environ.setdefault(key, value)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        _quiet_libraries()
+    try:
+        return args.handler(args) or 0
+    except WorkbenchError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("interrupted: the running trial was marked failed; run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("mlflow", "optuna", "alembic", "transformers", "datasets", "urllib3", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _parse_sets(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise WorkbenchError(f"--set {pair!r}: expected KEY=VALUE, e.g. training.num_train_epochs=2")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_study_run(args) -> int:
+    from workbench.study import RunOptions, run_study
+    from workbench.study_file import load_study_file
+
+    if args.trials is not None and args.trials < 0:
+        raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
+    spec = load_study_file(args.study_file, _parse_sets(args.set))
+    options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
+    outcome = run_study(spec, options, progress=lambda line: print(line, flush=True))
+    from workbench import distributed
+
+    if distributed.is_main():
+        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.states.items()))
+        print(f"study {outcome.study_name}: ran {outcome.trials_run} trials; in total {states or 'none'}")
+        if outcome.best_trial is not None:
+            print(f"best: trial {outcome.best_trial}, {spec.study.metric}={outcome.best_value:.4f}")
+        if outcome.registered:
+            print(f"registered {outcome.registered} as @challenger; next: workbench promote {spec.registry.model_name}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from workbench.registry import promote
+    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+
+    configure_mlflow(resolve_tracking_uri(args.tracking_uri))
+    print(promote(args.model_name, args.candidate).summary())
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from workbench.inference import load_model, read_texts
+    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+
+    texts = list(args.text) + (read_texts(args.input) if args.input else [])
+    if not texts:
+        raise WorkbenchError("predict: give --text TEXT (repeatable) or --input FILE")
+    configure_mlflow(resolve_tracking_uri(args.tracking_uri))
+    frame = load_model(args.model_uri).predict(_frame(texts))
+    frame.insert(0, "text", texts)
+    if args.output:
+        _write(frame, args.output)
+        print(f"wrote {len(frame)} predictions to {args.output}")
+    else:
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def _frame(texts: list[str]):
+    import pandas as pd
+
+    return pd.DataFrame({"text": texts})
+
+
+def _write(frame, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix in (".csv", ".tsv"):
+        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+    else:
+        raise WorkbenchError(f"--output {path}: use a .csv, .tsv, .jsonl or .parquet file name")

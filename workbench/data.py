@@ -1,0 +1,226 @@
+"""Data for a study: load (synthetic, local files, hub), validate, split, tokenize once.
+
+`load_splits` returns raw train/validation datasets with columns `text` and `label`
+(label ids) plus the label names; `build_tokenizer` trains a WordPiece tokenizer on the
+training texts (or loads one); `tokenize_splits` maps both splits in batches. Padding
+happens per batch in `DataCollatorWithPadding`, never here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.errors import DataError, first_line
+from workbench.study_file import DataSpec, TokenizerSpec
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Raw text splits with label ids, and what they came from."""
+
+    train: Dataset
+    validation: Dataset
+    label_names: tuple[str, ...]
+    source: str  # where the data came from, for lineage
+    digest: str  # sha256 over both splits' texts and labels
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+
+def load_splits(spec: DataSpec, base_dir: str | Path = ".") -> Splits:
+    """Load the study's data and return validated train/validation splits."""
+    from datasets import DatasetDict
+
+    if spec.source == "synthetic":
+        raw, source = _load_synthetic(spec), f"synthetic(n={spec.synthetic.n_examples}, seed={spec.synthetic.seed})"
+    elif spec.source == "files":
+        raw, source = _load_files(spec, Path(base_dir)), ", ".join(f"{k}={v}" for k, v in spec.files.items())
+    else:
+        raw, source = _load_hub(spec), f"hub:{spec.hub.path}" + (f"/{spec.hub.name}" if spec.hub.name else "")
+    raw = DatasetDict({name: _select_columns(ds, spec, name) for name, ds in raw.items() if name in ("train", "validation")})
+    raw = DatasetDict({name: _drop_empty(ds, name) for name, ds in raw.items()})
+    label_names, raw = _encode_labels(raw, spec)
+    if "validation" not in raw:
+        raw = _split_validation(raw["train"], spec)
+    splits = Splits(raw["train"], raw["validation"], label_names, source, _digest(raw))
+    for name in ("train", "validation"):
+        if len(getattr(splits, name)) == 0:
+            raise DataError(f"data: the {name} split is empty after loading: give it some rows")
+    return splits
+
+
+def _load_synthetic(spec: DataSpec):
+    from datasets import Dataset, DatasetDict
+
+    from workbench.synthetic import LABELS, generate_examples
+
+    s = spec.synthetic
+    data = generate_examples(s.n_examples, seed=s.seed, label_noise=s.label_noise)
+    data["label"] = [LABELS[i] for i in data["label"]]
+    return DatasetDict({"train": Dataset.from_dict(data)})
+
+
+def _load_files(spec: DataSpec, base_dir: Path):
+    from datasets import DatasetDict, load_dataset
+
+    out = {}
+    for split, name in spec.files.items():
+        path = Path(name) if Path(name).is_absolute() else base_dir / name
+        if not path.is_file():
+            raise DataError(f"data.files.{split}: file not found: {path}")
+        builder = FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise DataError(f"data.files.{split}: {path.name}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
+        kwargs: dict[str, Any] = {"delimiter": "\t", "quoting": 3} if path.suffix.lower() == ".tsv" else {}
+        try:
+            out[split] = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except Exception as e:  # datasets wraps parser and decoding errors in many types
+            raise DataError(f"data.files.{split}: cannot read {path} as {builder}: {first_line(e)}") from None
+    return DatasetDict(out)
+
+
+def _load_hub(spec: DataSpec):
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(spec.hub.path, spec.hub.name, revision=spec.hub.revision)
+    except Exception as e:  # no network, unknown name, gated dataset...
+        raise DataError(f"data.hub: cannot load {spec.hub.path!r}: {first_line(e)}") from None
+
+
+def _select_columns(ds: Dataset, spec: DataSpec, split: str) -> Dataset:
+    present = list(ds.column_names)
+    for key, column in (("text_column", spec.text_column), ("label_column", spec.label_column)):
+        if column not in present:
+            raise DataError(f"data.{key}: column {column!r} not in the {split} data (columns: {', '.join(present)})")
+    ds = ds.select_columns([spec.text_column, spec.label_column])
+    mapping = {spec.text_column: "text", spec.label_column: "label"}
+    return ds.rename_columns({k: v for k, v in mapping.items() if k != v})
+
+
+def _drop_empty(ds: Dataset, split: str) -> Dataset:
+    """Rows with a missing or blank text, or a missing label, are dropped with a count."""
+
+    def ok(text, label) -> bool:
+        if label is None or (isinstance(label, float) and math.isnan(label)):
+            return False
+        return isinstance(text, str) and text.strip() != ""
+
+    kept = ds.filter(lambda b: [ok(t, l) for t, l in zip(b["text"], b["label"])], batched=True)
+    if len(kept) < len(ds):
+        logger.warning("data: dropped %d of %d %s rows with an empty text or label", len(ds) - len(kept), len(ds), split)
+    return kept
+
+
+def _encode_labels(raw, spec: DataSpec):
+    """Map labels to ids 0..k-1: class names kept when the data has them, else sorted values."""
+    from datasets import ClassLabel
+
+    feature = raw["train"].features["label"]
+    if isinstance(feature, ClassLabel):
+        names = tuple(feature.names)
+        seen = set(raw["train"]["label"])
+        if "validation" in raw and not set(raw["validation"]["label"]) <= set(range(len(names))):
+            raise DataError(f"data.label_column: the validation split has labels outside {names}")
+    else:
+        values = sorted({_label_key(v) for v in raw["train"]["label"]})
+        names = tuple(str(v) for v in values)
+        index = {str(v): i for i, v in enumerate(values)}
+        if "validation" in raw:
+            unseen = sorted({str(_label_key(v)) for v in raw["validation"]["label"]} - set(index))
+            if unseen:
+                raise DataError(
+                    f"data.label_column: validation labels not seen in training: {', '.join(unseen[:5])}"
+                    " (add examples of them to train, or drop them)"
+                )
+        encode = lambda b: {"label": [index[str(_label_key(v))] for v in b["label"]]}  # noqa: E731
+        raw = raw.map(encode, batched=True)
+        raw = raw.cast_column("label", ClassLabel(names=list(names)))
+        seen = set(range(len(names)))
+    if len(names) < 2 or len(seen) < 2:
+        raise DataError(f"data.label_column: the training data has a single class ({names[0]}): a classifier needs two or more")
+    return names, raw
+
+
+def _label_key(value: Any) -> Any:
+    # 1.0 and 1 (pandas reads int labels with gaps as floats) are the same class
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _split_validation(train: Dataset, spec: DataSpec):
+    from datasets import DatasetDict
+
+    try:
+        parts = train.train_test_split(test_size=spec.validation_fraction, seed=spec.seed, stratify_by_column="label")
+    except ValueError:  # a class too small to stratify: fall back to a plain seeded split
+        parts = train.train_test_split(test_size=spec.validation_fraction, seed=spec.seed)
+    return DatasetDict({"train": parts["train"], "validation": parts["test"]})
+
+
+def _digest(raw) -> str:
+    h = hashlib.sha256()
+    for name in ("train", "validation"):
+        h.update(json.dumps([list(raw[name]["text"]), list(raw[name]["label"])]).encode())
+    return h.hexdigest()
+
+
+
+def build_tokenizer(spec: TokenizerSpec, texts: list[str], max_length: int, base_dir: str | Path = ".") -> PreTrainedTokenizerBase:
+    """Train a WordPiece tokenizer on `texts`, or load the local one at `spec.path`."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if spec.path is not None:
+        path = Path(spec.path) if Path(spec.path).is_absolute() else Path(base_dir) / spec.path
+        try:
+            return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise DataError(f"tokenizer.path: cannot load a tokenizer from {path}: {first_line(e)}") from None
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=spec.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+
+
+def tokenize_splits(splits: Splits, tokenizer: PreTrainedTokenizerBase, max_length: int) -> tuple[Dataset, Dataset]:
+    """Both splits tokenized once, in batches, truncated to `max_length`, unpadded."""
+
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+
+    train = splits.train.map(encode, batched=True, remove_columns=["text"])
+    validation = splits.validation.map(encode, batched=True, remove_columns=["text"])
+    return train, validation

@@ -1,0 +1,38 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+
+
+class WorkbenchError(Exception):
+    """Base class: the message names the file or field and the fix."""
+
+
+class StudyFileError(WorkbenchError):
+    """A study file that cannot be read or does not validate; lists every problem at once."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class DataError(WorkbenchError):
+    """Data that cannot be loaded or does not fit the study file."""
+
+
+class StoreError(WorkbenchError):
+    """An Optuna storage or MLflow tracking store that cannot be used."""
+
+
+class RegistryError(WorkbenchError):
+    """An unknown registered model, alias or version."""
+
+
+class PromotionRefused(WorkbenchError):
+    """The candidate did not beat the champion; exit code 1, not 2."""
+
+    exit_code = 1
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (library errors can span pages)."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else e.__class__.__name__

@@ -1,0 +1,113 @@
+"""The registered model as MLflow sees it, and prediction from `models:/NAME@ALIAS`.
+
+`WorkbenchClassifier` is an `mlflow.pyfunc.PythonModel` logged as "models from code"
+(`workbench/mlflow_model.py`): nothing is pickled; its artifacts are the saved Hugging Face
+directory (safetensors weights, config, tokenizer) and the validation data it was chosen on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from workbench.errors import DataError, RegistryError, first_line
+
+TEXT_COLUMN = "text"
+
+
+class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
+    """Raw strings in; a frame with `label`, `score` and one `proba_<label>` column per class out."""
+
+    batch_size = 64
+
+    def load_context(self, context) -> None:
+        self.load(context.artifacts["model"])
+        self.eval_data_path = context.artifacts.get("eval_data")
+
+    def load(self, model_dir: str | Path) -> WorkbenchClassifier:
+        import torch  # noqa: F401  (loaded before transformers picks a backend)
+        from transformers import AutoTokenizer
+
+        import workbench.modeling as modeling
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.model = modeling.WorkbenchForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        return self
+
+    def predict(self, context, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
+        probabilities = self.predict_proba(_texts(model_input))
+        frame = pd.DataFrame(
+            {
+                "label": [self.labels[i] for i in probabilities.argmax(-1)],
+                "score": probabilities.max(-1) if len(probabilities) else np.zeros(0),
+            }
+        )
+        for i, name in enumerate(self.labels):
+            frame[f"proba_{name}"] = probabilities[:, i]
+        return frame
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        out = [np.zeros((0, len(self.labels)))]
+        limit = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(
+                    texts[i : i + self.batch_size], truncation=True, max_length=limit, padding=True, return_tensors="pt"
+                )
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                out.append(torch.softmax(logits.float(), -1).numpy())
+        return np.concatenate(out)
+
+
+def _texts(model_input: Any) -> list[str]:
+    """Accept a frame with a `text` column (or one column), a series, a list or one string."""
+    if isinstance(model_input, pd.DataFrame):
+        column = TEXT_COLUMN if TEXT_COLUMN in model_input.columns else model_input.columns[0]
+        values = model_input[column].tolist()
+    elif isinstance(model_input, pd.Series):
+        values = model_input.tolist()
+    elif isinstance(model_input, str):
+        values = [model_input]
+    else:
+        values = list(model_input)
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+
+
+def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...` or a local path -> pyfunc model."""
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as e:  # MlflowException: unknown name/alias/version, missing artifacts
+        raise RegistryError(f"{uri}: cannot load the model: {first_line(e)}") from None
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Texts from a file: one per line (.txt), or the `text` column of a csv/tsv/jsonl/parquet."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--input: file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        elif suffix in (".json", ".jsonl"):
+            frame = pd.read_json(path, lines=suffix == ".jsonl")
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            frame = pd.DataFrame({TEXT_COLUMN: texts})
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"--input {path}: cannot read it: {first_line(e)}") from None
+    if TEXT_COLUMN not in frame.columns:
+        raise DataError(f"--input {path}: no {TEXT_COLUMN!r} column (columns: {', '.join(map(str, frame.columns))})")
+    if frame.empty:
+        raise DataError(f"--input {path}: the file holds no texts: give one text per line or row")
+    return _texts(frame)

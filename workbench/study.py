@@ -1,0 +1,391 @@
+"""The Optuna study lifecycle: storage, sampler, pruner, the objective and failure handling.
+
+`run_study(spec, options)` opens (or resumes) the study, prepares the data once, runs trials
+until the study's target is met, and registers the best model. Under torchrun, rank 0 owns
+the study and the others follow each trial it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from workbench import distributed
+from workbench.errors import StoreError, StudyFileError, first_line
+from workbench.search_space import describe_space, grid_of, suggest_params
+from workbench.study_file import PRUNERS, SAMPLERS, StudySpec, apply_overrides
+
+if TYPE_CHECKING:
+    import optuna
+
+    from workbench.training import TrialData
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+HEARTBEAT_S = 10  # a worker killed mid-trial is noticed after GRACE_S without a heartbeat
+GRACE_S = 60
+SPACE_ATTR = "workbench.search_space"
+METRIC_ATTR = "workbench.metric"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    storage: Optional[str] = None  # Optuna storage URL; default sqlite:///mlruns/optuna.db
+    tracking_uri: Optional[str] = None  # MLflow tracking URI; default sqlite:///mlruns/mlflow.db
+    add_trials: Optional[int] = None  # run this many more trials instead of filling up to n_trials
+    workdir: Path = Path("mlruns/trials")  # trial checkpoints and saved best models
+    register: bool = True
+
+
+@dataclass
+class StudyOutcome:
+    study_name: str
+    trials_run: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    best_value: Optional[float] = None
+    best_trial: Optional[int] = None
+    registered: Optional[str] = None  # "NAME version N" when a version was registered
+
+
+def resolve_storage(explicit: Optional[str] = None) -> str:
+    url = explicit or DEFAULT_STORAGE
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"--storage: cannot create {path.parent}: {e.strerror}") from None
+    return url
+
+
+def build_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    if "://" not in url:
+        raise StoreError(f"--storage {url!r}: not a database URL (e.g. sqlite:///mlruns/optuna.db or postgresql://...)")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        with _quiet_experimental():
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+    except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
+        raise StoreError(f"--storage {url}: cannot open the Optuna storage: {first_line(e)}") from None
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    sampler = spec.study.sampler
+    cls = getattr(optuna.samplers, SAMPLERS[sampler.type])
+    options = sampler.options
+    if sampler.type == "grid":
+        return cls(grid_of(spec.space), **options)
+    with _quiet_experimental():
+        return cls(**options)
+
+
+def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    import optuna
+
+    pruner = spec.study.pruner
+    return getattr(optuna.pruners, PRUNERS[pruner.type])(**pruner.options)
+
+
+def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
+    """Create the study, or load it when it exists and matches the study file."""
+    import optuna
+
+    storage = build_storage(storage_url)
+    _check_stored(spec, storage)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.study.name,
+        direction=spec.study.direction,
+        sampler=build_sampler(spec),
+        pruner=build_pruner(spec),
+        load_if_exists=True,
+    )
+    if SPACE_ATTR not in study.user_attrs:
+        study.set_user_attr(SPACE_ATTR, describe_space(spec.space))
+        study.set_user_attr(METRIC_ATTR, spec.study.metric)
+    return study
+
+
+def _check_stored(spec: StudySpec, storage) -> None:
+    """A resumed study must keep its direction, metric and search space: never silently mix."""
+    try:
+        study_id = storage.get_study_id_from_name(spec.study.name)
+    except KeyError:
+        return
+    stored_direction = storage.get_study_directions(study_id)[0].name.lower()
+    attrs = storage.get_study_user_attrs(study_id)
+    problems = []
+    if stored_direction != spec.study.direction:
+        problems.append(f"study.direction: {spec.study.direction} differs from the stored study ({stored_direction})")
+    if attrs.get(METRIC_ATTR, spec.study.metric) != spec.study.metric:
+        problems.append(f"study.metric: {spec.study.metric} differs from the stored study ({attrs[METRIC_ATTR]})")
+    stored_space = attrs.get(SPACE_ATTR)
+    if stored_space is not None and stored_space != describe_space(spec.space):
+        new = describe_space(spec.space)
+        changed = sorted(k for k in set(stored_space) | set(new) if stored_space.get(k) != new.get(k))
+        problems.append(f"search_space: {', '.join(changed)} differ from the stored study")
+    if problems:
+        problems.append(f"rename study.name to start a new study, or restore the file that created {spec.study.name!r}")
+        raise StudyFileError(f"study {spec.study.name!r}", problems)
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count toward the target: done, pruned, failed with a reason, running or queued.
+
+    A trial that failed because its worker died or was interrupted does not count: it is
+    retried (heartbeat) or replaced by a new one.
+    """
+    from optuna.trial import TrialState
+
+    counted = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.FAIL:
+            counted += "fail_reason" in t.user_attrs
+        else:
+            counted += 1
+    return counted
+
+
+def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print) -> StudyOutcome:
+    """Run or resume a study until its trial target is met; returns what happened."""
+    from workbench.tracking import StudyTracking, configure_mlflow, resolve_tracking_uri
+
+    distributed.init_distributed()
+    distributed.set_threads()
+    main = distributed.is_main()
+    outcome = StudyOutcome(spec.study.name)
+    study = tracking = None
+    if main:
+        storage_url = resolve_storage(options.storage)
+        study = open_study(spec, storage_url)
+        tracking_uri = resolve_tracking_uri(options.tracking_uri)
+        configure_mlflow(tracking_uri)
+        tracking = StudyTracking(tracking_uri, spec.study.name)
+        tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
+        _fail_stale(study)
+        done = counted_trials(study)
+        target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
+        progress(f"study {spec.study.name}: {done}/{target} trials done (optuna {storage_url}, mlflow {tracking_uri})")
+    data = prepare_data(spec)
+    runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
+    status = "FINISHED"
+    try:
+        while distributed.broadcast(main and _remaining(study, target) > 0):
+            if main:
+                study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(progress)])
+            else:
+                runner.follow()
+            outcome.trials_run += 1
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if main:
+            tracking.finish(status)
+    if main:
+        _summarise(study, spec, tracking, outcome)
+        if options.register and spec.registry.model_name and outcome.best_trial is not None:
+            from workbench.registry import register_best
+
+            outcome.registered = register_best(spec, study, data, tracking, runner.trial_dir(outcome.best_trial))
+        runner.clean_up(keep=outcome.best_trial)
+    distributed.shutdown_distributed()
+    return outcome
+
+
+def _remaining(study, target: int) -> int:
+    _fail_stale(study)
+    return target - counted_trials(study)
+
+
+def _fail_stale(study) -> None:
+    import optuna
+
+    with _quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
+
+
+def prepare_data(spec: StudySpec) -> TrialData:
+    """Load, validate and tokenize the study's data once; every trial shares it."""
+    from workbench.data import build_tokenizer, load_splits, tokenize_splits
+    from workbench.training import TrialData
+
+    splits = load_splits(spec.data, spec.source_dir)
+    tokenizer = build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    train, validation = tokenize_splits(splits, tokenizer, spec.data.max_length)
+    return TrialData(train, validation, tokenizer, splits.label_names, splits)
+
+
+class TrialRunner:
+    """The objective and its bookkeeping: one MLflow run per trial, failures recorded once."""
+
+    def __init__(self, spec: StudySpec, data: TrialData, tracking, workdir: Path):
+        self.spec = spec
+        self.data = data
+        self.tracking = tracking
+        self.workdir = workdir
+        self.space = spec.space
+        self.started = 0.0
+
+    def trial_dir(self, number: int) -> Path:
+        return self.workdir / f"trial-{number}"
+
+    def objective(self, trial: Any) -> float:
+        """suggest -> build -> train -> return the best evaluation of the study metric."""
+        import optuna
+
+        from workbench.tracking import NullTrialRun
+        from workbench.training import train_trial
+
+        self.started = time.monotonic()
+        shared = distributed.distributed_trial(trial)
+        params = suggest_params(shared, self.space)
+        number = shared.number
+        main = distributed.is_main()
+        run = self.tracking.start_trial_run(number, params) if main else NullTrialRun()
+        if main:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+        try:
+            trial_spec = apply_overrides(self.spec, params)
+            result = train_trial(trial_spec, self.data, shared, run, self.trial_dir(number), is_main=main)
+        except optuna.TrialPruned as e:
+            run.end("PRUNED", note=f"Pruned by {self.spec.study.pruner.type} pruner: {e}")
+            raise
+        except Exception as e:
+            reason = f"{e.__class__.__name__}: {first_line(e)}"
+            if main:
+                trial.set_user_attr("fail_reason", reason)
+            run.end("FAIL", note=reason)
+            raise
+        except KeyboardInterrupt:
+            if main:
+                trial.set_user_attr("interrupted", True)
+            run.end("KILLED", note="Interrupted (Ctrl-C)")
+            raise
+        run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
+        run.end("COMPLETE")
+        return result.value
+
+    def follow(self) -> None:
+        """A non-zero rank's share of one trial: same code path, no Optuna or MLflow writes."""
+        import optuna
+
+        try:
+            self.objective(None)
+        except optuna.TrialPruned:
+            pass
+        except Exception as e:  # rank 0 records the failure; this rank goes on to the next trial
+            logger.warning("rank %d: trial failed: %s", distributed.rank(), first_line(e))
+
+    def after_trial(self, progress: Callable[[str], None]):
+        """Optuna callback: one progress line per trial, the parent run's curve, checkpoint clean-up."""
+
+        def callback(study, frozen) -> None:
+            state = frozen.state.name
+            seconds = time.monotonic() - self.started
+            value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
+            reason = frozen.user_attrs.get("fail_reason", "")
+            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
+            progress(f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s")
+            best = _best_trial(study)
+            if frozen.value is not None and best is not None:
+                self.tracking.parent.log_metrics(
+                    {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value}, step=frozen.number
+                )
+            if best is None or best.number != frozen.number:
+                shutil.rmtree(self.trial_dir(frozen.number), ignore_errors=True)
+
+        return callback
+
+    def clean_up(self, keep: Optional[int]) -> None:
+        """Remove every trial directory but the best trial's saved model."""
+        if not self.workdir.exists():
+            return
+        for path in self.workdir.iterdir():
+            if path.name != f"trial-{keep}":
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _best_trial(study) -> Optional[Any]:
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial yet
+        return None
+
+
+def _summarise(study, spec: StudySpec, tracking, outcome: StudyOutcome) -> None:
+    from collections import Counter
+
+    outcome.states = dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
+    best = _best_trial(study)
+    if best is not None:
+        outcome.best_value, outcome.best_trial = best.value, best.number
+        tracking.parent.set_tags({"best_trial": best.number, f"best_{spec.study.metric}": best.value})
+        tracking.parent.log_dict({"number": best.number, "value": best.value, "params": best.params}, "best_trial.json")
+    _log_plots(study, tracking)
+
+
+def _log_plots(study, tracking) -> None:
+    """Optimization history and parameter importances as pictures on the parent run."""
+    import tempfile
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as ovm
+    except ImportError:
+        return
+    plots = {"optimization_history.png": ovm.plot_optimization_history, "intermediate_values.png": ovm.plot_intermediate_values}
+    if sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) >= 2 and study.best_trial.params:
+        plots["param_importances.png"] = ovm.plot_param_importances
+    with tempfile.TemporaryDirectory() as tmp, _quiet_experimental():
+        for name, plot in plots.items():
+            try:
+                ax = plot(study)
+                ax.figure.savefig(Path(tmp) / name, bbox_inches="tight", dpi=100)
+                plt.close(ax.figure)
+                tracking.client.log_artifact(tracking.parent_run_id, str(Path(tmp) / name), "plots")
+            except Exception as e:  # a plot is a nicety: never fail a study over it
+                logger.warning("could not draw %s: %s", name, first_line(e))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class _quiet_experimental:
+    """Optuna marks heartbeats, GP and grid helpers experimental; the warning is noise here."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        from optuna.exceptions import ExperimentalWarning
+
+        warnings.simplefilter("ignore", ExperimentalWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)

@@ -1,0 +1,298 @@
+"""Study files: YAML -> frozen, typed `StudySpec`, with every problem reported at once.
+
+Keys under `model:` are `WorkbenchConfig` fields and keys under `training:` are
+`TrainingArguments` fields, passed through unchanged; both are checked against the real
+classes. One function, `apply_overrides`, applies command-line and trial values on top.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from workbench.errors import StudyFileError
+from workbench.search_space import SECTIONS, ParamSpec, parse_param
+
+# Metrics every trial computes (the Trainer's own names, prefixed `eval_`).
+METRICS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")
+
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "gp": "GPSampler",
+    "qmc": "QMCSampler",
+    "grid": "GridSampler",
+}
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "none": "NopPruner",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplerSpec(_Frozen):
+    """`type` picks the Optuna sampler; every other key is passed to its constructor."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = "tpe"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PrunerSpec(SamplerSpec):
+    """`type` picks the Optuna pruner; every other key is passed to its constructor."""
+
+    type: str = "median"
+
+
+class StudySection(_Frozen):
+    name: str = Field(min_length=1)
+    metric: str = "eval_loss"
+    direction: Literal["maximize", "minimize"] = "minimize"
+    n_trials: int = Field(default=10, ge=0)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+
+
+class SyntheticSpec(_Frozen):
+    n_examples: int = Field(default=2000, ge=20)  # train + validation
+    label_noise: float = Field(default=0.05, ge=0.0, lt=0.5)  # fraction of flipped labels
+    seed: int = 0
+
+
+class HubSpec(_Frozen):
+    path: str
+    name: Optional[str] = None  # the dataset's config, e.g. "sst2" for glue
+    revision: Optional[str] = None
+
+
+class DataSpec(_Frozen):
+    source: Literal["synthetic", "files", "hub"] = "synthetic"
+    synthetic: SyntheticSpec = SyntheticSpec()
+    files: dict[str, str] = {}  # split name ("train", "validation") -> path, relative to the study file
+    hub: Optional[HubSpec] = None
+    text_column: str = "text"
+    label_column: str = "label"
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # when no validation split is given
+    max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _source_has_details(self) -> DataSpec:
+        if self.source == "files" and "train" not in self.files:
+            raise ValueError("source: files needs files.train (and optionally files.validation)")
+        if self.source == "hub" and self.hub is None:
+            raise ValueError("source: hub needs hub.path (e.g. {path: glue, name: sst2})")
+        return self
+
+
+class TokenizerSpec(_Frozen):
+    train: Optional[Literal["wordpiece"]] = "wordpiece"
+    vocab_size: int = Field(default=4000, ge=100)
+    path: Optional[str] = None  # a local tokenizer directory instead of training one
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TokenizerSpec:
+        if self.path is not None:
+            object.__setattr__(self, "train", None)
+        return self
+
+
+class EarlyStoppingSpec(_Frozen):
+    patience: int = Field(default=2, ge=1)  # evaluations without improvement
+    threshold: float = Field(default=0.0, ge=0.0)
+
+
+class RegistrySpec(_Frozen):
+    model_name: Optional[str] = None  # registered model name; no registration when absent
+
+
+class StudySpec(_Frozen):
+    """Everything one study needs, resolved and validated."""
+
+    study: StudySection
+    data: DataSpec = DataSpec()
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    model: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    early_stopping: Optional[EarlyStoppingSpec] = EarlyStoppingSpec()
+    search_space: dict[str, Any] = {}
+    registry: RegistrySpec = RegistrySpec()
+    source_dir: str = "."  # directory of the study file; data paths are relative to it
+
+    @property
+    def space(self) -> dict[str, ParamSpec]:
+        return {k: parse_param(v) for k, v in self.search_space.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved spec, for logging."""
+        return self.model_dump(mode="json", exclude={"source_dir"})
+
+
+def load_study_file(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> StudySpec:
+    """Read and validate a study file; `overrides` are dotted keys (`training.seed`) set on top."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyFileError(str(path), ["file not found: check the path"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise StudyFileError(str(path), [f"cannot read the file ({e.__class__.__name__}): save it as UTF-8 text"]) from None
+    try:
+        raw = yaml.safe_load(text)  # safe: a study file never constructs Python objects
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise StudyFileError(str(path), [f"not valid YAML{where}: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(raw, dict):
+        raise StudyFileError(str(path), ["must be a YAML mapping with a `study:` section (see studies/demo.yaml)"])
+    raw = _set_dotted(raw, overrides or {})
+    raw["source_dir"] = str(path.resolve().parent)
+    return validate_study(raw, str(path))
+
+
+def validate_study(raw: dict[str, Any], name: str = "<study>") -> StudySpec:
+    """Dict -> StudySpec, or StudyFileError listing every problem with its key and fix."""
+    problems: list[str] = []
+    try:
+        spec = StudySpec(**raw)
+    except ValidationError as e:
+        problems += [_pydantic_problem(err) for err in e.errors()]
+        spec = None
+    except TypeError as e:
+        raise StudyFileError(name, [str(e)]) from None
+    if spec is not None:
+        problems += _check_sections(spec)
+    if problems:
+        raise StudyFileError(name, problems)
+    return spec
+
+
+def apply_overrides(spec: StudySpec, values: dict[str, Any]) -> StudySpec:
+    """The one precedence rule: returns a copy of `spec` with dotted keys set (trial params, CLI)."""
+    raw = spec.model_dump(mode="python")
+    return validate_study(_set_dotted(raw, values), spec.study.name)
+
+
+def _set_dotted(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(raw)
+    for key, value in values.items():
+        head, *rest = key.split(".")
+        if not rest:
+            raw[head] = value
+            continue
+        section = raw.get(head)
+        section = dict(section) if isinstance(section, dict) else {}
+        raw[head] = _set_dotted(section, {".".join(rest): value})
+    return raw
+
+
+def _pydantic_problem(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        *parent, leaf = [str(p) for p in err["loc"]]
+        known = _known_keys(parent)
+        hint = _did_you_mean(leaf, known)
+        return f"{loc}: unknown key{hint or (' (known: ' + ', '.join(sorted(known)) + ')' if known else '')}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _known_keys(parent: list[str]) -> list[str]:
+    model: type[BaseModel] = StudySpec
+    for part in parent:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        ann = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return [k for k in model.model_fields if k != "source_dir"]
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _check_sections(spec: StudySpec) -> list[str]:
+    """Checks that need the real classes: TrainingArguments, WorkbenchConfig, Optuna."""
+    problems: list[str] = []
+    training_fields = _training_fields()
+    model_fields = _model_fields()
+    for key in spec.training:
+        if key not in training_fields:
+            problems.append(f"training.{key}: not a TrainingArguments field{_did_you_mean(key, training_fields)}")
+    for key in spec.model:
+        if key not in model_fields:
+            problems.append(f"model.{key}: not a WorkbenchConfig field{_did_you_mean(key, model_fields)}")
+    for key, raw in spec.search_space.items():
+        section, _, field = key.partition(".")
+        known = {"model": model_fields, "training": training_fields}.get(section)
+        if known is None or not field:
+            problems.append(f"search_space.{key}: must start with {' or '.join(s + '.' for s in SECTIONS)}")
+        elif field not in known:
+            owner = "WorkbenchConfig" if section == "model" else "TrainingArguments"
+            problems.append(f"search_space.{key}: not a {owner} field{_did_you_mean(field, known)}")
+        try:
+            parse_param(raw)
+        except (ValidationError, ValueError) as e:
+            problems.append(f"search_space.{key}: {_first_message(e)}")
+    if spec.study.metric not in METRICS:
+        problems.append(
+            f"study.metric: {spec.study.metric!r} is not computed by a trial (choose one of {', '.join(METRICS)})"
+        )
+    problems += _check_optuna_class("study.sampler", spec.study.sampler, SAMPLERS, "samplers")
+    problems += _check_optuna_class("study.pruner", spec.study.pruner, PRUNERS, "pruners")
+    return problems
+
+
+def _first_message(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"{loc}: {msg}" if loc and err["type"] != "value_error" else msg
+    return str(e)
+
+
+def _check_optuna_class(key: str, spec: SamplerSpec, names: dict[str, str], module: str) -> list[str]:
+    if spec.type not in names:
+        return [f"{key}.type: unknown {spec.type!r} (choose one of {', '.join(names)})"]
+    import optuna
+
+    cls = getattr(getattr(optuna, module), names[spec.type])
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "search_space"}
+    return [
+        f"{key}.{opt}: not an option of optuna.{module}.{cls.__name__}{_did_you_mean(opt, sorted(accepted))}"
+        for opt in spec.options
+        if opt not in accepted
+    ]
+
+
+def _training_fields() -> list[str]:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return [f.name for f in dataclasses.fields(TrainingArguments) if f.init and f.name != "output_dir"]
+
+
+def _model_fields() -> list[str]:
+    from workbench.modeling import WorkbenchConfig
+
+    return WorkbenchConfig.field_names()

@@ -1,0 +1,191 @@
+"""The only module that opens MLflow runs: one parent run per study, one nested run per trial.
+
+`StudyTracking` finds or creates the study's experiment and parent run (found again on
+resume by its tag) and starts trial runs under it. `NullTrialRun` stands in where nothing
+may be logged (DDP ranks other than 0), so the training code path stays the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from workbench.errors import StoreError, first_line
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+ROLE_TAG = "workbench.role"
+STUDY_TAG = "optuna.study"
+TRIAL_TAG = "optuna.trial.number"
+STATE_TAG = "optuna.trial.state"
+# Optuna trial state -> MLflow run status: pruned runs read KILLED (stopped on purpose) at a glance.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "KILLED": "KILLED"}
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def resolve_tracking_uri(explicit: Optional[str] = None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite store under mlruns/."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"--tracking-uri: cannot create {db.parent}: {e.strerror}") from None
+    return uri
+
+
+def configure_mlflow(tracking_uri: str) -> None:
+    """Point MLflow's fluent API and registry at one store for this process."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+
+
+def local_artifact_root(tracking_uri: str, experiment: str) -> Optional[str]:
+    """Artifacts of a local SQLite store live beside it under mlruns/; a server decides its own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    return (db.parent / "artifacts" / experiment).as_uri()
+
+
+class TrialRun:
+    """A nested MLflow run for one trial; logs through the client, never the fluent API."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, data: dict, name: str) -> None:
+        self.client.log_dict(self.run_id, data, name)
+
+    def end(self, state: str, note: Optional[str] = None) -> None:
+        """Close the run with the status matching the Optuna state (COMPLETE, PRUNED, FAIL, KILLED)."""
+        tags = {STATE_TAG: state}
+        if note:
+            tags["mlflow.note.content"] = note
+        self.set_tags(tags)
+        self.client.set_terminated(self.run_id, status=RUN_STATUS[state])
+
+
+class NullTrialRun(TrialRun):
+    """Logs nothing: stands in for the run on DDP ranks other than 0."""
+
+    def __init__(self):
+        self.run_id = ""
+
+    def log_metrics(self, metrics, step): ...
+    def log_params(self, params): ...
+    def set_tags(self, tags): ...
+    def log_dict(self, data, name): ...
+    def end(self, state, note=None): ...
+
+
+class StudyTracking:
+    """The study's MLflow experiment and parent run."""
+
+    def __init__(self, tracking_uri: str, study_name: str):
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        self.client = MlflowClient(tracking_uri)
+        try:
+            self.experiment_id = self._experiment()
+        except Exception as e:  # MlflowException, connection errors, SQL errors
+            raise StoreError(f"--tracking-uri {tracking_uri}: cannot use the tracking store: {first_line(e)}") from None
+        self.parent_run_id = self._parent_run()
+
+    def _experiment(self) -> str:
+        found = self.client.get_experiment_by_name(self.study_name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        location = local_artifact_root(self.tracking_uri, self.study_name)
+        try:
+            return self.client.create_experiment(self.study_name, artifact_location=location)
+        except Exception:  # another worker created it first
+            found = self.client.get_experiment_by_name(self.study_name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _parent_run(self) -> str:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{self.study_name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        if runs:
+            run_id = runs[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")  # resumed
+            return run_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"study-{self.study_name}", tags={ROLE_TAG: "study", STUDY_TAG: self.study_name}
+        )
+        return run.info.run_id
+
+    @property
+    def parent(self) -> TrialRun:
+        return TrialRun(self.client, self.parent_run_id)
+
+    def start_trial_run(self, number: int, params: dict[str, Any]) -> TrialRun:
+        """A nested run named `trial-N` with the sampled params and Optuna tags."""
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            ROLE_TAG: "trial",
+            STUDY_TAG: self.study_name,
+            TRIAL_TAG: str(number),
+            STATE_TAG: "RUNNING",
+        }
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)
+        trial_run = TrialRun(self.client, run.info.run_id)
+        trial_run.log_dict(params, "sampled_params.json")
+        return trial_run
+
+    def trial_runs(self) -> list:
+        """All trial runs of the study, oldest first."""
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'trial' and tags.`{STUDY_TAG}` = '{self.study_name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=10000,
+        )
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:MAX_PARAM_LENGTH]
