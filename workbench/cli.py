@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
@@ -67,11 +67,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except WorkbenchError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
         return getattr(e, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("interrupted: the running trial was marked failed; run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:  # a bug or an unforeseen fault: still one line, the traceback behind --debug
+        if args.debug:
+            raise
+        print(f"error: {e.__class__.__name__}: {first_line(e)} (unexpected: rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _quiet_libraries() -> None:

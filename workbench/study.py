@@ -168,17 +168,21 @@ def counted_trials(study: optuna.Study) -> int:
 
 def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print) -> StudyOutcome:
     """Run or resume a study until its trial target is met; returns what happened."""
-    from workbench.tracking import StudyTracking, configure_mlflow, resolve_tracking_uri
+    from workbench.tracking import StudyTracking, check_tracking_store, configure_mlflow, resolve_tracking_uri
 
     distributed.init_distributed()
     distributed.set_threads()
     main = distributed.is_main()
     outcome = StudyOutcome(spec.study.name)
     study = tracking = None
-    if main:
+    if main:  # every store check and the data come before the first write: a refused run changes nothing
         storage_url = resolve_storage(options.storage)
-        study = open_study(spec, storage_url)
         tracking_uri = resolve_tracking_uri(options.tracking_uri)
+        _check_stored(spec, build_storage(storage_url))
+        check_tracking_store(tracking_uri)
+    data = prepare_data(spec)
+    if main:
+        study = open_study(spec, storage_url)
         configure_mlflow(tracking_uri)
         tracking = StudyTracking(tracking_uri, spec.study.name)
         tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
@@ -186,13 +190,15 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
         done = counted_trials(study)
         target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
         progress(f"study {spec.study.name}: {done}/{target} trials done (optuna {storage_url}, mlflow {tracking_uri})")
-    data = prepare_data(spec)
     runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
     status = "FINISHED"
     try:
         while distributed.broadcast(main and _remaining(study, target) > 0):
             if main:
                 study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(progress)])
+                if runner.fatal is not None:  # a store or disk fault: this trial failed, the next would too
+                    status = "FAILED"
+                    raise runner.fatal
             else:
                 runner.follow()
             outcome.trials_run += 1
@@ -201,7 +207,7 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
         raise
     finally:
         if main:
-            tracking.finish(status)
+            _quietly(tracking.finish, status)
     if main:
         _summarise(study, spec, tracking, outcome)
         if options.register and spec.registry.model_name and outcome.best_trial is not None:
@@ -246,6 +252,7 @@ class TrialRunner:
         self.workdir = workdir
         self.space = spec.space
         self.started = 0.0
+        self.fatal: Optional[Exception] = None  # set when a trial fails for a reason that stops the study
 
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
@@ -262,29 +269,40 @@ class TrialRunner:
         params = suggest_params(shared, self.space)
         number = shared.number
         main = distributed.is_main()
-        run = self.tracking.start_trial_run(number, params) if main else NullTrialRun()
+        try:
+            run = self.tracking.start_trial_run(number, params) if main else NullTrialRun()
+        except StoreError as e:
+            self.fatal = e
+            trial.set_user_attr("store_error", str(e))  # not counted: the trial is run again on resume
+            raise
         if main:
             trial.set_user_attr("mlflow_run_id", run.run_id)
         try:
             trial_spec = apply_overrides(self.spec, params)
             result = train_trial(trial_spec, self.data, shared, run, self.trial_dir(number), is_main=main)
+            # inside the try: a store fault here fails the trial, never leaves it half-written and COMPLETE
+            run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
+            run.end("COMPLETE")
+            return result.value
         except optuna.TrialPruned as e:
-            run.end("PRUNED", note=f"Pruned by {self.spec.study.pruner.type} pruner: {e}")
+            try:
+                run.end("PRUNED", note=f"Pruned by {self.spec.study.pruner.type} pruner: {e}")
+            except StoreError as store:
+                self.fatal = store
             raise
         except Exception as e:
-            reason = f"{e.__class__.__name__}: {first_line(e)}"
+            reason, self.fatal = classify_failure(e, number)
             if main:
-                trial.set_user_attr("fail_reason", reason)
-            run.end("FAIL", note=reason)
+                # store faults are not the trial's doing: they are not counted and run again on resume
+                _quietly(trial.set_user_attr, "store_error" if self.fatal else "fail_reason", reason)
+            if not isinstance(e, StoreError):  # a tracking store that just failed would only be retried again
+                _quietly(run.end, "FAIL", note=reason)
             raise
         except KeyboardInterrupt:
             if main:
                 trial.set_user_attr("interrupted", True)
-            run.end("KILLED", note="Interrupted (Ctrl-C)")
+            _quietly(run.end, "KILLED", note="Interrupted (Ctrl-C)")
             raise
-        run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
-        run.end("COMPLETE")
-        return result.value
 
     def follow(self) -> None:
         """A non-zero rank's share of one trial: same code path, no Optuna or MLflow writes."""
@@ -304,11 +322,12 @@ class TrialRunner:
             state = frozen.state.name
             seconds = time.monotonic() - self.started
             value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
-            reason = frozen.user_attrs.get("fail_reason", "")
+            release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
+            reason = frozen.user_attrs.get("fail_reason", "") or frozen.user_attrs.get("store_error", "")
             params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
             progress(f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s")
             best = _best_trial(study)
-            if frozen.value is not None and best is not None:
+            if frozen.value is not None and best is not None and self.fatal is None:
                 self.tracking.parent.log_metrics(
                     {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value}, step=frozen.number
                 )
@@ -324,6 +343,63 @@ class TrialRunner:
         for path in self.workdir.iterdir():
             if path.name != f"trial-{keep}":
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def classify_failure(e: BaseException, number: int) -> tuple[str, Optional[Exception]]:
+    """A failed trial's reason, and the error that must stop the study (store down, disk full) or None."""
+    reason = f"{e.__class__.__name__}: {first_line(e)}"
+    if isinstance(e, StoreError):
+        return str(e), StoreError(f"trial {number}: {e}")
+    if _is_disk_full(e):
+        return f"disk full: {first_line(e)}", StoreError(
+            f"trial {number}: disk full ({first_line(e)}): free space under mlruns/ and run the same command to resume"
+        )
+    if _is_out_of_memory(e):
+        return f"out of memory: {reason}", None
+    return reason, None
+
+
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    import errno
+
+    words = ("no space left on device", "storagefull", "database or disk is full", "disk quota exceeded")
+    return any(
+        getattr(x, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(w in str(x).lower() for w in words) for x in _chain(e)
+    )
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    words = ("out of memory", "can't allocate memory", "cannot allocate memory")
+    return any(isinstance(x, (MemoryError, torch.OutOfMemoryError)) or any(w in str(x).lower() for w in words) for x in _chain(e))
+
+
+def release_memory() -> None:
+    """Free what a finished trial left: reference cycles (Trainer, callbacks) and cached CUDA blocks."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _quietly(call: Callable, *args, **kwargs) -> None:
+    """Bookkeeping after a failure must not hide the failure itself."""
+    try:
+        call(*args, **kwargs)
+    except Exception as e:
+        logger.warning("could not record the failure: %s", first_line(e))
 
 
 def _best_trial(study) -> Optional[Any]:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workbench.errors import StudyFileError
-from workbench.search_space import SECTIONS, ParamSpec, parse_param
+from workbench.search_space import SECTIONS, CategoricalSpec, ParamSpec, parse_param
 
 # Metrics every trial computes (the Trainer's own names, prefixed `eval_`).
 METRICS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")
@@ -154,6 +154,8 @@ def load_study_file(path: str | Path, overrides: Optional[dict[str, Any]] = None
         raise StudyFileError(str(path), [f"cannot read the file ({e.__class__.__name__}): save it as UTF-8 text"]) from None
     try:
         raw = yaml.safe_load(text)  # safe: a study file never constructs Python objects
+    except yaml.constructor.ConstructorError as e:  # e.g. !!python/object: never built, never run
+        raise StudyFileError(str(path), [f"tag {e.problem.split('tag ')[-1]} is not allowed: a study file holds plain YAML data only"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -165,9 +167,20 @@ def load_study_file(path: str | Path, overrides: Optional[dict[str, Any]] = None
     return validate_study(raw, str(path))
 
 
-def validate_study(raw: dict[str, Any], name: str = "<study>") -> StudySpec:
-    """Dict -> StudySpec, or StudyFileError listing every problem with its key and fix."""
+def validate_study(raw: dict[str, Any], name: str = "<study>", *, exact: bool = False) -> StudySpec:
+    """Dict -> StudySpec, or StudyFileError listing every problem with its key and fix.
+
+    `model:` and `training:` values are type-checked field by field and then built into the
+    real `WorkbenchConfig` / `TrainingArguments`. With `exact` (a trial's resolved values)
+    they are built as they are; otherwise search-space keys take sample values from their
+    ranges, and the file is refused only when no sampled combination builds.
+    """
     problems: list[str] = []
+    raw = dict(raw)
+    for section in SECTIONS:  # checked from the raw dict: reported even when other sections fail
+        if isinstance(raw.get(section), dict):
+            raw[section], found = _check_values(section, raw[section])
+            problems += found
     try:
         spec = StudySpec(**raw)
     except ValidationError as e:
@@ -177,6 +190,8 @@ def validate_study(raw: dict[str, Any], name: str = "<study>") -> StudySpec:
         raise StudyFileError(name, [str(e)]) from None
     if spec is not None:
         problems += _check_sections(spec)
+        if not problems:
+            problems += _check_buildable(spec, exact)
     if problems:
         raise StudyFileError(name, problems)
     return spec
@@ -185,7 +200,7 @@ def validate_study(raw: dict[str, Any], name: str = "<study>") -> StudySpec:
 def apply_overrides(spec: StudySpec, values: dict[str, Any]) -> StudySpec:
     """The one precedence rule: returns a copy of `spec` with dotted keys set (trial params, CLI)."""
     raw = spec.model_dump(mode="python")
-    return validate_study(_set_dotted(raw, values), spec.study.name)
+    return validate_study(_set_dotted(raw, values), spec.study.name, exact=True)
 
 
 def _set_dotted(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -234,12 +249,6 @@ def _check_sections(spec: StudySpec) -> list[str]:
     problems: list[str] = []
     training_fields = _training_fields()
     model_fields = _model_fields()
-    for key in spec.training:
-        if key not in training_fields:
-            problems.append(f"training.{key}: not a TrainingArguments field{_did_you_mean(key, training_fields)}")
-    for key in spec.model:
-        if key not in model_fields:
-            problems.append(f"model.{key}: not a WorkbenchConfig field{_did_you_mean(key, model_fields)}")
     for key, raw in spec.search_space.items():
         section, _, field = key.partition(".")
         known = {"model": model_fields, "training": training_fields}.get(section)
@@ -249,9 +258,13 @@ def _check_sections(spec: StudySpec) -> list[str]:
             owner = "WorkbenchConfig" if section == "model" else "TrainingArguments"
             problems.append(f"search_space.{key}: not a {owner} field{_did_you_mean(field, known)}")
         try:
-            parse_param(raw)
+            param = parse_param(raw)
         except (ValidationError, ValueError) as e:
             problems.append(f"search_space.{key}: {_first_message(e)}")
+            continue
+        if known is not None and field in known:
+            values = param.choices if isinstance(param, CategoricalSpec) else (param.low, param.high)
+            problems += [f"search_space.{key}: {p}" for v in values if (p := _type_problem(section, field, v)[1])]
     if spec.study.metric not in METRICS:
         problems.append(
             f"study.metric: {spec.study.metric!r} is not computed by a trial (choose one of {', '.join(METRICS)})"
@@ -296,3 +309,105 @@ def _model_fields() -> list[str]:
     from workbench.modeling import WorkbenchConfig
 
     return WorkbenchConfig.field_names()
+
+
+# Numeric fields that must be positive: TrainingArguments accepts these and fails mid-trial.
+POSITIVE = {
+    "training": ("per_device_train_batch_size", "per_device_eval_batch_size", "num_train_epochs", "gradient_accumulation_steps"),
+    "model": ("hidden_size", "num_layers", "num_heads", "vocab_size", "max_position_embeddings"),
+}
+MAX_COMBINATIONS = 16  # search-space combinations tried when checking that a study file builds
+
+
+def _check_values(section: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Unknown keys and wrong types under `model:` / `training:`; numbers given as strings are converted."""
+    known = _model_fields() if section == "model" else _training_fields()
+    owner = "WorkbenchConfig" if section == "model" else "TrainingArguments"
+    out, problems = dict(values), []
+    for key, value in values.items():
+        if key not in known:
+            problems.append(f"{section}.{key}: not a {owner} field{_did_you_mean(key, known)}")
+            continue
+        out[key], problem = _type_problem(section, key, value)
+        if problem:
+            problems.append(f"{section}.{key}: {problem}")
+    return out, problems
+
+
+def _type_problem(section: str, key: str, value: Any) -> tuple[Any, Optional[str]]:
+    """(value, converted when it was a number written as text, e.g. 1e-3) and the problem, if any."""
+    adapter = _field_types(section).get(key)
+    if adapter is None:
+        return value, None
+    try:
+        checked = adapter.validate_python(value, strict=isinstance(value, bool))
+    except ValidationError as e:
+        return value, f"{value!r} is not valid ({e.errors()[0]['msg'].lower()})"
+    if key in POSITIVE.get(section, ()) and isinstance(checked, (int, float)) and checked <= 0:
+        return value, f"must be positive (got {value!r})"
+    if isinstance(value, str) and type(checked) in (int, float, bool):
+        return checked, None  # YAML reads 1e-3 (no dot) as text
+    return value, None
+
+
+def _check_buildable(spec: StudySpec, exact: bool) -> list[str]:
+    """Build the real WorkbenchConfig and TrainingArguments, the way a trial will; their errors become problems."""
+    import itertools
+
+    from workbench.training import build_model_config, build_training_args
+
+    builders = {"model": lambda s: build_model_config(s), "training": lambda s: build_training_args(s, "unused-output-dir")}
+    space = {} if exact else spec.space
+    problems = []
+    for section, build in builders.items():
+        keys = [k for k in space if k.startswith(section + ".")]
+        options = [_samples(space[k]) for k in keys]
+        combos = list(itertools.islice(itertools.product(*options), MAX_COMBINATIONS))
+        errors = []
+        for combo in combos:
+            values = {**getattr(spec, section), **{k.partition(".")[2]: v for k, v in zip(keys, combo)}}
+            try:
+                build(spec.model_copy(update={section: values}))
+                break
+            except Exception as e:  # ValueError, TypeError, ZeroDivisionError...: the library's own words
+                errors.append(" ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300])
+        else:
+            # the same error for every combination does not depend on the search space
+            where = f" (with every search_space value tried for {', '.join(keys)})" if len(set(errors)) > 1 else ""
+            problems.append(f"{section}: {errors[0] or 'cannot be built'}{where}")
+    return problems
+
+
+def _samples(param: ParamSpec) -> list[Any]:
+    if isinstance(param, CategoricalSpec):
+        return list(param.choices)
+    cast = int if param.is_int else float
+    return [cast(param.low), cast(param.high)]
+
+
+def _field_types(section: str) -> dict[str, Any]:
+    """Field name -> pydantic TypeAdapter for the declared type (absent when it cannot be checked)."""
+    if section not in _TYPES:
+        import typing
+
+        from pydantic import TypeAdapter
+
+        if section == "model":
+            from workbench.modeling import WorkbenchConfig
+
+            hints = typing.get_type_hints(WorkbenchConfig.__init__)
+        else:
+            from transformers import TrainingArguments
+
+            hints = typing.get_type_hints(TrainingArguments)
+        adapters = {}
+        for name, hint in hints.items():
+            try:
+                adapters[name] = TypeAdapter(hint)
+            except Exception:  # an arbitrary class pydantic cannot check: left to the real constructor
+                pass
+        _TYPES[section] = adapters
+    return _TYPES[section]
+
+
+_TYPES: dict[str, dict[str, Any]] = {}

@@ -43,6 +43,44 @@ def resolve_tracking_uri(explicit: Optional[str] = None) -> str:
     return uri
 
 
+# The fail-fast check before a study: MLflow's own default retries for minutes.
+PREFLIGHT_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def check_tracking_store(tracking_uri: str) -> None:
+    """Raise StoreError, before anything is written, when the tracking store cannot be used."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        for path in (db.parent, db):
+            if path.exists() and not os.access(path, os.W_OK):
+                raise StoreError(f"--tracking-uri {tracking_uri}: {path} is read-only: make it writable or pass another --tracking-uri")
+        return
+    from mlflow import MlflowClient
+
+    saved = {k: os.environ.get(k) for k in PREFLIGHT_HTTP}
+    os.environ.update({k: v for k, v in PREFLIGHT_HTTP.items() if saved[k] is None})  # the user's settings win
+    try:
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except Exception as e:  # connection refused, DNS, unknown scheme, HTTP errors
+        raise StoreError(f"--tracking-uri {tracking_uri}: cannot reach the tracking store: {_reason(e)}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+def _reason(e: BaseException) -> str:
+    """The useful line of an MLflow/requests error (the root cause, e.g. 'Connection refused')."""
+    root = e
+    while root.__cause__ or root.__context__:
+        root = root.__cause__ or root.__context__
+    text = first_line(e)
+    for hint in ("Connection refused", "Name or service not known", "timed out", "Max retries exceeded"):
+        if hint in str(e) and hint not in text:
+            return f"{text[:200]} ({hint})"
+    return text[:300]
+
+
 def configure_mlflow(tracking_uri: str) -> None:
     """Point MLflow's fluent API and registry at one store for this process."""
     import mlflow
@@ -59,6 +97,22 @@ def local_artifact_root(tracking_uri: str, experiment: str) -> Optional[str]:
     return (db.parent / "artifacts" / experiment).as_uri()
 
 
+def _store_write(call):
+    """A run's write: a store fault (server down, read-only, disk full) becomes one StoreError the study stops on."""
+    import functools
+
+    @functools.wraps(call)
+    def wrapped(*args, **kwargs):
+        try:
+            return call(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as e:  # MlflowException, requests and SQL errors: the store, not the trial
+            raise StoreError(f"tracking store: {call.__name__} failed: {_reason(e)}") from e
+
+    return wrapped
+
+
 class TrialRun:
     """A nested MLflow run for one trial; logs through the client, never the fluent API."""
 
@@ -66,12 +120,14 @@ class TrialRun:
         self.client = client
         self.run_id = run_id
 
+    @_store_write
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
+    @_store_write
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -79,14 +135,17 @@ class TrialRun:
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
+    @_store_write
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    @_store_write
     def log_dict(self, data: dict, name: str) -> None:
         self.client.log_dict(self.run_id, data, name)
 
+    @_store_write
     def end(self, state: str, note: Optional[str] = None) -> None:
         """Close the run with the status matching the Optuna state (COMPLETE, PRUNED, FAIL, KILLED)."""
         tags = {STATE_TAG: state}
@@ -120,9 +179,9 @@ class StudyTracking:
         self.client = MlflowClient(tracking_uri)
         try:
             self.experiment_id = self._experiment()
+            self.parent_run_id = self._parent_run()
         except Exception as e:  # MlflowException, connection errors, SQL errors
-            raise StoreError(f"--tracking-uri {tracking_uri}: cannot use the tracking store: {first_line(e)}") from None
-        self.parent_run_id = self._parent_run()
+            raise StoreError(f"--tracking-uri {tracking_uri}: cannot use the tracking store: {_reason(e)}") from None
 
     def _experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.study_name)
@@ -168,7 +227,10 @@ class StudyTracking:
             TRIAL_TAG: str(number),
             STATE_TAG: "RUNNING",
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)
+        except Exception as e:
+            raise StoreError(f"tracking store {self.tracking_uri}: cannot start trial {number}'s run: {_reason(e)}") from None
         trial_run = TrialRun(self.client, run.info.run_id)
         trial_run.log_dict(params, "sampled_params.json")
         return trial_run
@@ -189,3 +251,4 @@ class StudyTracking:
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:MAX_PARAM_LENGTH]
+

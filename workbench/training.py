@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
     from workbench.data import Splits
-    from workbench.modeling import WorkbenchForSequenceClassification
+    from workbench.modeling import WorkbenchConfig, WorkbenchForSequenceClassification
     from workbench.tracking import TrialRun
 
 # Sensible defaults a study file may override (defaults < study file < CLI < trial params).
@@ -66,22 +66,31 @@ def build_training_args(spec: StudySpec, output_dir: str | Path) -> TrainingArgu
     return TrainingArguments(output_dir=str(output_dir), **values)
 
 
-def build_model(spec: StudySpec, data: TrialData) -> WorkbenchForSequenceClassification:
-    """A freshly initialised model sized to the tokenizer and the labels."""
-    from workbench.modeling import WorkbenchConfig, WorkbenchForSequenceClassification
+def build_model_config(spec: StudySpec, data: Optional[TrialData] = None) -> WorkbenchConfig:
+    """The model's config from the study's `model:` section, sized to the tokenizer and labels when given."""
+    from workbench.modeling import WorkbenchConfig
 
-    config = WorkbenchConfig(
+    sized: dict[str, Any] = {"max_position_embeddings": max(spec.data.max_length, 8)}
+    labels: tuple[str, ...] = ("0", "1")  # stand-in labels when checking a study file before data exists
+    if data is not None:
+        # a trained WordPiece vocabulary can be smaller than asked: size from the tokenizer
+        sized.update(vocab_size=len(data.tokenizer), pad_token_id=data.tokenizer.pad_token_id)
+        labels = data.label_names
+    return WorkbenchConfig(
         **{
-            # a trained WordPiece vocabulary can be smaller than asked: size from the tokenizer
-            "vocab_size": len(data.tokenizer),
-            "pad_token_id": data.tokenizer.pad_token_id,
-            "max_position_embeddings": max(spec.data.max_length, 8),
+            **sized,
             **spec.model,
-            "id2label": dict(enumerate(data.label_names)),
-            "label2id": {name: i for i, name in enumerate(data.label_names)},
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
         }
     )
-    return WorkbenchForSequenceClassification(config)
+
+
+def build_model(spec: StudySpec, data: TrialData) -> WorkbenchForSequenceClassification:
+    """A freshly initialised model sized to the tokenizer and the labels."""
+    from workbench.modeling import WorkbenchForSequenceClassification
+
+    return WorkbenchForSequenceClassification(build_model_config(spec, data))
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
