@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workbench.errors import StudyFileError
-from workbench.search_space import SECTIONS, CategoricalSpec, ParamSpec, parse_param
+from workbench.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
 
 # Metrics every trial computes (the Trainer's own names, prefixed `eval_`).
 METRICS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")
@@ -155,7 +155,8 @@ def load_study_file(path: str | Path, overrides: Optional[dict[str, Any]] = None
     try:
         raw = yaml.safe_load(text)  # safe: a study file never constructs Python objects
     except yaml.constructor.ConstructorError as e:  # e.g. !!python/object: never built, never run
-        raise StudyFileError(str(path), [f"tag {e.problem.split('tag ')[-1]} is not allowed: a study file holds plain YAML data only"]) from None
+        tag = str(e.problem).split("tag ")[-1].strip("'").replace("tag:yaml.org,2002:", "!!")
+        raise StudyFileError(str(path), [f"tag {tag} is not allowed: a study file holds plain YAML data only"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -269,6 +270,11 @@ def _check_sections(spec: StudySpec) -> list[str]:
         problems.append(
             f"study.metric: {spec.study.metric!r} is not computed by a trial (choose one of {', '.join(METRICS)})"
         )
+    if spec.study.sampler.type == "grid" and not problems:
+        try:
+            grid_of(spec.space)
+        except ValueError as e:
+            problems.append(str(e))
     problems += _check_optuna_class("study.sampler", spec.study.sampler, SAMPLERS, "samplers")
     problems += _check_optuna_class("study.pruner", spec.study.pruner, PRUNERS, "pruners")
     return problems

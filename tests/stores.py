@@ -1,0 +1,48 @@
+"""Helpers for error tests: a seeded pair of stores, and a snapshot to prove a refused run changed nothing."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import yaml
+
+from conftest import TINY, merge
+
+# What a refused command must leave as it was: every row of both stores, statuses included.
+OPTUNA_TABLES = ("studies", "trials", "trial_values", "trial_params", "trial_user_attributes", "study_user_attributes")
+MLFLOW_TABLES = ("experiments", "runs", "metrics", "params", "tags", "registered_models", "model_versions", "registered_model_aliases")
+
+
+def snapshot(root: Path) -> dict:
+    """Row counts of every table that matters, trial states, run statuses and registry aliases."""
+    out: dict = {}
+    for db, tables in (("optuna.db", OPTUNA_TABLES), ("mlflow.db", MLFLOW_TABLES)):
+        path = root / "mlruns" / db
+        if not path.exists():
+            out[db] = None
+            continue
+        with sqlite3.connect(path) as con:
+            out[db] = {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}
+            if db == "optuna.db":
+                out["trial_states"] = con.execute("select number, state from trials order by number").fetchall()
+            else:
+                out["run_statuses"] = con.execute("select run_uuid, status from runs order by run_uuid").fetchall()
+                out["aliases"] = con.execute("select name, alias, version from registered_model_aliases order by alias").fetchall()
+    return out
+
+
+def seed(root: Path, main) -> Path:
+    """Run the tiny study (2 trials, registered) in `root`; returns the study file."""
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(merge(TINY, {"study": {"n_trials": 2}}), sort_keys=False))
+    assert main(["study", "run", str(path)]) == 0
+    return path
+
+
+def copy_stores(source: Path, target: Path) -> None:
+    """Both databases (not the artifacts: they stay where the seeded store points)."""
+    (target / "mlruns").mkdir(exist_ok=True)
+    for db in ("optuna.db", "mlflow.db"):
+        shutil.copy2(source / "mlruns" / db, target / "mlruns" / db)
