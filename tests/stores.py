@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import TINY, merge
@@ -46,3 +48,42 @@ def copy_stores(source: Path, target: Path) -> None:
     (target / "mlruns").mkdir(exist_ok=True)
     for db in ("optuna.db", "mlflow.db"):
         shutil.copy2(source / "mlruns" / db, target / "mlruns" / db)
+
+
+_SEEDED: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def seeded(tmp_path_factory):
+    """A store holding the tiny study (2 trials) and a registered version, made once per session."""
+    from workbench.cli import main
+
+    if "root" not in _SEEDED:  # imported by several test modules: seed once
+        root = tmp_path_factory.mktemp("seeded")
+        cwd = os.getcwd()
+        os.chdir(root)
+        try:
+            seed(root, main)
+        finally:
+            os.chdir(cwd)
+        _SEEDED["root"] = root
+    return _SEEDED["root"]
+
+
+@pytest.fixture
+def stores(seeded, workdir):
+    """The seeded stores copied into this test's directory; returns their snapshot before the test."""
+    copy_stores(seeded, workdir)
+    return snapshot(workdir)
+
+
+def refused(capsys, argv: list[str]) -> str:
+    """Run the CLI, expect exit 2 and a one-line error without a traceback; return that line."""
+    from workbench.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in err
+    return err

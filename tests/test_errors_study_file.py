@@ -10,38 +10,8 @@ import pytest
 import yaml
 
 from conftest import TINY, merge
-from stores import copy_stores, seed, snapshot
+from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
 from workbench.cli import main
-
-
-@pytest.fixture(scope="session")
-def seeded(tmp_path_factory):
-    """A store holding the tiny study (2 trials) and a registered version, made once per session."""
-    root = tmp_path_factory.mktemp("seeded")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        seed(root, main)
-    finally:
-        os.chdir(cwd)
-    return root
-
-
-@pytest.fixture
-def stores(seeded, workdir):
-    """The seeded stores copied into this test's directory; returns their snapshot before the test."""
-    copy_stores(seeded, workdir)
-    return snapshot(workdir)
-
-
-def refused(capsys, argv: list[str]) -> str:
-    """Run the CLI, expect exit 2 and a one-line error; return that line."""
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in err
-    return err
 
 
 CASES = {

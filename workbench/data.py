@@ -56,13 +56,16 @@ def load_splits(spec: DataSpec, base_dir: str | Path = ".") -> Splits:
         raw, source = _load_hub(spec), f"hub:{spec.hub.path}" + (f"/{spec.hub.name}" if spec.hub.name else "")
     raw = DatasetDict({name: _select_columns(ds, spec, name) for name, ds in raw.items() if name in ("train", "validation")})
     raw = DatasetDict({name: _drop_empty(ds, name) for name, ds in raw.items()})
+    for name, ds in raw.items():
+        if len(ds) == 0:
+            raise DataError(f"data: the {name} split has no rows with a text and a label: give it some")
     label_names, raw = _encode_labels(raw, spec)
     if "validation" not in raw:
         raw = _split_validation(raw["train"], spec)
     splits = Splits(raw["train"], raw["validation"], label_names, source, _digest(raw))
     for name in ("train", "validation"):
         if len(getattr(splits, name)) == 0:
-            raise DataError(f"data: the {name} split is empty after loading: give it some rows")
+            raise DataError(f"data: the {name} split has no rows with a text and a label: give it some")
     return splits
 
 
@@ -92,6 +95,10 @@ def _load_files(spec: DataSpec, base_dir: Path):
         try:
             out[split] = load_dataset(builder, data_files=str(path), split="train", **kwargs)
         except Exception as e:  # datasets wraps parser and decoding errors in many types
+            if _caused_by(e, UnicodeDecodeError):
+                raise DataError(f"data.files.{split}: {path} is not UTF-8 text: save it as UTF-8") from None
+            if "corresponds to no data" in str(e):  # a header and no rows
+                raise DataError(f"data.files.{split}: {path} has no rows: give it some") from None
             raise DataError(f"data.files.{split}: cannot read {path} as {builder}: {first_line(e)}") from None
     return DatasetDict(out)
 
@@ -110,6 +117,9 @@ def _select_columns(ds: Dataset, spec: DataSpec, split: str) -> Dataset:
     for key, column in (("text_column", spec.text_column), ("label_column", spec.label_column)):
         if column not in present:
             raise DataError(f"data.{key}: column {column!r} not in the {split} data (columns: {', '.join(present)})")
+    dtype = getattr(ds.features[spec.text_column], "dtype", None)
+    if dtype not in ("string", "large_string", "null"):
+        raise DataError(f"data.text_column: column {spec.text_column!r} holds {dtype or 'structured'} values, not text: name the text column")
     ds = ds.select_columns([spec.text_column, spec.label_column])
     mapping = {spec.text_column: "text", spec.label_column: "label"}
     return ds.rename_columns({k: v for k, v in mapping.items() if k != v})
@@ -157,6 +167,14 @@ def _encode_labels(raw, spec: DataSpec):
     if len(names) < 2 or len(seen) < 2:
         raise DataError(f"data.label_column: the training data has a single class ({names[0]}): a classifier needs two or more")
     return names, raw
+
+
+def _caused_by(e: BaseException, kind: type) -> bool:
+    while e is not None:
+        if isinstance(e, kind):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _label_key(value: Any) -> Any:

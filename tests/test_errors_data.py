@@ -1,0 +1,90 @@
+"""Data that does not fit the study: one line naming the key and the fix, exit 2, stores unchanged."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
+from workbench.cli import main
+
+TEXTS = ["a charming film", "dull and tedious", "moving and bright", "a tedious mess"] * 10
+LABELS = ["pos", "neg", "pos", "neg"] * 10
+
+
+def csv(path, rows, header="text,label"):
+    path.write_text(header + "\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    return path.name
+
+
+def files_study(write_study, **data):
+    # a new study name: a refused run must not even create it
+    return write_study(study={"name": "from-files"}, data={"source": "files", **data})
+
+
+def test_missing_file(stores, write_study, workdir, capsys):
+    path = files_study(write_study, files={"train": "nowhere.csv"})
+    assert "data.files.train: file not found: " in refused(capsys, ["study", "run", str(path)])
+    assert snapshot(workdir) == stores
+
+
+def test_not_utf8(stores, write_study, workdir, capsys):
+    (workdir / "train.csv").write_bytes(("text,label\n" + "".join(f"café {t},{l}\n" for t, l in zip(TEXTS, LABELS))).encode("utf-16"))
+    path = files_study(write_study, files={"train": "train.csv"})
+    assert "data.files.train: " in (err := refused(capsys, ["study", "run", str(path)])) and "UTF-8" in err, err
+    assert snapshot(workdir) == stores
+
+
+def test_missing_text_column_lists_the_columns(stores, write_study, workdir, capsys):
+    train = csv(workdir / "train.csv", zip(TEXTS, LABELS), header="sentence,label")
+    path = files_study(write_study, files={"train": train})
+    err = refused(capsys, ["study", "run", str(path)])
+    assert "data.text_column: column 'text' not in the train data (columns: sentence, label)" in err
+    path = files_study(write_study, files={"train": train}, text_column="sentence", label_column="sentiment")
+    assert "data.label_column: column 'sentiment' not in the train data (columns: sentence, label)" in refused(capsys, ["study", "run", str(path)])
+    assert snapshot(workdir) == stores
+
+
+def test_numbers_are_not_text(stores, write_study, workdir, capsys):
+    path = files_study(write_study, files={"train": csv(workdir / "train.csv", zip(range(40), LABELS))})
+    assert "data.text_column: column 'text' holds int64 values, not text" in refused(capsys, ["study", "run", str(path)])
+    assert snapshot(workdir) == stores
+
+
+def test_empty_split(stores, write_study, workdir, capsys):
+    train = csv(workdir / "train.csv", zip(TEXTS, LABELS))
+    (workdir / "validation.csv").write_text("text,label\n")
+    path = files_study(write_study, files={"train": train, "validation": "validation.csv"})
+    err = refused(capsys, ["study", "run", str(path)])
+    assert "data.files.validation: " in err and "validation.csv has no rows: give it some" in err, err
+    assert snapshot(workdir) == stores
+
+
+def test_single_class(stores, write_study, workdir, capsys):
+    path = files_study(write_study, files={"train": csv(workdir / "train.csv", ((t, "pos") for t in TEXTS))})
+    assert "data.label_column: the training data has a single class (pos): a classifier needs two or more" in refused(capsys, ["study", "run", str(path)])
+    assert snapshot(workdir) == stores
+
+
+def test_validation_label_unseen_in_training(stores, write_study, workdir, capsys):
+    train = csv(workdir / "train.csv", zip(TEXTS, LABELS))
+    validation = csv(workdir / "validation.csv", [("so so", "meh"), ("great", "pos")])
+    path = files_study(write_study, files={"train": train, "validation": validation})
+    err = refused(capsys, ["study", "run", str(path)])
+    assert "data.label_column: validation labels not seen in training: meh (add examples of them to train, or drop them)" in err
+    assert snapshot(workdir) == stores
+
+
+def test_empty_and_missing_texts_are_dropped_with_a_count(write_study, workdir, capsys, caplog):
+    rows = list(zip(TEXTS, LABELS)) + [("", "pos"), ("   ", "neg"), ("no label", "")]
+    path = files_study(write_study, files={"train": csv(workdir / "train.csv", rows)})
+    with caplog.at_level(logging.WARNING, logger="workbench.data"):
+        assert main(["study", "run", str(path), "--trials", "0", "--no-register"]) == 0
+    assert "data: dropped 3 of 43 train rows with an empty text or label" in caplog.text
+
+
+def test_only_empty_texts_is_refused(stores, write_study, workdir, capsys):
+    path = files_study(write_study, files={"train": csv(workdir / "train.csv", [(" ", "pos"), (" ", "neg")])})
+    assert "data: the train split has no rows with a text and a label: give it some" in refused(capsys, ["study", "run", str(path)])
+    assert snapshot(workdir) == stores
