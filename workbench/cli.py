@@ -83,6 +83,9 @@ def _quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's traceback: its reason is in the progress line
     for name in ("mlflow", "optuna", "alembic", "transformers", "datasets", "urllib3", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
