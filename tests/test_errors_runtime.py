@@ -38,7 +38,8 @@ def trials_by(param: str):
 def mlflow_run(trial):
     from mlflow import MlflowClient
 
-    return MlflowClient("sqlite:///mlruns/mlflow.db").get_run(trial.user_attrs["mlflow_run_id"])
+    # an absolute URI: MLflow caches one store per URI string, across tests' directories
+    return MlflowClient(f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}").get_run(trial.user_attrs["mlflow_run_id"])
 
 
 def test_nan_loss_fails_the_trial_alone(workdir, capsys):
@@ -180,7 +181,7 @@ def test_registry_errors(stores, workdir, capsys):
     (workdir / "empty.txt").write_text("\n  \n")
     assert "--input empty.txt: the file holds no texts" in refused(capsys, ["predict", "models:/tiny-classifier@challenger", "--input", "empty.txt"])
     assert snapshot(workdir) == stores
-    MlflowClient("sqlite:///mlruns/mlflow.db").delete_registered_model_alias("tiny-classifier", "challenger")
+    MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db").delete_registered_model_alias("tiny-classifier", "challenger")
     before = snapshot(workdir)
     assert "no version or alias 'challenger'" in refused(capsys, ["promote", "tiny-classifier"])
     assert snapshot(workdir) == before
