@@ -231,7 +231,11 @@ def prepare_data(spec: StudySpec) -> TrialData:
     from workbench.training import TrialData
 
     splits = load_splits(spec.data, spec.source_dir)
-    tokenizer = build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    tokenizer = None
+    if distributed.is_main():
+        tokenizer = build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    # WordPiece training breaks frequency ties in no fixed order: every rank takes rank 0's vocabulary
+    tokenizer = distributed.broadcast(tokenizer)
     train, validation = tokenize_splits(splits, tokenizer, spec.data.max_length)
     return TrialData(train, validation, tokenizer, splits.label_names, splits)
 
