@@ -54,14 +54,9 @@ class StudyOutcome:
 
 
 def resolve_storage(explicit: Optional[str] = None) -> str:
-    url = explicit or DEFAULT_STORAGE
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"--storage: cannot create {path.parent}: {e.strerror}") from None
-    return url
+    from workbench.tracking import absolute_sqlite
+
+    return absolute_sqlite(explicit or DEFAULT_STORAGE, "--storage")
 
 
 def build_storage(url: str) -> optuna.storages.BaseStorage:
