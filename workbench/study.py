@@ -194,6 +194,9 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except BaseException:
+        status = "FAILED"
+        raise
     finally:
         if main:
             tracking.finish(status)
