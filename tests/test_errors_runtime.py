@@ -119,7 +119,7 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(stores, write_stud
     [
         (["study", "run", "study.yaml", "--storage", "optuna.db"], "--storage 'optuna.db': not a database URL"),
         (["study", "run", "study.yaml", "--storage", "nosuchdb://x/y"], "--storage nosuchdb://x/y: cannot open the Optuna storage"),
-        (["study", "run", "study.yaml", "--storage", "sqlite:///study.yaml/optuna.db"], "--storage: cannot create study.yaml"),
+        (["study", "run", "study.yaml", "--storage", "sqlite:///study.yaml/optuna.db"], "--storage sqlite:///study.yaml/optuna.db: cannot create "),
         (["--tracking-uri", "nosuch://x", "study", "run", "study.yaml"], "--tracking-uri nosuch://x: cannot reach the tracking store"),
     ],
 )

@@ -177,8 +177,9 @@ def validate_study(raw: dict[str, Any], name: str = "<study>", *, exact: bool = 
     ranges, and the file is refused only when no sampled combination builds.
     """
     problems: list[str] = []
+    spec = None
     raw = dict(raw)
-    for section in SECTIONS:  # checked from the raw dict: reported even when other sections fail
+    for section in SECTIONS:  # unknown keys and types, from the raw dict: reported even when other sections fail
         if isinstance(raw.get(section), dict):
             raw[section], found = _check_values(section, raw[section])
             problems += found
@@ -186,13 +187,9 @@ def validate_study(raw: dict[str, Any], name: str = "<study>", *, exact: bool = 
         spec = StudySpec(**raw)
     except ValidationError as e:
         problems += [_pydantic_problem(err) for err in e.errors()]
-        spec = None
-    except TypeError as e:
-        raise StudyFileError(name, [str(e)]) from None
-    if spec is not None:
-        problems += _check_sections(spec)
-        if not problems:
-            problems += _check_buildable(spec, exact)
+    problems += _check_sections(raw)  # also when pydantic failed: every problem at once
+    if spec is not None and not problems:
+        problems += _check_buildable(spec, exact)
     if problems:
         raise StudyFileError(name, problems)
     return spec
@@ -245,13 +242,13 @@ def _did_you_mean(name: str, known: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _check_sections(spec: StudySpec) -> list[str]:
+def _check_sections(raw: dict[str, Any]) -> list[str]:
     """Checks that need the real classes: TrainingArguments, WorkbenchConfig, Optuna."""
     problems: list[str] = []
     training_fields = _training_fields()
     model_fields = _model_fields()
-    for key, raw in spec.search_space.items():
-        section, _, field = key.partition(".")
+    for key, param in _mapping(raw.get("search_space")).items():
+        section, _, field = str(key).partition(".")
         known = {"model": model_fields, "training": training_fields}.get(section)
         if known is None or not field:
             problems.append(f"search_space.{key}: must start with {' or '.join(s + '.' for s in SECTIONS)}")
@@ -259,25 +256,29 @@ def _check_sections(spec: StudySpec) -> list[str]:
             owner = "WorkbenchConfig" if section == "model" else "TrainingArguments"
             problems.append(f"search_space.{key}: not a {owner} field{_did_you_mean(field, known)}")
         try:
-            param = parse_param(raw)
+            parsed = parse_param(param)
         except (ValidationError, ValueError) as e:
             problems.append(f"search_space.{key}: {_first_message(e)}")
             continue
         if known is not None and field in known:
-            values = param.choices if isinstance(param, CategoricalSpec) else (param.low, param.high)
+            values = parsed.choices if isinstance(parsed, CategoricalSpec) else (parsed.low, parsed.high)
             problems += [f"search_space.{key}: {p}" for v in values if (p := _type_problem(section, field, v)[1])]
-    if spec.study.metric not in METRICS:
-        problems.append(
-            f"study.metric: {spec.study.metric!r} is not computed by a trial (choose one of {', '.join(METRICS)})"
-        )
-    if spec.study.sampler.type == "grid" and not problems:
+    study = _mapping(raw.get("study"))
+    metric = study.get("metric", StudySection.model_fields["metric"].default)
+    if isinstance(metric, str) and metric not in METRICS:
+        problems.append(f"study.metric: {metric!r} is not computed by a trial (choose one of {', '.join(METRICS)})")
+    if _mapping(study.get("sampler")).get("type") == "grid" and not problems:
         try:
-            grid_of(spec.space)
+            grid_of({k: parse_param(v) for k, v in _mapping(raw.get("search_space")).items()})
         except ValueError as e:
             problems.append(str(e))
-    problems += _check_optuna_class("study.sampler", spec.study.sampler, SAMPLERS, "samplers")
-    problems += _check_optuna_class("study.pruner", spec.study.pruner, PRUNERS, "pruners")
+    problems += _check_optuna_class("study.sampler", study.get("sampler"), "tpe", SAMPLERS, "samplers")
+    problems += _check_optuna_class("study.pruner", study.get("pruner"), "median", PRUNERS, "pruners")
     return problems
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _first_message(e: Exception) -> str:
@@ -289,16 +290,19 @@ def _first_message(e: Exception) -> str:
     return str(e)
 
 
-def _check_optuna_class(key: str, spec: SamplerSpec, names: dict[str, str], module: str) -> list[str]:
-    if spec.type not in names:
-        return [f"{key}.type: unknown {spec.type!r} (choose one of {', '.join(names)})"]
+def _check_optuna_class(key: str, raw: Any, default: str, names: dict[str, str], module: str) -> list[str]:
+    """`type` names an Optuna class; every other key must be one of its constructor's arguments."""
+    options = dict(_mapping(raw))
+    kind = options.pop("type", default)
+    if kind not in names:
+        return [f"{key}.type: unknown {kind!r} (choose one of {', '.join(names)})"]
     import optuna
 
-    cls = getattr(getattr(optuna, module), names[spec.type])
+    cls = getattr(getattr(optuna, module), names[kind])
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "search_space"}
     return [
         f"{key}.{opt}: not an option of optuna.{module}.{cls.__name__}{_did_you_mean(opt, sorted(accepted))}"
-        for opt in spec.options
+        for opt in options
         if opt not in accepted
     ]
 
