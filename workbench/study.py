@@ -164,7 +164,7 @@ def counted_trials(study: optuna.Study) -> int:
 
 def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print) -> StudyOutcome:
     """Run or resume a study until its trial target is met; returns what happened."""
-    from workbench.tracking import StudyTracking, check_tracking_store, configure_mlflow, resolve_tracking_uri
+    from workbench.tracking import StudyTracking, check_sqlite_writable, check_tracking_store, configure_mlflow, resolve_tracking_uri
 
     distributed.init_distributed()
     distributed.set_threads()
@@ -174,6 +174,8 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
     if main:  # every store check and the data come before the first write: a refused run changes nothing
         storage_url = resolve_storage(options.storage)
         tracking_uri = resolve_tracking_uri(options.tracking_uri)
+        if storage_url.startswith("sqlite:///"):
+            check_sqlite_writable(storage_url, "--storage")
         _check_stored(spec, build_storage(storage_url))
         check_tracking_store(tracking_uri)
     data = prepare_data(spec)

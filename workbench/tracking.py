@@ -60,10 +60,7 @@ PREFLIGHT_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_B
 def check_tracking_store(tracking_uri: str) -> None:
     """Raise StoreError, before anything is written, when the tracking store cannot be used."""
     if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        for path in (db.parent, db):
-            if path.exists() and not os.access(path, os.W_OK):
-                raise StoreError(f"--tracking-uri {tracking_uri}: {path} is read-only: make it writable or pass another --tracking-uri")
+        check_sqlite_writable(tracking_uri, "--tracking-uri")
         return
     from mlflow import MlflowClient
 
@@ -77,6 +74,14 @@ def check_tracking_store(tracking_uri: str) -> None:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
+
+
+def check_sqlite_writable(uri: str, flag: str) -> None:
+    """A SQLite store in a read-only folder (or file) fails on its first write: say so up front."""
+    db = Path(uri.removeprefix("sqlite:///"))
+    for path in (db.parent, db):
+        if path.exists() and not os.access(path, os.W_OK):  # also false on a read-only mount, even for root
+            raise StoreError(f"{flag} {uri}: {path} is read-only: make it writable or pass another {flag}")
 
 
 def _reason(e: BaseException) -> str:
