@@ -54,12 +54,17 @@ _SEEDED: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="session")
-def seeded(tmp_path_factory):
-    """A store holding the tiny study (2 trials) and a registered version, made once per session."""
+def seeded():
+    """A store holding the tiny study (2 trials) and a registered version, made once per session.
+
+    Outside pytest's numbered temp dirs: another pytest session on the machine rotates those away.
+    """
+    import tempfile
+
     from workbench.cli import main
 
     if "root" not in _SEEDED:  # imported by several test modules: seed once
-        root = tmp_path_factory.mktemp("seeded")
+        root = Path(tempfile.mkdtemp(prefix="workbench-seeded-"))
         cwd = os.getcwd()
         os.chdir(root)
         try:
@@ -67,7 +72,8 @@ def seeded(tmp_path_factory):
         finally:
             os.chdir(cwd)
         _SEEDED["root"] = root
-    return _SEEDED["root"]
+    yield _SEEDED["root"]
+    shutil.rmtree(_SEEDED.pop("root", ""), ignore_errors=True)
 
 
 @pytest.fixture
