@@ -65,12 +65,15 @@ def seeded():
 
     if "root" not in _SEEDED:  # imported by several test modules: seed once
         root = Path(tempfile.mkdtemp(prefix="workbench-seeded-"))
-        cwd = os.getcwd()
+        cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)  # mlflow.set_tracking_uri exports it
         os.chdir(root)
         try:
             seed(root, main)
         finally:
             os.chdir(cwd)
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            if uri is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = uri
         _SEEDED["root"] = root
     yield _SEEDED["root"]
     shutil.rmtree(_SEEDED.pop("root", ""), ignore_errors=True)
