@@ -57,3 +57,11 @@ def write_study(workdir):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def keyword_registry(tmp_path_factory):
+    """Four registered versions of a tiny keyword classifier, trained once (tests/registry_models.py)."""
+    from registry_models import build_registry
+
+    return build_registry(tmp_path_factory.mktemp("registry"))

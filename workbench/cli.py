@@ -40,10 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-register", action="store_true", help="do not register the best model")
     run.set_defaults(handler=cmd_study_run)
 
-    promote = commands.add_parser("promote", help="move @champion to the challenger if it scores better")
+    promote = commands.add_parser("promote", help="move @champion to a candidate that is better, and not by chance")
     promote.add_argument("model_name")
     promote.add_argument("--candidate", default="challenger", help="alias or version number to promote (default: challenger)")
+    promote.add_argument("--to", default="champion", choices=["champion"], help="the alias to move (default: champion)")
+    promote.add_argument("--data", help="evaluation data: a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the candidate's validation data)")
+    promote.add_argument("--min-delta", type=float, default=0.0, help="the smallest improvement of the study metric that counts (default: 0)")
+    promote.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default: 0.05)")
+    promote.add_argument("--dry-run", action="store_true", help="show the decision, change nothing")
+    promote.add_argument("--force", action="store_true", help="promote even if the gate refuses; recorded as forced")
     promote.set_defaults(handler=cmd_promote)
+
+    rollback = commands.add_parser("rollback", help="move @champion back to @previous-champion")
+    rollback.add_argument("model_name")
+    rollback.set_defaults(handler=cmd_rollback)
+
+    evaluate = commands.add_parser("evaluate", help="metrics and pictures of a model on labelled data, logged to MLflow")
+    evaluate.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
+    evaluate.add_argument("--data", help="a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the version's validation data)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    reproduce = commands.add_parser("reproduce", help="re-run a trial from its MLflow run's record and compare its metric")
+    reproduce.add_argument("run_id")
+    reproduce.set_defaults(handler=cmd_reproduce)
 
     predict = commands.add_parser("predict", help="predict labels for raw texts with a registered model")
     predict.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
@@ -116,11 +135,44 @@ def cmd_study_run(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from workbench.registry import promote
+    from workbench.errors import PromotionRefused
+    from workbench.promotion import promote
     from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
     configure_mlflow(resolve_tracking_uri(args.tracking_uri))
-    print(promote(args.model_name, args.candidate).summary())
+    decision = promote(args.model_name, args.candidate, args.data, args.min_delta, args.alpha, args.dry_run, args.force)
+    print(decision.table())
+    if not decision.promoted and not args.dry_run:
+        raise PromotionRefused(f"{args.model_name}: v{decision.candidate} not promoted: {decision.reason}; @champion stays v{decision.champion}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from workbench.promotion import rollback
+    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+
+    configure_mlflow(resolve_tracking_uri(args.tracking_uri))
+    print(rollback(args.model_name))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from workbench.evaluation import evaluate
+    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    configure_mlflow(uri)
+    print(evaluate(args.model_uri, args.data, uri).table())
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from workbench.lineage import reproduce
+    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    configure_mlflow(uri)
+    print(reproduce(args.run_id, uri).summary())
     return 0
 
 

@@ -267,6 +267,10 @@ class TrialRunner:
             trial.set_user_attr("mlflow_run_id", run.run_id)
         try:
             trial_spec = apply_overrides(self.spec, params)
+            if main:
+                from workbench.lineage import log_trial_lineage
+
+                log_trial_lineage(run, trial_spec, self.data)
             result = train_trial(trial_spec, self.data, shared, run, self.trial_dir(number), is_main=main)
         except optuna.TrialPruned as e:
             run.end("PRUNED", note=f"Pruned by {self.spec.study.pruner.type} pruner: {e}")

@@ -66,11 +66,14 @@ class TrialRun:
         self.client = client
         self.run_id = run_id
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, model_id: Optional[str] = None, dataset: Optional[tuple[str, str]] = None) -> None:
+        """`model_id` links the metrics to a logged model, `dataset` (name, digest) to the data they were measured on."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        name, digest = dataset or (None, None)
+        items = [Metric(k, v, now, step, model_id=model_id, dataset_name=name, dataset_digest=digest) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -102,11 +105,31 @@ class NullTrialRun(TrialRun):
     def __init__(self):
         self.run_id = ""
 
-    def log_metrics(self, metrics, step): ...
+    def log_metrics(self, metrics, step, model_id=None, dataset=None): ...
     def log_params(self, params): ...
     def set_tags(self, tags): ...
     def log_dict(self, data, name): ...
     def end(self, state, note=None): ...
+
+
+def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, Any]) -> TrialRun:
+    """A top-level run (an evaluation, a reproduction) in `experiment`, an id or a name created if new."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        experiment_id = experiment if experiment.isdigit() else _experiment_id(client, tracking_uri, experiment)
+        run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    except Exception as e:  # MlflowException, connection errors, SQL errors
+        raise StoreError(f"--tracking-uri {tracking_uri}: cannot start a run: {first_line(e)}") from None
+    return TrialRun(client, run.info.run_id)
+
+
+def _experiment_id(client, tracking_uri: str, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=local_artifact_root(tracking_uri, name))
 
 
 class StudyTracking:

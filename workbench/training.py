@@ -95,12 +95,13 @@ def compute_metrics(eval_pred) -> dict[str, float]:
 
 
 def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, callbacks: list) -> Trainer:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
     if spec.early_stopping is not None:
         # fresh per trial: the callback carries its patience counter
         stopper = EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold)
         callbacks = [stopper, *callbacks]
+    set_seed(args.seed)  # the initial weights too, not only the data order: a trial reproduces from its record
     trainer = Trainer(
         model=build_model(spec, data),
         args=args,
@@ -142,6 +143,7 @@ def train_trial(spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, tri
         if is_main:
             model_dir = trial_dir / "model"
             trainer.save_model(str(model_dir))  # the best checkpoint, restored at the end
+            (model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the args are logged as params
             readable(model_dir)
         return TrialResult(reporter.best, reporter.evaluations, model_dir)
     finally:
