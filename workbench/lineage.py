@@ -71,12 +71,12 @@ def dataset_input(frame, name: str, source, digest: str, context: str):
 def _source(spec: StudySpec):
     """The data's MLflow source: the files, the hub dataset, or the generator's settings."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.dataset_source_registry import resolve
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
 
     data = spec.data
     if data.source == "files":
         path = Path(data.files["train"])
-        return resolve(str(path if path.is_absolute() else Path(spec.source_dir) / path))
+        return resolve_dataset_source(str(path if path.is_absolute() else Path(spec.source_dir) / path))
     if data.source == "hub":
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
