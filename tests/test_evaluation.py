@@ -43,7 +43,8 @@ def test_evaluate_logs_metrics_and_pictures_linked_to_the_version(keyword_regist
     assert {a.path for a in client.list_artifacts(run_id)} >= {"confusion_matrix.png", "calibration.png", "classification_report.json"}
     assert run.data.tags["workbench.model_version"] == "1" and run.data.tags["workbench.role"] == "evaluation"
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["evaluation"]
-    assert [m.model_id for m in run.inputs.model_inputs] == [version.model_id]
+    assert [f"models:/{m.model_id}" for m in run.inputs.model_inputs] == [version.source]  # the logged model
+    assert client.get_logged_model(run.inputs.model_inputs[0].model_id).metrics  # its page shows the metrics
 
 
 @pytest.mark.slow

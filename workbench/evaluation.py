@@ -191,7 +191,7 @@ def _log_evaluation(client, tracking_uri, model_uri, version, eval_data, metrics
     if version:
         tags.update({"workbench.model_name": version.name, "workbench.model_version": version.version})
     run = start_run(tracking_uri, experiment or EVALUATION_EXPERIMENT, f"evaluate-{version.name}-v{version.version}" if version else "evaluate", tags)
-    model_id = getattr(version, "model_id", None) if version else None
+    model_id = _logged_model_id(version)
     run.log_metrics({f"eval_{k}": v for k, v in metrics.items()}, step=0, model_id=model_id, dataset=("evaluation", eval_data.digest))
     client.log_inputs(
         run.run_id,
@@ -208,6 +208,14 @@ def _log_evaluation(client, tracking_uri, model_uri, version, eval_data, metrics
     if version:
         client.set_model_version_tag(version.name, version.version, EVALUATION_RUN_TAG, run.run_id)
     return run.run_id
+
+
+def _logged_model_id(version) -> Optional[str]:
+    """The MLflow 3 logged model behind a version (its source is `models:/m-...`), if any."""
+    if version is None:
+        return None
+    source = version.source or ""
+    return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
 
 
 def _draw_confusion(path: Path, matrix, names, **_) -> None:
