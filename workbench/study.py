@@ -54,14 +54,9 @@ class StudyOutcome:
 
 
 def resolve_storage(explicit: Optional[str] = None) -> str:
-    url = explicit or DEFAULT_STORAGE
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"--storage: cannot create {path.parent}: {e.strerror}") from None
-    return url
+    from workbench.tracking import absolute_sqlite
+
+    return absolute_sqlite(explicit or DEFAULT_STORAGE, "--storage")
 
 
 def build_storage(url: str) -> optuna.storages.BaseStorage:
@@ -199,6 +194,9 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except BaseException:
+        status = "FAILED"
+        raise
     finally:
         if main:
             tracking.finish(status)
@@ -231,7 +229,11 @@ def prepare_data(spec: StudySpec) -> TrialData:
     from workbench.training import TrialData
 
     splits = load_splits(spec.data, spec.source_dir)
-    tokenizer = build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    tokenizer = None
+    if distributed.is_main():
+        tokenizer = build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    # WordPiece training breaks frequency ties in no fixed order: every rank takes rank 0's vocabulary
+    tokenizer = distributed.broadcast(tokenizer)
     train, validation = tokenize_splits(splits, tokenizer, spec.data.max_length)
     return TrialData(train, validation, tokenizer, splits.label_names, splits)
 
