@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -76,7 +77,9 @@ def _source(spec: StudySpec):
     data = spec.data
     if data.source == "files":
         path = Path(data.files["train"])
-        return resolve_dataset_source(str(path if path.is_absolute() else Path(spec.source_dir) / path))
+        with warnings.catch_warnings():  # MLflow registers the local source twice and warns about it
+            warnings.simplefilter("ignore", UserWarning)
+            return resolve_dataset_source(str(path if path.is_absolute() else Path(spec.source_dir) / path))
     if data.source == "hub":
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 

@@ -128,7 +128,8 @@ class Decision:
             lines.append(f"  test      {self.test.describe(self.alpha)}")
         lines.append(f"  rule      improvement >= {self.min_delta:g} and significant at alpha {self.alpha:g}")
         verdict = "WOULD PROMOTE" if self.dry_run and self.promoted else "WOULD REFUSE" if self.dry_run else "PROMOTED" if self.promoted else "REFUSED"
-        lines.append(f"  decision  {verdict}{' (forced)' if self.forced else ''}: {self.reason}" + (" (dry run: nothing changed)" if self.dry_run else ""))
+        outcome = " (dry run: nothing changed)" if self.dry_run else f"; v{self.candidate} is now @{CHAMPION}" if self.promoted else ""
+        lines.append(f"  decision  {verdict}{' (forced)' if self.forced else ''}: {self.reason}{outcome}")
         return "\n".join(lines)
 
     def tags(self) -> dict[str, str]:
