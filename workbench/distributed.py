@@ -24,6 +24,7 @@ T = TypeVar("T")
 # Seconds `together` waits for every rank; a rank stuck inside a DDP step never arrives.
 SYNC_TIMEOUT_S = float(os.environ.get("WORKBENCH_SYNC_TIMEOUT_S", "300"))
 _control = None  # a gloo group for our own messages (CPU objects), beside the training group
+_sync = None  # the same, giving up after SYNC_TIMEOUT_S: `together` learns when a rank is lost
 
 
 class SharedFailure(WorkbenchError):
@@ -54,7 +55,7 @@ def is_main() -> bool:
 
 def init_distributed() -> None:
     """Join the torchrun process group (nccl on GPUs, gloo on CPU) before the first suggest."""
-    global _control
+    global _control, _sync
     if not is_distributed():
         return
     import torch
@@ -68,18 +69,19 @@ def init_distributed() -> None:
             dist.init_process_group("gloo")
     if _control is None:
         _control = dist.new_group(backend="gloo")
+        _sync = dist.new_group(backend="gloo", timeout=timedelta(seconds=SYNC_TIMEOUT_S))
 
 
 def shutdown_distributed() -> None:
     """Wait for every rank (rank 0 registers the model meanwhile), then leave the group."""
-    global _control
+    global _control, _sync
     if is_distributed():
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.barrier(group=_control)
             dist.destroy_process_group()
-        _control = None
+        _control = _sync = None
 
 
 def broadcast(value: Any) -> Any:
@@ -138,9 +140,8 @@ def together(fn: Callable[[], T]) -> T:
     except Exception as e:
         error = e
     try:
-        dist.monitored_barrier(group=_control, timeout=timedelta(seconds=SYNC_TIMEOUT_S), wait_all_ranks=True)
         reasons: list = [None] * world_size()
-        dist.all_gather_object(reasons, failure_reason(error) if error is not None else None, group=_control)
+        dist.all_gather_object(reasons, failure_reason(error) if error is not None else None, group=_sync)
     except RuntimeError as lost:
         why = failure_reason(error) if error is not None else f"lost the other ranks: {first_line(lost)}"
         raise RanksDiverged(
