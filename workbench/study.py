@@ -55,14 +55,9 @@ class StudyOutcome:
 
 
 def resolve_storage(explicit: Optional[str] = None) -> str:
-    url = explicit or DEFAULT_STORAGE
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"--storage: cannot create {path.parent}: {e.strerror}") from None
-    return url
+    from workbench.tracking import absolute_sqlite
+
+    return absolute_sqlite(explicit or DEFAULT_STORAGE, "--storage")
 
 
 def build_storage(url: str) -> optuna.storages.BaseStorage:
@@ -206,6 +201,9 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
             outcome.trials_run += 1
     except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
         raise
     finally:
         if main:

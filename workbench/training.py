@@ -58,7 +58,13 @@ def build_training_args(spec: StudySpec, output_dir: str | Path) -> TrainingArgu
     import torch
     from transformers import TrainingArguments
 
-    values = {**TRAINING_DEFAULTS, **spec.training, **TRAINING_FORCED}
+    defaults = dict(TRAINING_DEFAULTS)
+    if "eval_strategy" in spec.training:  # checkpoints and logs follow the evaluations the study asks for
+        for key in ("save_strategy", "logging_strategy"):
+            defaults[key] = spec.training["eval_strategy"]
+        if "eval_steps" in spec.training:
+            defaults["save_steps"] = defaults["logging_steps"] = spec.training["eval_steps"]
+    values = {**defaults, **spec.training, **TRAINING_FORCED}
     values["metric_for_best_model"] = spec.study.metric
     values["greater_is_better"] = spec.study.direction == "maximize"
     if not torch.cuda.is_available():
