@@ -325,13 +325,11 @@ class TrialRunner:
 
     def follow(self) -> None:
         """A non-zero rank's share of one trial: same code path, no Optuna or MLflow writes."""
-        import optuna
-
         try:
             self.objective(None)
         except distributed.RanksDiverged:
             raise
-        except (optuna.TrialPruned, Exception):  # every rank ended this trial together; rank 0 records how
+        except Exception:  # pruned or failed on every rank together; rank 0 records how
             pass
 
     def after_trial(self, progress: Callable[[str], None]):
