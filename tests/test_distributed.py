@@ -111,6 +111,12 @@ SYNC_SCRIPT = textwrap.dedent(
         distributed.together(build)
     except Exception as e:
         print(f"rank {distributed.rank()} agreed: {distributed.failure_reason(e)}", flush=True)
+    def log_to_mlflow():  # rank 0 only, like every Optuna and MLflow call
+        raise ConnectionError("tracking server unreachable")
+    try:
+        distributed.on_main(log_to_mlflow)
+    except Exception as e:
+        print(f"rank {distributed.rank()} shared: {distributed.failure_reason(e)}", flush=True)
     distributed.together(lambda: None)  # the ranks go on in step
     def step():  # rank 1 fails inside a step; rank 0 waits for its gradients
         if distributed.rank() == 1:
@@ -123,13 +129,16 @@ SYNC_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_one_rank_failing_fails_every_rank_or_stops_the_job(tmp_path):
+def test_a_failure_on_one_rank_reaches_every_rank_or_stops_the_job(tmp_path):
     script = tmp_path / "sync.py"
     script.write_text(SYNC_SCRIPT)
     rc, out, err = torchrun([str(script)], cwd=tmp_path, env_extra={"WORKBENCH_SYNC_TIMEOUT_S": "5"}, timeout=120)
     # before training: the failure on rank 1 reaches rank 0 with its reason, and both go on
     assert "rank 0 agreed: rank 1: ValueError: no data on this node" in out
     assert "rank 1 agreed: ValueError: no data on this node" in out
+    # rank 0's Optuna/MLflow failure reaches the other ranks instead of leaving them waiting
+    assert "rank 0 shared: ConnectionError: tracking server unreachable" in out
+    assert "rank 1 shared: ConnectionError: tracking server unreachable" in out
     # inside a step: rank 0 can never learn of it, so rank 1 stops the job instead of leaving it waiting
     assert rc != 0 and "never reached" not in out
     assert "rank 1: RuntimeError: CUDA out of memory; the ranks can no longer train in step" in err
