@@ -62,7 +62,6 @@ def resolve_storage(explicit: Optional[str] = None) -> str:
 
 def build_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
-    import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if "://" not in url:
@@ -79,8 +78,6 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
             )
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {url}: cannot open the Optuna storage: {first_line(e)}") from None
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
