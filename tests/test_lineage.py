@@ -42,6 +42,7 @@ def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
         assert trial.data.tags["workbench.git_commit"] == git_commit()
     requirements = (workdir / client.download_artifacts(run_id, "requirements.txt", str(workdir))).read_text()
     assert any(line.startswith("torch==") for line in requirements.splitlines())
+    assert "tokenizer/tokenizer.json" in {a.path for a in client.list_artifacts(run_id, "tokenizer")}
 
     assert main(["--tracking-uri", uri, "reproduce", run_id]) == 0
     out = capsys.readouterr().out

@@ -2,9 +2,9 @@
 
 Every trial run gets its data as MLflow dataset inputs (source and digest), the fully
 resolved trial spec (`trial_spec.json`: study file + overrides + sampled parameters, with
-its seeds), the workbench version and git commit, and the Python requirements.
-`reproduce(run_id)` rebuilds data, tokenizer and model from that record alone, retrains and
-compares the study metric with the recorded one.
+its seeds), the tokenizer the trial used (WordPiece training is not deterministic), the workbench
+version and git commit, and the Python requirements. `reproduce(run_id)` rebuilds data and
+model from that record alone, retrains and compares the study metric with the recorded one.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 SPEC_ARTIFACT = "trial_spec.json"
 REQUIREMENTS_ARTIFACT = "requirements.txt"
+TOKENIZER_ARTIFACT = "tokenizer"
 VERSION_TAG, COMMIT_TAG = "workbench.version", "workbench.git_commit"
 DIGEST_TAG, SOURCE_TAG = "workbench.data_digest", "workbench.data_source"
 TOLERANCE = 1e-6  # CPU, fixed seeds: a reproduced trial matches to this
@@ -43,6 +44,10 @@ def log_trial_lineage(run: TrialRun, spec: StudySpec, data: TrialData) -> None:
     splits = data.splits
     record = {"spec": spec.to_dict(), "source_dir": spec.source_dir, "data": {"source": splits.source, "digest": splits.digest}}
     run.log_dict(record, SPEC_ARTIFACT)
+    with tempfile.TemporaryDirectory() as tmp:
+        # WordPiece training breaks frequency ties differently on every run: keep the one trained
+        data.tokenizer.save_pretrained(tmp)
+        run.client.log_artifacts(run.run_id, tmp, TOKENIZER_ARTIFACT)
     run.client.log_text(run.run_id, "\n".join(installed_packages()) + "\n", REQUIREMENTS_ARTIFACT)
     tags = {VERSION_TAG: workbench.__version__, DIGEST_TAG: splits.digest, SOURCE_TAG: splits.source}
     commit = git_commit()
@@ -162,6 +167,8 @@ def reproduce(run_id: str, tracking_uri: str) -> Reproduction:
     from workbench.tracking import NullTrialRun
     from workbench.training import train_trial
 
+    from workbench.study_file import apply_overrides
+
     client = MlflowClient(tracking_uri)
     spec, record = load_trial_spec(client, run_id)
     metric = spec.study.metric
@@ -169,15 +176,16 @@ def reproduce(run_id: str, tracking_uri: str) -> Reproduction:
     if recorded is None:
         raise RegistryError(f"run {run_id}: no best_{metric} recorded: only completed trials can be reproduced")
     distributed.set_threads()
-    data = prepare_data(spec)
-    if data.splits.digest != record["data"]["digest"]:
-        raise DataError(
-            f"run {run_id}: the data at {record['data']['source']} changed since the trial "
-            f"(digest {data.splits.digest[:12]} now, {record['data']['digest'][:12]} recorded)"
-        )
     with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = client.download_artifacts(run_id, TOKENIZER_ARTIFACT, tmp)
+        data = prepare_data(apply_overrides(spec, {"tokenizer": {"path": tokenizer}}))  # the trial's own tokenizer
+        if data.splits.digest != record["data"]["digest"]:
+            raise DataError(
+                f"run {run_id}: the data at {record['data']['source']} changed since the trial "
+                f"(digest {data.splits.digest[:12]} now, {record['data']['digest'][:12]} recorded)"
+            )
         # a FixedTrial never prunes: the trial is retrained as far as it went
-        result = train_trial(spec, data, optuna.trial.FixedTrial({}), NullTrialRun(), Path(tmp), is_main=True)
+        result = train_trial(spec, data, optuna.trial.FixedTrial({}), NullTrialRun(), Path(tmp) / "trial", is_main=True)
     outcome = Reproduction(run_id, metric, recorded, result.value)
     if not outcome.matches:
         raise ReproductionMismatch(outcome.summary())
