@@ -35,6 +35,11 @@ def load(storage: str = "sqlite:///mlruns/optuna.db", name: str = "tiny"):
     return optuna.load_study(study_name=name, storage=driver_url(storage))
 
 
+def local_store() -> str:
+    """The default tracking store of the test's cwd, as an absolute URI (MLflow caches stores by URI)."""
+    return f"sqlite:///{Path.cwd()}/mlruns/mlflow.db"
+
+
 def trial_runs(tracking_uri: str, name: str = "tiny") -> list:
     from mlflow import MlflowClient
 
@@ -142,7 +147,7 @@ def test_four_local_workers_on_the_default_stores_meet_the_target_without_lock_e
     trials = load().get_trials()
     assert len(trials) == 8 and {t.state.name for t in trials} == {"COMPLETE"}
     assert len({tuple(t.params.items()) for t in trials}) == 8  # seeded samplers differ per worker
-    runs = trial_runs("sqlite:///mlruns/mlflow.db")
+    runs = trial_runs(local_store())
     assert sorted(int(r.data.tags["optuna.trial.number"]) for r in runs) == list(range(8))
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert "study tiny: ran 8 trials; in total 8 complete" in result.stdout
@@ -168,14 +173,14 @@ def test_a_worker_killed_mid_trial_is_failed_closed_and_retried(write_study):
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == killed.params
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 3  # the target, reached anyway
-    runs = {r.info.run_id: r for r in trial_runs("sqlite:///mlruns/mlflow.db")}
+    runs = {r.info.run_id: r for r in trial_runs(local_store())}
     assert runs[killed.user_attrs["mlflow_run_id"]].info.status == "FAILED"
     assert "RUNNING" not in {r.info.status for r in runs.values()}
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker_cleanly_and_the_next_run_resumes(write_study):
-    path = write_study(study={"n_trials": 2}, training={"num_train_epochs": 200})
+    path = write_study(study={"n_trials": 2}, training={"num_train_epochs": 200}, early_stopping=None)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "workbench", "study", "run", str(path), "--workers", "2", "--no-register"],
         env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -183,12 +188,12 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_next_run_resumes(write_study)
     started = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(running_trials()), 180, "two running trials")
     pids = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in started]
     launcher.send_signal(signal.SIGINT)  # to the launcher only: it must stop its workers
-    output, _ = launcher.communicate(timeout=120)
+    output, _ = launcher.communicate(timeout=200)
     assert launcher.returncode == 130, output
     assert not any(alive(pid) for pid in pids)
     trials = load().get_trials()
     assert {t.state.name for t in trials} == {"FAIL"} and all(t.user_attrs.get("interrupted") for t in trials)
-    assert {r.info.status for r in trial_runs("sqlite:///mlruns/mlflow.db")} == {"KILLED"}
+    assert {r.info.status for r in trial_runs(local_store())} == {"KILLED"}
 
     resumed = cli("study", "run", str(path), "--no-register", "--set", "training.num_train_epochs=1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

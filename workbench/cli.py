@@ -114,6 +114,9 @@ def cmd_study_run(args) -> int:
     spec = load_study_file(args.study_file, _parse_sets(args.set))
     options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
     show = lambda line: print(line, flush=True)  # noqa: E731
+    from workbench.workers import install_interrupt_handler
+
+    install_interrupt_handler()
     if args.workers is not None or args.workers_per_gpu is not None:
         from workbench.workers import plan_workers, run_workers, visible_gpus
 

@@ -21,6 +21,27 @@ from typing import Callable, Optional, Sequence
 from workbench.errors import WorkbenchError, WorkersFailed
 
 STOP_TIMEOUT_S = 60  # after Ctrl-C, how long workers get to end their trial before SIGKILL
+_stop_requested = threading.Event()
+
+
+def install_interrupt_handler() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual, and is also remembered for `stop_requested`.
+
+    Python swallows an exception raised inside a finalizer (`__del__`, weakref callbacks), so a
+    Ctrl-C landing there is lost; training checks `stop_requested` at every step as a backstop.
+    """
+
+    def handler(signum, frame):
+        _stop_requested.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+
+
+def stop_requested() -> bool:
+    return _stop_requested.is_set()
+
 
 
 @dataclass(frozen=True)
