@@ -34,9 +34,11 @@ TINY = {
 
 
 def merge(base: dict, changes: dict) -> dict:
+    """Sections merge key by key; `search_space` is replaced whole."""
     out = dict(base)
     for key, value in changes.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict) and key != "search_space"
+        out[key] = merge(out[key], value) if nested else value
     return out
 
 

@@ -89,8 +89,11 @@ def _quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    for name in ("mlflow", "optuna", "alembic", "transformers", "datasets", "urllib3", "sqlalchemy"):
+    for name in ("mlflow", "alembic", "transformers", "datasets", "urllib3", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    import optuna  # its logger resets its level when first imported: set it after
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress line carries each trial's outcome
 
 
 def _parse_sets(pairs: list[str]) -> dict:

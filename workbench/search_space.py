@@ -75,6 +75,8 @@ def parse_param(raw: Any) -> ParamSpec:
     """One search-space entry (a mapping from the study file) -> its typed spec."""
     if not isinstance(raw, dict):
         raise ValueError("must be a mapping with `choices` or `low`/`high`")
+    if "choices" in raw and ("low" in raw or "high" in raw):
+        raise ValueError("give either `choices` or `low`/`high`, not both")
     if "choices" in raw:
         return CategoricalSpec(**raw)
     if "low" in raw or "high" in raw:

@@ -7,6 +7,7 @@ the study and the others follow each trial it starts.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -59,19 +60,13 @@ class StudyOutcome:
 
 
 def resolve_storage(explicit: Optional[str] = None) -> str:
-    url = explicit or DEFAULT_STORAGE
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"--storage: cannot create {path.parent}: {e.strerror}") from None
-    return url
+    from workbench.tracking import absolute_sqlite
+
+    return absolute_sqlite(explicit or DEFAULT_STORAGE, "--storage")
 
 
 def build_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
-    import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if "://" not in url:
@@ -88,8 +83,6 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
             )
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {url}: cannot open the Optuna storage: {first_line(e)}") from None
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _retry_and_close_run(retry: Callable) -> Callable:
@@ -196,8 +189,9 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
     distributed.set_threads()
     main = distributed.is_main()
     outcome = StudyOutcome(spec.study.name)
-    study = tracking = None
-    if main:
+    opened: dict[str, Any] = {}  # rank 0's study, tracking and target; the other ranks hold none
+
+    def open_stores() -> None:
         storage_url = resolve_storage(options.storage)
         study = open_study(spec, storage_url)
         tracking_uri = resolve_tracking_uri(options.tracking_uri)
@@ -208,25 +202,35 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
         done = counted_trials(study)
         target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
         progress(f"study {spec.study.name}: {done}/{target} trials done (optuna {storage_url}, mlflow {tracking_uri})")
+        opened.update(study=study, tracking=tracking, target=target)
+
+    distributed.on_main(open_stores)
+    study, tracking, target = opened.get("study"), opened.get("tracking"), opened.get("target", 0)
     data = prepare_data(spec)
     runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
     status = "FINISHED"
     concludes = main and WORKER_ENV not in os.environ  # a worker of `--workers` leaves this to its launcher
     try:
-        while distributed.broadcast(main and _wait_for_work(study, target)):
+        while distributed.on_main(lambda: _wait_for_work(study, target)):
             if main:
                 study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(progress)])
+                if runner.diverged is not None:  # recorded as failed; the other ranks cannot go on
+                    raise runner.diverged
             else:
                 runner.follow()
             outcome.trials_run += 1
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except BaseException:
+        status = "FAILED"
+        raise
     finally:
         if concludes:
             tracking.finish(status)
-    if concludes:
-        conclude_study(spec, study, data, tracking, runner, options, outcome)
+    if WORKER_ENV not in os.environ:  # a worker of `--workers` leaves this to its launcher
+        # once, by rank 0, after every rank finished its trials
+        distributed.on_main(lambda: conclude_study(spec, study, data, tracking, runner, options, outcome))
     distributed.shutdown_distributed()
     return outcome
 
@@ -267,9 +271,13 @@ def prepare_data(spec: StudySpec) -> TrialData:
     from workbench.data import build_tokenizer, load_splits, tokenize_splits
     from workbench.training import TrialData
 
-    splits = load_splits(spec.data, spec.source_dir)
-    tokenizer = build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
-    train, validation = tokenize_splits(splits, tokenizer, spec.data.max_length)
+    # under torchrun a rank that cannot load the data fails every rank, with its reason
+    splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir))
+    # WordPiece training breaks frequency ties in no fixed order: every rank takes rank 0's vocabulary
+    tokenizer = distributed.on_main(
+        lambda: build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    )
+    train, validation = distributed.together(lambda: tokenize_splits(splits, tokenizer, spec.data.max_length))
     return TrialData(train, validation, tokenizer, splits.label_names, splits)
 
 
@@ -283,57 +291,79 @@ class TrialRunner:
         self.workdir = workdir
         self.space = spec.space
         self.started = 0.0
+        self.diverged: Optional[distributed.RanksDiverged] = None  # set when the ranks lost step
 
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
 
     def objective(self, trial: Any) -> float:
-        """suggest -> build -> train -> return the best evaluation of the study metric."""
+        """suggest -> build -> train -> return the best evaluation of the study metric.
+
+        Under torchrun every rank calls it (rank 0 through Optuna with the trial, the others
+        through `follow` with None): rank 0 samples the parameters and opens the trial's run,
+        every rank trains the same configuration, rank 0 records the outcome once.
+        """
         import optuna
 
-        from workbench.tracking import NullTrialRun
+        from workbench.tracking import NullTrialRun, TrialRun
         from workbench.training import train_trial
 
         self.started = time.monotonic()
-        shared = distributed.distributed_trial(trial)
-        params = suggest_params(shared, self.space)
-        number = shared.number
         main = distributed.is_main()
-        run = self.tracking.start_trial_run(number, params) if main else NullTrialRun()
-        if main:
+
+        def start() -> tuple[int, dict[str, Any], str]:  # rank 0 only
+            params = suggest_params(trial, self.space)
+            run = self.tracking.start_trial_run(trial.number, params)
             trial.set_user_attr("mlflow_run_id", run.run_id)
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # where it ran, for the logs and tests
+            return trial.number, params, run.run_id
+
+        number, params, run_id = distributed.on_main(start)
+        run = TrialRun(self.tracking.client, run_id) if main else NullTrialRun()
+        label = f"rank {distributed.rank()} trial {number}"
+        logger.info("%s params %s", label, json.dumps(params, sort_keys=True))
+        state = "FAIL"
         try:
-            trial_spec = apply_overrides(self.spec, params)
-            result = train_trial(trial_spec, self.data, shared, run, self.trial_dir(number), is_main=main)
+            trial_spec = distributed.together(lambda: apply_overrides(self.spec, params))
+            result = train_trial(trial_spec, self.data, trial, run, self.trial_dir(number), is_main=main, label=label)
+
+            def finish() -> None:  # rank 0 only
+                run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
+                run.end("COMPLETE")
+
+            distributed.on_main(finish)
+            state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
+            return result.value
         except optuna.TrialPruned as e:
+            state = "PRUNED"
             run.end("PRUNED", note=f"Pruned by {self.spec.study.pruner.type} pruner: {e}")
             raise
         except Exception as e:
-            reason = f"{e.__class__.__name__}: {first_line(e)}"
+            reason = distributed.failure_reason(e)
+            state = f"FAIL {reason}"
+            if isinstance(e, distributed.RanksDiverged):
+                self.diverged = e
             if main:
                 trial.set_user_attr("fail_reason", reason)
             run.end("FAIL", note=reason)
             raise
         except KeyboardInterrupt:
+            state = "KILLED"
             if main:
                 trial.set_user_attr("interrupted", True)
             run.end("KILLED", note="Interrupted (Ctrl-C)")
             raise
-        run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
-        run.end("COMPLETE")
-        return result.value
+        finally:
+            logger.info("%s %s", label, state)
 
     def follow(self) -> None:
         """A non-zero rank's share of one trial: same code path, no Optuna or MLflow writes."""
-        import optuna
-
         try:
             self.objective(None)
-        except optuna.TrialPruned:
+        except distributed.RanksDiverged:
+            raise
+        except Exception:  # pruned or failed on every rank together; rank 0 records how
             pass
-        except Exception as e:  # rank 0 records the failure; this rank goes on to the next trial
-            logger.warning("rank %d: trial failed: %s", distributed.rank(), first_line(e))
 
     def after_trial(self, progress: Callable[[str], None]):
         """Optuna callback: one progress line per trial, the parent run's curve, checkpoint clean-up."""

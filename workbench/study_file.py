@@ -34,6 +34,7 @@ PRUNERS = {
     "percentile": "PercentilePruner",
     "successive_halving": "SuccessiveHalvingPruner",
     "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
     "none": "NopPruner",
 }
 
@@ -168,15 +169,12 @@ def load_study_file(path: str | Path, overrides: Optional[dict[str, Any]] = None
 def validate_study(raw: dict[str, Any], name: str = "<study>") -> StudySpec:
     """Dict -> StudySpec, or StudyFileError listing every problem with its key and fix."""
     problems: list[str] = []
+    spec = None
     try:
         spec = StudySpec(**raw)
     except ValidationError as e:
         problems += [_pydantic_problem(err) for err in e.errors()]
-        spec = None
-    except TypeError as e:
-        raise StudyFileError(name, [str(e)]) from None
-    if spec is not None:
-        problems += _check_sections(spec)
+    problems += _check_sections(raw)  # also when pydantic failed: every problem at once
     if problems:
         raise StudyFileError(name, problems)
     return spec
@@ -229,19 +227,19 @@ def _did_you_mean(name: str, known: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _check_sections(spec: StudySpec) -> list[str]:
+def _check_sections(raw: dict[str, Any]) -> list[str]:
     """Checks that need the real classes: TrainingArguments, WorkbenchConfig, Optuna."""
     problems: list[str] = []
     training_fields = _training_fields()
     model_fields = _model_fields()
-    for key in spec.training:
+    for key in _mapping(raw.get("training")):
         if key not in training_fields:
             problems.append(f"training.{key}: not a TrainingArguments field{_did_you_mean(key, training_fields)}")
-    for key in spec.model:
+    for key in _mapping(raw.get("model")):
         if key not in model_fields:
             problems.append(f"model.{key}: not a WorkbenchConfig field{_did_you_mean(key, model_fields)}")
-    for key, raw in spec.search_space.items():
-        section, _, field = key.partition(".")
+    for key, param in _mapping(raw.get("search_space")).items():
+        section, _, field = str(key).partition(".")
         known = {"model": model_fields, "training": training_fields}.get(section)
         if known is None or not field:
             problems.append(f"search_space.{key}: must start with {' or '.join(s + '.' for s in SECTIONS)}")
@@ -249,16 +247,20 @@ def _check_sections(spec: StudySpec) -> list[str]:
             owner = "WorkbenchConfig" if section == "model" else "TrainingArguments"
             problems.append(f"search_space.{key}: not a {owner} field{_did_you_mean(field, known)}")
         try:
-            parse_param(raw)
+            parse_param(param)
         except (ValidationError, ValueError) as e:
             problems.append(f"search_space.{key}: {_first_message(e)}")
-    if spec.study.metric not in METRICS:
-        problems.append(
-            f"study.metric: {spec.study.metric!r} is not computed by a trial (choose one of {', '.join(METRICS)})"
-        )
-    problems += _check_optuna_class("study.sampler", spec.study.sampler, SAMPLERS, "samplers")
-    problems += _check_optuna_class("study.pruner", spec.study.pruner, PRUNERS, "pruners")
+    study = _mapping(raw.get("study"))
+    metric = study.get("metric", StudySection.model_fields["metric"].default)
+    if isinstance(metric, str) and metric not in METRICS:
+        problems.append(f"study.metric: {metric!r} is not computed by a trial (choose one of {', '.join(METRICS)})")
+    problems += _check_optuna_class("study.sampler", study.get("sampler"), "tpe", SAMPLERS, "samplers")
+    problems += _check_optuna_class("study.pruner", study.get("pruner"), "median", PRUNERS, "pruners")
     return problems
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _first_message(e: Exception) -> str:
@@ -270,16 +272,19 @@ def _first_message(e: Exception) -> str:
     return str(e)
 
 
-def _check_optuna_class(key: str, spec: SamplerSpec, names: dict[str, str], module: str) -> list[str]:
-    if spec.type not in names:
-        return [f"{key}.type: unknown {spec.type!r} (choose one of {', '.join(names)})"]
+def _check_optuna_class(key: str, raw: Any, default: str, names: dict[str, str], module: str) -> list[str]:
+    """`type` names an Optuna class; every other key must be one of its constructor's arguments."""
+    options = dict(_mapping(raw))
+    kind = options.pop("type", default)
+    if kind not in names:
+        return [f"{key}.type: unknown {kind!r} (choose one of {', '.join(names)})"]
     import optuna
 
-    cls = getattr(getattr(optuna, module), names[spec.type])
+    cls = getattr(getattr(optuna, module), names[kind])
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "search_space"}
     return [
         f"{key}.{opt}: not an option of optuna.{module}.{cls.__name__}{_did_you_mean(opt, sorted(accepted))}"
-        for opt in spec.options
+        for opt in options
         if opt not in accepted
     ]
 

@@ -34,13 +34,23 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 def resolve_tracking_uri(explicit: Optional[str] = None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite store under mlruns/."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"--tracking-uri: cannot create {db.parent}: {e.strerror}") from None
-    return uri
+    return absolute_sqlite(uri, "--tracking-uri")
+
+
+def absolute_sqlite(uri: str, flag: str) -> str:
+    """sqlite:///relative/path -> sqlite:////abs/path, its folder created.
+
+    MLflow caches one store per URI string: a relative path would keep pointing at the
+    directory of the first use, even after the process changed directory.
+    """
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+        return uri
+    db = Path(uri.removeprefix("sqlite:///")).absolute()
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"{flag} {uri}: cannot create {db.parent}: {e.strerror}") from None
+    return f"sqlite:///{db}"
 
 
 def configure_mlflow(tracking_uri: str) -> None:

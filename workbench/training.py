@@ -58,7 +58,13 @@ def build_training_args(spec: StudySpec, output_dir: str | Path) -> TrainingArgu
     import torch
     from transformers import TrainingArguments
 
-    values = {**TRAINING_DEFAULTS, **spec.training, **TRAINING_FORCED}
+    defaults = dict(TRAINING_DEFAULTS)
+    if "eval_strategy" in spec.training:  # checkpoints and logs follow the evaluations the study asks for
+        for key in ("save_strategy", "logging_strategy"):
+            defaults[key] = spec.training["eval_strategy"]
+        if "eval_steps" in spec.training:
+            defaults["save_steps"] = defaults["logging_steps"] = spec.training["eval_steps"]
+    values = {**defaults, **spec.training, **TRAINING_FORCED}
     values["metric_for_best_model"] = spec.study.metric
     values["greater_is_better"] = spec.study.direction == "maximize"
     if not torch.cuda.is_available():
@@ -122,30 +128,42 @@ class TrialResult:
     model_dir: Optional[Path]  # saved best model + tokenizer (rank 0 only)
 
 
-def train_trial(spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True) -> TrialResult:
-    """Train one trial; returns its result or raises optuna.TrialPruned. Cleans checkpoints up."""
+def train_trial(
+    spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True, label: str = "trial"
+) -> TrialResult:
+    """Train one trial; returns its result or raises optuna.TrialPruned. Cleans checkpoints up.
+
+    Under DDP every rank calls it: a failure on any rank while building or training fails the
+    trial on every rank, and rank 0 saves the model once every rank has finished training.
+    """
     import optuna
 
+    from workbench import distributed
     from workbench.callbacks import TrialCallback
 
-    reporter = TrialCallback(trial, run, spec.study.metric, maximize=spec.study.direction == "maximize")
-    args = build_training_args(spec, trial_dir / "checkpoints")
-    trainer = build_trainer(spec, data, args, [reporter])
-    run.log_params(_params(trainer))
+    reporter = TrialCallback(trial, run, spec.study.metric, maximize=spec.study.direction == "maximize", label=label)
     try:
-        trainer.train()
-        if reporter.pruned_at is not None:
+        trainer = distributed.together(
+            lambda: build_trainer(spec, data, build_training_args(spec, trial_dir / "checkpoints"), [reporter])
+        )
+        distributed.on_main(lambda: run.log_params(_params(trainer)))
+        distributed.together(trainer.train)
+        if reporter.pruned_at is not None:  # the same evaluation on every rank: the decision was shared
             raise optuna.TrialPruned(f"pruned at evaluation {reporter.pruned_at}")
         if reporter.best is None:
             raise RuntimeError("the trial never evaluated: set training.eval_strategy to 'epoch' or 'steps'")
-        model_dir = None
-        if is_main:
-            model_dir = trial_dir / "model"
-            trainer.save_model(str(model_dir))  # the best checkpoint, restored at the end
-            readable(model_dir)
-        return TrialResult(reporter.best, reporter.evaluations, model_dir)
+        model_dir = trial_dir / "model"
+        distributed.on_main(lambda: save_model(trainer, model_dir))  # the best checkpoint, restored at the end
+        return TrialResult(reporter.best, reporter.evaluations, model_dir if is_main else None)
     finally:
+        # after `together(trainer.train)`: no rank still loads the best checkpoint from here
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+
+
+def save_model(trainer: Trainer, model_dir: Path) -> None:
+    """The trained model and tokenizer, readable by a tracking server run by another user."""
+    trainer.save_model(str(model_dir))
+    readable(model_dir)
 
 
 def _params(trainer: Trainer) -> dict[str, Any]:

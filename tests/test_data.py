@@ -1,0 +1,68 @@
+import pandas as pd
+import pytest
+
+from workbench.data import build_tokenizer, load_splits, tokenize_splits
+from workbench.study_file import DataSpec, TokenizerSpec
+from workbench.synthetic import generate_examples
+
+
+def test_synthetic_data_is_seeded_and_has_signal():
+    a = generate_examples(300, seed=3)
+    assert a == generate_examples(300, seed=3)
+    assert a != generate_examples(300, seed=4)
+    share = sum(a["label"]) / len(a["label"])
+    assert 0.35 < share < 0.65, "both classes are well represented"
+    assert any(" but " in t for t in a["text"]) and any("not" in t.split() for t in a["text"])
+
+
+def test_synthetic_split_is_stratified_and_labelled():
+    splits = load_splits(DataSpec(synthetic={"n_examples": 500}, validation_fraction=0.2))
+    assert splits.label_names == ("negative", "positive")
+    assert len(splits.train) == 400 and len(splits.validation) == 100
+    train_share = sum(splits.train["label"]) / len(splits.train)
+    val_share = sum(splits.validation["label"]) / len(splits.validation)
+    assert abs(train_share - val_share) < 0.02
+    assert load_splits(DataSpec(synthetic={"n_examples": 500})).digest == splits.digest
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_local_files_with_string_labels_and_own_column_names(tmp_path, suffix):
+    frame = pd.DataFrame({
+        "review": ["great film", "awful plot", "lovely cast", "boring", "", "fine work"] * 5,
+        "sentiment": ["pos", "neg", "pos", "neg", "pos", "pos"] * 5,
+    })
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    spec = DataSpec(source="files", files={"train": path.name}, text_column="review", label_column="sentiment")
+    splits = load_splits(spec, tmp_path)
+    assert splits.label_names == ("neg", "pos")
+    assert len(splits.train) + len(splits.validation) == 25, "the 5 empty texts are dropped"
+    assert set(splits.train.column_names) == {"text", "label"}
+
+
+def test_trained_tokenizer_and_batched_tokenization():
+    splits = load_splits(DataSpec(synthetic={"n_examples": 200}))
+    tokenizer = build_tokenizer(TokenizerSpec(vocab_size=5000), list(splits.train["text"]), 16)
+    assert len(tokenizer) < 5000, "a small corpus gives a smaller vocabulary than asked"
+    encoded = tokenizer("the film is charming")
+    assert encoded["input_ids"][0] == tokenizer.cls_token_id and encoded["input_ids"][-1] == tokenizer.sep_token_id
+    assert tokenizer.unk_token_id not in encoded["input_ids"]
+    train, validation = tokenize_splits(splits, tokenizer, 16)
+    lengths = {len(ids) for ids in train["input_ids"]}
+    assert max(lengths) <= 16 and len(lengths) > 1, "truncated, not padded"
+    assert "label" in validation.column_names
+
+
+def test_local_tokenizer_directory(tmp_path):
+    splits = load_splits(DataSpec(synthetic={"n_examples": 100}))
+    trained = build_tokenizer(TokenizerSpec(), list(splits.train["text"]), 32)
+    trained.save_pretrained(tmp_path / "tok")
+    loaded = build_tokenizer(TokenizerSpec(path="tok"), [], 32, tmp_path)
+    assert loaded("the plot is dull")["input_ids"] == trained("the plot is dull")["input_ids"]

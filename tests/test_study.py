@@ -1,0 +1,88 @@
+"""Real studies on the tiny study: SQLite Optuna storage and MLflow store in tmp_path."""
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from workbench.cli import main
+from workbench.study import RunOptions, open_study, resolve_storage, run_study
+from workbench.tracking import resolve_tracking_uri
+from workbench.study_file import load_study_file
+
+pytestmark = pytest.mark.slow
+
+
+def stored_trials(name="tiny"):
+    return optuna.load_study(study_name=name, storage=resolve_storage()).trials
+
+
+def trial_runs(client, name="tiny"):
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'trial'")
+
+
+def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, capsys):
+    path = write_study(study={"n_trials": 2})
+    assert main(["study", "run", str(path), "--no-register"]) == 0
+    assert len(stored_trials()) == 2
+    assert main(["study", "run", str(path), "--no-register"]) == 0
+    assert len(stored_trials()) == 2, "target met: a resumed study runs no new trial"
+    assert "ran 0 trials" in capsys.readouterr().out
+    assert main(["study", "run", str(path), "--trials", "2", "--no-register"]) == 0
+    assert len(stored_trials()) == 4
+    client = MlflowClient(resolve_tracking_uri())
+    parents = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.`workbench.role` = 'study'")
+    assert len(parents) == 1, "the parent run is found again on resume"
+    runs = trial_runs(client)
+    assert sorted(int(r.data.tags["optuna.trial.number"]) for r in runs) == [0, 1, 2, 3]
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in runs)
+
+
+def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
+    spec = load_study_file(write_study(study={"n_trials": 1}))
+    outcome = run_study(spec, RunOptions(register=False), progress=lambda line: None)
+    assert outcome.states == {"COMPLETE": 1}
+    client = MlflowClient(resolve_tracking_uri())
+    (run,) = trial_runs(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["optuna.study"] == "tiny" and run.data.tags["optuna.trial.state"] == "COMPLETE"
+    assert float(run.data.params["training.learning_rate"]) == pytest.approx(stored_trials()[0].params["training.learning_rate"])
+    assert run.data.params["model.hidden_size"] == "16"
+    history = client.get_metric_history(run.info.run_id, "eval_accuracy")
+    assert len(history) == 2, "one point per evaluation (2 epochs)"
+    assert history[0].step < history[1].step
+    assert stored_trials()[0].user_attrs["mlflow_run_id"] == run.info.run_id
+    assert stored_trials()[0].value == pytest.approx(max(m.value for m in history)), "the trial's value is its best evaluation"
+
+
+def test_failing_and_pruned_trials_are_recorded_and_the_study_goes_on(write_study):
+    # num_heads 3 does not divide hidden_size 16: those trials fail in model construction
+    path = write_study(
+        study={"n_trials": 4, "sampler": {"type": "grid"}, "pruner": {"type": "median", "n_startup_trials": 1}},
+        search_space={"model.num_heads": {"choices": [2, 3]}, "training.learning_rate": {"choices": [3.0e-3, 1.0e-5]}},
+    )
+    outcome = run_study(load_study_file(path), RunOptions(register=False), progress=lambda line: None)
+    trials = stored_trials()
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(trials) == 4 and len(failed) == 2
+    assert all(t.params["model.num_heads"] == 3 for t in failed)
+    assert all("divisible" in t.user_attrs["fail_reason"] for t in failed)
+    client = MlflowClient(resolve_tracking_uri())
+    by_number = {int(r.data.tags["optuna.trial.number"]): r for r in trial_runs(client)}
+    for t in trials:
+        run = by_number[t.number]
+        assert run.data.tags["optuna.trial.state"] == t.state.name
+        expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[t.state.name]
+        assert run.info.status == expected
+    assert "divisible" in by_number[failed[0].number].data.tags["mlflow.note.content"]
+    assert outcome.best_trial is not None
+
+
+def test_resumed_study_with_another_direction_is_refused(write_study):
+    spec = load_study_file(write_study(study={"n_trials": 0}))
+    open_study(spec, resolve_storage())
+    changed = load_study_file(write_study(study={"n_trials": 0, "direction": "minimize"}))
+    from workbench.errors import StudyFileError
+
+    with pytest.raises(StudyFileError, match="study.direction: minimize differs from the stored study"):
+        open_study(changed, resolve_storage())
