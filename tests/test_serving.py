@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+
 SERVER_START_S = 240  # a loaded 2-core machine needs a while to import torch and transformers
 
 
@@ -21,12 +22,6 @@ def _client(registry):
     from mlflow import MlflowClient
 
     return MlflowClient(registry.tracking_uri)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -44,7 +39,7 @@ def test_registered_model_holds_no_pickle_and_carries_weights_and_tokenizer(keyw
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_raw_text(keyword_registry, tmp_path):
     _client(keyword_registry).set_registered_model_alias(keyword_registry.name, "champion", "2")
-    port = _free_port()
+    port = free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     env = {**os.environ, "MLFLOW_TRACKING_URI": keyword_registry.tracking_uri}
     log = open(tmp_path / "server.log", "w")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from transformers import TrainerCallback
 
 from workbench import distributed
+from workbench.workers import stop_requested
 
 if TYPE_CHECKING:
     from workbench.tracking import TrialRun
@@ -37,6 +38,10 @@ class TrialCallback(TrainerCallback):
         self.evaluations = 0  # Optuna step: comparable across trials, unlike global_step
         self.best: Optional[float] = None  # best value of `metric` so far
         self.pruned_at: Optional[int] = None  # evaluation index where the pruner stopped the trial
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if stop_requested():  # a Ctrl-C that Python swallowed in a finalizer: stop at a safe point
+            raise KeyboardInterrupt
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")  # averaged over all ranks: every rank sees the same value

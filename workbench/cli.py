@@ -38,7 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study-file value, e.g. training.num_train_epochs=2")
     run.add_argument("--no-register", action="store_true", help="do not register the best model")
+    run.add_argument("--workers", type=int, help="run N worker processes on this machine that share the study (spread over visible GPUs)")
+    run.add_argument("--workers-per-gpu", type=int, metavar="K", help="pack K workers on each visible GPU (default --workers: K x GPUs)")
     run.set_defaults(handler=cmd_study_run)
+
+    server = commands.add_parser("server", help="start an mlflow server that many workers and machines can share")
+    server.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
+    server.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
+    server.add_argument("--backend-store-uri", help="database for runs and models (default: sqlite:///mlruns/mlflow.db)")
+    server.add_argument("--artifacts-destination", help="where proxied artifacts are stored (default: mlruns/artifacts)")
+    server.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1, enough on small machines)")
+    server.add_argument("--allowed-hosts", help="extra Host headers to accept when --host is not loopback, e.g. trainhost:5000")
+    server.set_defaults(handler=cmd_server)
 
     promote = commands.add_parser("promote", help="move @champion to a candidate that is better, and not by chance")
     promote.add_argument("model_name")
@@ -124,17 +135,34 @@ def cmd_study_run(args) -> int:
         raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
     spec = load_study_file(args.study_file, _parse_sets(args.set))
     options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
-    outcome = run_study(spec, options, progress=lambda line: print(line, flush=True))
+    show = lambda line: print(line, flush=True)  # noqa: E731
+    from workbench.workers import install_interrupt_handler
+
+    install_interrupt_handler()
+    if args.workers is not None or args.workers_per_gpu is not None:
+        from workbench.workers import plan_workers, run_workers, visible_gpus
+
+        plans = plan_workers(args.workers, args.workers_per_gpu, visible_gpus())
+        outcome = run_workers(args.study_file, spec, options, plans, args.set, debug=args.debug, progress=show)
+    else:
+        outcome = run_study(spec, options, progress=show)
     from workbench import distributed
 
     if distributed.is_main():
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.states.items()))
-        print(f"study {outcome.study_name}: ran {outcome.trials_run} trials; in total {states or 'none'}")
+        print(f"study {outcome.study_name}: ran {outcome.trials_run} trials" + (f"; in total {states}" if states else ""))
         if outcome.best_trial is not None:
             print(f"best: trial {outcome.best_trial}, {spec.study.metric}={outcome.best_value:.4f}")
         if outcome.registered:
             print(f"registered {outcome.registered} as @challenger; next: workbench promote {spec.registry.model_name}")
     return 0
+
+
+def cmd_server(args) -> int:
+    from workbench.server import ServerSpec, run_server
+
+    spec = ServerSpec(args.host, args.port, args.backend_store_uri, args.artifacts_destination, args.workers, args.allowed_hosts)
+    return run_server(spec)
 
 
 def cmd_promote(args) -> int:

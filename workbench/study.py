@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from workbench import distributed
+from workbench.db import driver_url
 from workbench.errors import StoreError, StudyFileError, first_line
 from workbench.search_space import describe_space, grid_of, suggest_params
 from workbench.study_file import PRUNERS, SAMPLERS, StudySpec, apply_overrides
@@ -29,10 +32,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
-HEARTBEAT_S = 10  # a worker killed mid-trial is noticed after GRACE_S without a heartbeat
-GRACE_S = 60
+# A worker killed mid-trial is noticed after GRACE_S seconds without a heartbeat (every HEARTBEAT_S).
+HEARTBEAT_S = int(os.environ.get("WORKBENCH_HEARTBEAT_S", "10"))
+GRACE_S = int(os.environ.get("WORKBENCH_GRACE_S", "60"))
 SPACE_ATTR = "workbench.search_space"
 METRIC_ATTR = "workbench.metric"
+WORKER_ENV = "WORKBENCH_WORKER_ID"  # set by `study run --workers` in each worker process
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,28 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         with _quiet_experimental():
             return RDBStorage(
-                url,
+                driver_url(url),
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_S,
                 grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                heartbeat_stale_trial_callback=_retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
             )
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {url}: cannot open the Optuna storage: {first_line(e)}") from None
+
+
+def _retry_and_close_run(retry: Callable) -> Callable:
+    """Stale-trial callback: queue the retry, then end the dead worker's MLflow run (else it stays RUNNING)."""
+
+    def callback(study, trial) -> None:
+        retry(study, trial)
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            from workbench.tracking import end_stale_run
+
+            end_stale_run(run_id, f"Worker lost: no heartbeat for {GRACE_S}s; trial {trial.number} is retried")
+
+    return callback
 
 
 def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -85,7 +104,10 @@ def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 
     sampler = spec.study.sampler
     cls = getattr(optuna.samplers, SAMPLERS[sampler.type])
-    options = sampler.options
+    options = dict(sampler.options)
+    worker = os.environ.get(WORKER_ENV)
+    if worker and options.get("seed") is not None:  # same seed in every worker: they would all sample the same trials
+        options["seed"] = options["seed"] + int(worker)
     if sampler.type == "grid":
         return cls(grid_of(spec.space), **options)
     with _quiet_experimental():
@@ -187,8 +209,9 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
     data = prepare_data(spec)
     runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
     status = "FINISHED"
+    concludes = main and WORKER_ENV not in os.environ  # a worker of `--workers` leaves this to its launcher
     try:
-        while distributed.on_main(lambda: _remaining(study, target) > 0):
+        while distributed.on_main(lambda: _wait_for_work(study, target)):
             if main:
                 study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(progress)])
                 if runner.diverged is not None:  # recorded as failed; the other ranks cannot go on
@@ -203,25 +226,37 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
         status = "FAILED"
         raise
     finally:
-        if main:
+        if concludes:
             tracking.finish(status)
-
-    def summarise_and_register() -> None:
-        _summarise(study, spec, tracking, outcome)
-        if options.register and spec.registry.model_name and outcome.best_trial is not None:
-            from workbench.registry import register_best
-
-            outcome.registered = register_best(spec, study, data, tracking, runner.trial_dir(outcome.best_trial))
-        runner.clean_up(keep=outcome.best_trial)
-
-    distributed.on_main(summarise_and_register)  # once, by rank 0, after every rank finished its trials
+    if WORKER_ENV not in os.environ:  # a worker of `--workers` leaves this to its launcher
+        # once, by rank 0, after every rank finished its trials
+        distributed.on_main(lambda: conclude_study(spec, study, data, tracking, runner, options, outcome))
     distributed.shutdown_distributed()
     return outcome
 
 
-def _remaining(study, target: int) -> int:
-    _fail_stale(study)
-    return target - counted_trials(study)
+def conclude_study(spec: StudySpec, study, data: TrialData, tracking, runner: TrialRunner, options: RunOptions, outcome: StudyOutcome) -> None:
+    """Summarise the study on its parent run, register the best model, keep only its directory."""
+    _summarise(study, spec, tracking, outcome)
+    if options.register and spec.registry.model_name and outcome.best_trial is not None:
+        from workbench.registry import register_best
+
+        outcome.registered = register_best(spec, study, data, tracking, runner.trial_dir(outcome.best_trial))
+    runner.clean_up(keep=outcome.best_trial, study=study)
+
+
+def _wait_for_work(study, target: int) -> bool:
+    """True when a trial should start here; waits while other workers' trials may still fail and need a retry."""
+    from optuna.trial import TrialState
+
+    while True:
+        _fail_stale(study)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        if TrialState.WAITING in states or counted_trials(study) < target:
+            return True
+        if TrialState.RUNNING not in states:
+            return False
+        time.sleep(HEARTBEAT_S)  # a running trial of a killed worker turns FAIL (and is retried) after GRACE_S
 
 
 def _fail_stale(study) -> None:
@@ -281,6 +316,7 @@ class TrialRunner:
             params = suggest_params(trial, self.space)
             run = self.tracking.start_trial_run(trial.number, params)
             trial.set_user_attr("mlflow_run_id", run.run_id)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # where it ran, for the logs and tests
             return trial.number, params, run.run_id
 
         number, params, run_id = distributed.on_main(start)
@@ -351,12 +387,17 @@ class TrialRunner:
 
         return callback
 
-    def clean_up(self, keep: Optional[int]) -> None:
-        """Remove every trial directory but the best trial's saved model."""
+    def clean_up(self, keep: Optional[int], study=None) -> None:
+        """Remove every trial directory but the best trial's saved model and those of running trials."""
         if not self.workdir.exists():
             return
+        running = set()
+        if study is not None:  # other workers may be training in this directory right now
+            from optuna.trial import TrialState
+
+            running = {f"trial-{t.number}" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for path in self.workdir.iterdir():
-            if path.name != f"trial-{keep}":
+            if path.name != f"trial-{keep}" and path.name not in running:
                 shutil.rmtree(path, ignore_errors=True)
 
 

@@ -173,20 +173,28 @@ class StudyTracking:
             return found.experiment_id
 
     def _parent_run(self) -> str:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{self.study_name}'",
-            order_by=["attributes.start_time ASC"],
-            max_results=1,
-        )
-        if runs:
-            run_id = runs[0].info.run_id
+        found = self._parent_runs()
+        if found:
+            run_id = found[0]
             self.client.update_run(run_id, status="RUNNING")  # resumed
             return run_id
         run = self.client.create_run(
             self.experiment_id, run_name=f"study-{self.study_name}", tags={ROLE_TAG: "study", STUDY_TAG: self.study_name}
         )
-        return run.info.run_id
+        # Workers starting together may each create one: all adopt the oldest, the others are deleted.
+        first = self._parent_runs()[0]
+        if first != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+        return first
+
+    def _parent_runs(self) -> list[str]:
+        """Ids of the study's parent runs, oldest first (ties broken by id, the same order everywhere)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{self.study_name}'",
+            max_results=100,
+        )
+        return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
     @property
     def parent(self) -> TrialRun:
@@ -217,6 +225,18 @@ class StudyTracking:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def end_stale_run(run_id: str, note: str) -> None:
+    """End a trial run whose worker died (found by the stale-heartbeat check) as FAILED, if still open."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient()  # the store configure_mlflow chose for this process
+        if client.get_run(run_id).info.status == "RUNNING":
+            TrialRun(client, run_id).end("FAIL", note=note)
+    except Exception as e:  # never let bookkeeping of a dead run stop the living workers
+        logger.warning("could not close the stale MLflow run %s: %s", run_id, first_line(e))
 
 
 def _param_value(value: Any) -> str:
