@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,85 @@ def write_study(workdir):
         return path
 
     return write
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str  # http://127.0.0.1:PORT
+    root: Path  # its backend database and artifacts folder
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `workbench server` (mlflow server, 1 worker) on a free loopback port; yields its URL.
+
+    One per session (it takes tens of seconds to start on 2 cores): tests use distinct names.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    root = tmp_path_factory.mktemp("server")
+    command = [sys.executable, "-m", "workbench", "server", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")]
+    log = open(root / "server.log", "w")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield Server(url, root)
+    os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: uvicorn and its worker
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test (CI sets WORKBENCH_TEST_POSTGRES_URL; see .ci/postgres.sh)."""
+    import uuid
+
+    base = os.environ.get("WORKBENCH_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("WORKBENCH_TEST_POSTGRES_URL is not set: `source .ci/postgres.sh` starts a local PostgreSQL")
+    import psycopg2
+
+    name = f"wb_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(base)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield base.rsplit("/", 1)[0] + f"/{name}"
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def keyword_registry(tmp_path_factory):
+    """Four registered versions of a tiny keyword classifier, trained once (tests/registry_models.py)."""
+    from registry_models import build_registry
+
+    return build_registry(tmp_path_factory.mktemp("registry"))

@@ -1,19 +1,27 @@
 """The trial's `TrainerCallback`: on every evaluation, log to MLflow, report to Optuna, prune.
 
 It holds the trial and the trial's MLflow run; it never opens a run. Under DDP every rank
-runs it: `trial.report` and `trial.should_prune` are then collectives (TorchDistributedTrial)
-that every rank calls in the same order, and the run is a do-nothing stand-in off rank 0.
+runs it and sees the same metrics (the Trainer gathers predictions from all ranks), but only
+rank 0 holds the trial and a real run: the report, the prune decision or the reason they
+failed reach every rank in one broadcast (`distributed.on_main`), so all ranks stop at the
+same evaluation.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any, Optional
 
 from transformers import TrainerCallback
 
+from workbench import distributed
+from workbench.workers import stop_requested
+
 if TYPE_CHECKING:
     from workbench.tracking import TrialRun
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -21,35 +29,52 @@ class NonFiniteLoss(RuntimeError):
 
 
 class TrialCallback(TrainerCallback):
-    def __init__(self, trial: Any, run: TrialRun, metric: str, maximize: bool):
-        self.trial = trial
+    def __init__(self, trial: Any, run: TrialRun, metric: str, maximize: bool, label: str = "trial"):
+        self.trial = trial  # the Optuna trial on rank 0, None on the other ranks
         self.run = run
         self.metric = metric
         self.maximize = maximize
+        self.label = label  # "rank R trial N" in the per-evaluation debug line
         self.evaluations = 0  # Optuna step: comparable across trials, unlike global_step
         self.best: Optional[float] = None  # best value of `metric` so far
         self.pruned_at: Optional[int] = None  # evaluation index where the pruner stopped the trial
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if stop_requested():  # a Ctrl-C that Python swallowed in a finalizer: stop at a safe point
+            raise KeyboardInterrupt
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
+        loss = (logs or {}).get("loss")  # averaged over all ranks: every rank sees the same value
         if loss is not None and not math.isfinite(float(loss)):
             raise NonFiniteLoss(f"training loss is {float(loss)} at step {state.global_step}")
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         metrics = metrics or {}
         numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        self.run.log_metrics(numbers, step=state.global_step)
         loss = numbers.get("eval_loss")
+        problem: Optional[Exception] = None
         if loss is not None and not math.isfinite(loss):
-            raise NonFiniteLoss(f"eval_loss is {loss} at step {state.global_step}")
-        if self.metric not in numbers:
-            raise KeyError(f"metric {self.metric!r} was not computed (got {', '.join(sorted(numbers))})")
-        value = numbers[self.metric]
-        if self.best is None or (value > self.best if self.maximize else value < self.best):
-            self.best = value
-        self.evaluations += 1
-        self.trial.report(value, self.evaluations)
-        if self.trial.should_prune():
+            problem = NonFiniteLoss(f"eval_loss is {loss} at step {state.global_step}")
+        elif self.metric not in numbers:
+            problem = KeyError(f"metric {self.metric!r} was not computed (got {', '.join(sorted(numbers))})")
+        value = numbers.get(self.metric, math.nan)
+        if problem is None:
+            if self.best is None or (value > self.best if self.maximize else value < self.best):
+                self.best = value
+            self.evaluations += 1
+
+        def log_report_prune() -> bool:  # rank 0 only
+            self.run.log_metrics(numbers, step=state.global_step)
+            if problem is not None:
+                return False
+            self.trial.report(value, self.evaluations)
+            return bool(self.trial.should_prune())
+
+        prune = distributed.on_main(log_report_prune)
+        if problem is not None:
+            raise problem
+        logger.info("%s evaluation %d: %s=%r%s", self.label, self.evaluations, self.metric, value, " -> pruned" if prune else "")
+        if prune:
             self.pruned_at = self.evaluations
             control.should_training_stop = True
         return control

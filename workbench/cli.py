@@ -38,12 +38,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study-file value, e.g. training.num_train_epochs=2")
     run.add_argument("--no-register", action="store_true", help="do not register the best model")
+    run.add_argument("--workers", type=int, help="run N worker processes on this machine that share the study (spread over visible GPUs)")
+    run.add_argument("--workers-per-gpu", type=int, metavar="K", help="pack K workers on each visible GPU (default --workers: K x GPUs)")
     run.set_defaults(handler=cmd_study_run)
 
-    promote = commands.add_parser("promote", help="move @champion to the challenger if it scores better")
+    server = commands.add_parser("server", help="start an mlflow server that many workers and machines can share")
+    server.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
+    server.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
+    server.add_argument("--backend-store-uri", help="database for runs and models (default: sqlite:///mlruns/mlflow.db)")
+    server.add_argument("--artifacts-destination", help="where proxied artifacts are stored (default: mlruns/artifacts)")
+    server.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1, enough on small machines)")
+    server.add_argument("--allowed-hosts", help="extra Host headers to accept when --host is not loopback, e.g. trainhost:5000")
+    server.set_defaults(handler=cmd_server)
+
+    promote = commands.add_parser("promote", help="move @champion to a candidate that is better, and not by chance")
     promote.add_argument("model_name")
     promote.add_argument("--candidate", default="challenger", help="alias or version number to promote (default: challenger)")
+    promote.add_argument("--to", default="champion", choices=["champion"], help="the alias to move (default: champion)")
+    promote.add_argument("--data", help="evaluation data: a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the candidate's validation data)")
+    promote.add_argument("--min-delta", type=float, default=0.0, help="the smallest improvement of the study metric that counts (default: 0)")
+    promote.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default: 0.05)")
+    promote.add_argument("--dry-run", action="store_true", help="show the decision, change nothing")
+    promote.add_argument("--force", action="store_true", help="promote even if the gate refuses; recorded as forced")
     promote.set_defaults(handler=cmd_promote)
+
+    rollback = commands.add_parser("rollback", help="move @champion back to @previous-champion")
+    rollback.add_argument("model_name")
+    rollback.set_defaults(handler=cmd_rollback)
+
+    evaluate = commands.add_parser("evaluate", help="metrics and pictures of a model on labelled data, logged to MLflow")
+    evaluate.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
+    evaluate.add_argument("--data", help="a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the version's validation data)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    reproduce = commands.add_parser("reproduce", help="re-run a trial from its MLflow run's record and compare its metric")
+    reproduce.add_argument("run_id")
+    reproduce.set_defaults(handler=cmd_reproduce)
 
     predict = commands.add_parser("predict", help="predict labels for raw texts with a registered model")
     predict.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
@@ -83,11 +113,11 @@ def _quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's traceback: its reason is in the progress line
-    for name in ("mlflow", "optuna", "alembic", "transformers", "datasets", "urllib3", "sqlalchemy"):
+    for name in ("mlflow", "alembic", "transformers", "datasets", "urllib3", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    import optuna  # its logger resets its level when first imported: set it after
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress line carries each trial's outcome
 
 
 def _parse_sets(pairs: list[str]) -> dict:
@@ -110,12 +140,22 @@ def cmd_study_run(args) -> int:
         raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
     spec = load_study_file(args.study_file, _parse_sets(args.set))
     options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
-    outcome = run_study(spec, options, progress=lambda line: print(line, flush=True))
+    show = lambda line: print(line, flush=True)  # noqa: E731
+    from workbench.workers import install_interrupt_handler
+
+    install_interrupt_handler()
+    if args.workers is not None or args.workers_per_gpu is not None:
+        from workbench.workers import plan_workers, run_workers, visible_gpus
+
+        plans = plan_workers(args.workers, args.workers_per_gpu, visible_gpus())
+        outcome = run_workers(args.study_file, spec, options, plans, args.set, debug=args.debug, progress=show)
+    else:
+        outcome = run_study(spec, options, progress=show)
     from workbench import distributed
 
     if distributed.is_main():
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.states.items()))
-        print(f"study {outcome.study_name}: ran {outcome.trials_run} trials; in total {states or 'none'}")
+        print(f"study {outcome.study_name}: ran {outcome.trials_run} trials" + (f"; in total {states}" if states else ""))
         if outcome.best_trial is not None:
             print(f"best: trial {outcome.best_trial}, {spec.study.metric}={outcome.best_value:.4f}")
         if outcome.registered:
@@ -123,12 +163,52 @@ def cmd_study_run(args) -> int:
     return 0
 
 
+def cmd_server(args) -> int:
+    from workbench.server import ServerSpec, run_server
+
+    spec = ServerSpec(args.host, args.port, args.backend_store_uri, args.artifacts_destination, args.workers, args.allowed_hosts)
+    return run_server(spec)
+
+
 def cmd_promote(args) -> int:
-    from workbench.registry import promote
+    from workbench.errors import PromotionRefused
+    from workbench.promotion import promote
     from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
     configure_mlflow(resolve_tracking_uri(args.tracking_uri))
-    print(promote(args.model_name, args.candidate).summary())
+    decision = promote(args.model_name, args.candidate, args.data, args.min_delta, args.alpha, args.dry_run, args.force)
+    print(decision.table())
+    if not decision.promoted and not args.dry_run:
+        raise PromotionRefused(f"{args.model_name}: v{decision.candidate} not promoted: {decision.reason}; @champion stays v{decision.champion}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from workbench.promotion import rollback
+    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+
+    configure_mlflow(resolve_tracking_uri(args.tracking_uri))
+    print(rollback(args.model_name))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from workbench.evaluation import evaluate
+    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    configure_mlflow(uri)
+    print(evaluate(args.model_uri, args.data, uri).table())
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from workbench.lineage import reproduce
+    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    configure_mlflow(uri)
+    print(reproduce(args.run_id, uri).summary())
     return 0
 
 

@@ -1,13 +1,40 @@
 """Rank helpers for trials under `torchrun`: one process group per study process.
 
-Rank 0 owns the Optuna trial and every MLflow write; the other ranks follow. Parameters
-and prune decisions reach them through optuna-integration's `TorchDistributedTrial`.
+Rank 0 owns the Optuna study and every MLflow write; the other ranks follow. Every exchange
+goes through two helpers, so the ranks always call the same collectives in the same order:
+- `on_main(fn)`: fn runs on rank 0; its result, or the reason it failed, reaches every rank.
+- `together(fn)`: fn runs on every rank; when it fails on any rank, it fails on all of them.
+A rank that cannot reach the others (it failed inside a DDP step, where they wait for its
+gradients) raises `RanksDiverged` and the job stops: torchrun ends the other ranks.
+
+Why not optuna-integration's `TorchDistributedTrial`: it sends `suggest_float` values as
+float32 (the trained value differs from the one Optuna stores), and an exception on rank 0
+inside `suggest_*` or `should_prune` skips its broadcast, leaving the other ranks waiting.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from datetime import timedelta
+from typing import Any, Callable, TypeVar
+
+from workbench.errors import WorkbenchError, first_line
+
+T = TypeVar("T")
+# Seconds `together` waits for every rank; a rank stuck inside a DDP step never arrives.
+SYNC_TIMEOUT_S = float(os.environ.get("WORKBENCH_SYNC_TIMEOUT_S", "300"))
+_control = None  # a gloo group for our own messages (CPU objects), beside the training group
+_sync = None  # the same, giving up after SYNC_TIMEOUT_S: `together` learns when a rank is lost
+
+
+class SharedFailure(WorkbenchError):
+    """Raised on the ranks where a shared step did not fail itself: another rank's reason."""
+
+
+class RanksDiverged(WorkbenchError):
+    """A rank failed where the others could not learn of it; the job stops (resume retries)."""
+
+    exit_code = 1
 
 
 def world_size() -> int:
@@ -28,59 +55,106 @@ def is_main() -> bool:
 
 def init_distributed() -> None:
     """Join the torchrun process group (nccl on GPUs, gloo on CPU) before the first suggest."""
+    global _control, _sync
     if not is_distributed():
         return
     import torch
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        return
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl")
-    else:
-        dist.init_process_group("gloo")
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+    if _control is None:
+        _control = dist.new_group(backend="gloo")
+        _sync = dist.new_group(backend="gloo", timeout=timedelta(seconds=SYNC_TIMEOUT_S))
 
 
 def shutdown_distributed() -> None:
+    """Wait for every rank (rank 0 registers the model meanwhile), then leave the group."""
+    global _control, _sync
     if is_distributed():
         import torch.distributed as dist
 
         if dist.is_initialized():
-            dist.barrier()
+            dist.barrier(group=_control)
             dist.destroy_process_group()
+        _control = _sync = None
 
 
 def broadcast(value: Any) -> Any:
-    """Rank 0's `value` on every rank (a no-op without torchrun)."""
+    """Rank 0's `value` on every rank (a no-op without torchrun). `value` must pickle."""
     if not is_distributed():
         return value
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_control)
     return box[0]
 
 
-def all_agree(ok: bool) -> bool:
-    """True on every rank when `ok` is true on every rank: one failing rank fails them all."""
+def failure_reason(e: BaseException) -> str:
+    """One line for a trial's fail reason: our errors as they are, others with their class."""
+    if isinstance(e, WorkbenchError):
+        return first_line(e)
+    return f"{e.__class__.__name__}: {first_line(e)}"
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """fn() on rank 0 only; its result on every rank. When it raises, every rank raises.
+
+    Rank 0 re-raises its own exception; the other ranks raise `SharedFailure` with its reason.
+    """
     if not is_distributed():
-        return ok
-    import torch
+        return fn()
+    result = error = None
+    if is_main():
+        try:
+            result = fn()
+        except Exception as e:
+            error = e
+    reason, result = broadcast((failure_reason(error) if error is not None else None, result))
+    if error is not None:
+        raise error
+    if reason is not None:
+        raise SharedFailure(reason)
+    return result
+
+
+def together(fn: Callable[[], T]) -> T:
+    """fn() on every rank; when it raises on any rank, it raises on every rank.
+
+    A rank that failed re-raises its own exception; the others raise `SharedFailure` naming
+    the first failing rank. A rank that waits `SYNC_TIMEOUT_S` for the others (they are stuck
+    in a DDP collective it will never join) raises `RanksDiverged`.
+    """
+    if not is_distributed():
+        return fn()
     import torch.distributed as dist
 
-    flag = torch.tensor([1 if ok else 0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def distributed_trial(trial: Any) -> Any:
-    """Wrap the trial so suggest/report/should_prune are shared by all ranks."""
-    if not is_distributed():
-        return trial
-    from optuna_integration import TorchDistributedTrial
-
-    return TorchDistributedTrial(trial)
+    result = error = None
+    try:
+        result = fn()
+    except Exception as e:
+        error = e
+    try:
+        reasons: list = [None] * world_size()
+        dist.all_gather_object(reasons, failure_reason(error) if error is not None else None, group=_sync)
+    except RuntimeError as lost:
+        why = failure_reason(error) if error is not None else f"lost the other ranks: {first_line(lost)}"
+        raise RanksDiverged(
+            f"rank {rank()}: {why}; the ranks can no longer train in step, so the job stops "
+            "(run the same command to resume: the unfinished trial is retried)"
+        ) from (error or lost)
+    if error is not None:
+        raise error
+    failed = [(r, reason) for r, reason in enumerate(reasons) if reason is not None]
+    if failed:
+        first, reason = failed[0]
+        raise SharedFailure(reason if first == 0 else f"rank {first}: {reason}")
+    return result
 
 
 def set_threads() -> int:

@@ -32,6 +32,18 @@ class PromotionRefused(WorkbenchError):
     exit_code = 1
 
 
+class ReproductionMismatch(WorkbenchError):
+    """A re-run trial did not match its recorded metric; exit code 1, not 2."""
+
+    exit_code = 1
+
+
+class WorkersFailed(WorkbenchError):
+    """Workers exited before the study met its target; exit code 1, not 2."""
+
+    exit_code = 1
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (library errors can span pages)."""
     lines = str(e).strip().splitlines()

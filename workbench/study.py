@@ -7,15 +7,19 @@ the study and the others follow each trial it starts.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from workbench import distributed
+from workbench.db import driver_url
 from workbench.errors import StoreError, StudyFileError, first_line
 from workbench.search_space import describe_space, grid_of, suggest_params
 from workbench.study_file import PRUNERS, SAMPLERS, StudySpec, apply_overrides
@@ -28,10 +32,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
-HEARTBEAT_S = 10  # a worker killed mid-trial is noticed after GRACE_S without a heartbeat
-GRACE_S = 60
+# A worker killed mid-trial is noticed after GRACE_S seconds without a heartbeat (every HEARTBEAT_S).
+HEARTBEAT_S = int(os.environ.get("WORKBENCH_HEARTBEAT_S", "10"))
+GRACE_S = int(os.environ.get("WORKBENCH_GRACE_S", "60"))
 SPACE_ATTR = "workbench.search_space"
 METRIC_ATTR = "workbench.metric"
+WORKER_ENV = "WORKBENCH_WORKER_ID"  # set by `study run --workers` in each worker process
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,6 @@ def resolve_storage(explicit: Optional[str] = None) -> str:
 
 def build_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
-    import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if "://" not in url:
@@ -71,11 +76,11 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         with _quiet_experimental():
             return RDBStorage(
-                url,
+                driver_url(url),
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_S,
                 grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                heartbeat_stale_trial_callback=_retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
             )
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {url}: cannot open the Optuna storage: {first_line(e)}") from None
@@ -83,12 +88,29 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
         optuna.logging.set_verbosity(verbosity)
 
 
+def _retry_and_close_run(retry: Callable) -> Callable:
+    """Stale-trial callback: queue the retry, then end the dead worker's MLflow run (else it stays RUNNING)."""
+
+    def callback(study, trial) -> None:
+        retry(study, trial)
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            from workbench.tracking import end_stale_run
+
+            end_stale_run(run_id, f"Worker lost: no heartbeat for {GRACE_S}s; trial {trial.number} is retried")
+
+    return callback
+
+
 def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     import optuna
 
     sampler = spec.study.sampler
     cls = getattr(optuna.samplers, SAMPLERS[sampler.type])
-    options = sampler.options
+    options = dict(sampler.options)
+    worker = os.environ.get(WORKER_ENV)
+    if worker and options.get("seed") is not None:  # same seed in every worker: they would all sample the same trials
+        options["seed"] = options["seed"] + int(worker)
     if sampler.type == "grid":
         return cls(grid_of(spec.space), **options)
     with _quiet_experimental():
@@ -170,16 +192,19 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
     distributed.set_threads()
     main = distributed.is_main()
     outcome = StudyOutcome(spec.study.name)
-    study = tracking = None
-    if main:  # every store check and the data come before the first write: a refused run changes nothing
+    opened: dict[str, Any] = {}  # rank 0's study, tracking and target; the other ranks hold none
+
+    def check_stores() -> None:  # every store check comes before the first write: a refused run changes nothing
         storage_url = resolve_storage(options.storage)
         tracking_uri = resolve_tracking_uri(options.tracking_uri)
         if storage_url.startswith("sqlite:///"):
             check_sqlite_writable(storage_url, "--storage")
         _check_stored(spec, build_storage(storage_url))
         check_tracking_store(tracking_uri)
-    data = prepare_data(spec)
-    if main:
+        opened.update(storage_url=storage_url, tracking_uri=tracking_uri)
+
+    def open_stores() -> None:
+        storage_url, tracking_uri = opened["storage_url"], opened["tracking_uri"]
         study = open_study(spec, storage_url)
         configure_mlflow(tracking_uri)
         tracking = StudyTracking(tracking_uri, spec.study.name)
@@ -188,12 +213,21 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
         done = counted_trials(study)
         target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
         progress(f"study {spec.study.name}: {done}/{target} trials done (optuna {storage_url}, mlflow {tracking_uri})")
+        opened.update(study=study, tracking=tracking, target=target)
+
+    distributed.on_main(check_stores)
+    data = prepare_data(spec)  # before any write too: bad data leaves no empty study or RUNNING run behind
+    distributed.on_main(open_stores)
+    study, tracking, target = opened.get("study"), opened.get("tracking"), opened.get("target", 0)
     runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
     status = "FINISHED"
+    concludes = main and WORKER_ENV not in os.environ  # a worker of `--workers` leaves this to its launcher
     try:
-        while distributed.broadcast(main and _remaining(study, target) > 0):
+        while distributed.on_main(lambda: _wait_for_work(study, target)):
             if main:
                 study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(progress)])
+                if runner.diverged is not None:  # recorded as failed; the other ranks cannot go on
+                    raise runner.diverged
                 if runner.fatal is not None:  # a store or disk fault: this trial failed, the next would too
                     status = "FAILED"
                     raise runner.fatal
@@ -207,22 +241,37 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
         status = "FAILED"
         raise
     finally:
-        if main:
+        if concludes:
             _quietly(tracking.finish, status)
-    if main:
-        _summarise(study, spec, tracking, outcome)
-        if options.register and spec.registry.model_name and outcome.best_trial is not None:
-            from workbench.registry import register_best
-
-            outcome.registered = register_best(spec, study, data, tracking, runner.trial_dir(outcome.best_trial))
-        runner.clean_up(keep=outcome.best_trial)
+    if WORKER_ENV not in os.environ:  # a worker of `--workers` leaves this to its launcher
+        # once, by rank 0, after every rank finished its trials
+        distributed.on_main(lambda: conclude_study(spec, study, data, tracking, runner, options, outcome))
     distributed.shutdown_distributed()
     return outcome
 
 
-def _remaining(study, target: int) -> int:
-    _fail_stale(study)
-    return target - counted_trials(study)
+def conclude_study(spec: StudySpec, study, data: TrialData, tracking, runner: TrialRunner, options: RunOptions, outcome: StudyOutcome) -> None:
+    """Summarise the study on its parent run, register the best model, keep only its directory."""
+    _summarise(study, spec, tracking, outcome)
+    if options.register and spec.registry.model_name and outcome.best_trial is not None:
+        from workbench.registry import register_best
+
+        outcome.registered = register_best(spec, study, data, tracking, runner.trial_dir(outcome.best_trial))
+    runner.clean_up(keep=outcome.best_trial, study=study)
+
+
+def _wait_for_work(study, target: int) -> bool:
+    """True when a trial should start here; waits while other workers' trials may still fail and need a retry."""
+    from optuna.trial import TrialState
+
+    while True:
+        _fail_stale(study)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        if TrialState.WAITING in states or counted_trials(study) < target:
+            return True
+        if TrialState.RUNNING not in states:
+            return False
+        time.sleep(HEARTBEAT_S)  # a running trial of a killed worker turns FAIL (and is retried) after GRACE_S
 
 
 def _fail_stale(study) -> None:
@@ -237,13 +286,13 @@ def prepare_data(spec: StudySpec) -> TrialData:
     from workbench.data import build_tokenizer, load_splits, tokenize_splits
     from workbench.training import TrialData
 
-    splits = load_splits(spec.data, spec.source_dir)
-    tokenizer = None
-    if distributed.is_main():
-        tokenizer = build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    # under torchrun a rank that cannot load the data fails every rank, with its reason
+    splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir))
     # WordPiece training breaks frequency ties in no fixed order: every rank takes rank 0's vocabulary
-    tokenizer = distributed.broadcast(tokenizer)
-    train, validation = tokenize_splits(splits, tokenizer, spec.data.max_length)
+    tokenizer = distributed.on_main(
+        lambda: build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    )
+    train, validation = distributed.together(lambda: tokenize_splits(splits, tokenizer, spec.data.max_length))
     return TrialData(train, validation, tokenizer, splits.label_names, splits)
 
 
@@ -257,39 +306,59 @@ class TrialRunner:
         self.workdir = workdir
         self.space = spec.space
         self.started = 0.0
+        self.diverged: Optional[distributed.RanksDiverged] = None  # set when the ranks lost step
         self.fatal: Optional[Exception] = None  # set when a trial fails for a reason that stops the study
 
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
 
     def objective(self, trial: Any) -> float:
-        """suggest -> build -> train -> return the best evaluation of the study metric."""
+        """suggest -> build -> train -> return the best evaluation of the study metric.
+
+        Under torchrun every rank calls it (rank 0 through Optuna with the trial, the others
+        through `follow` with None): rank 0 samples the parameters and opens the trial's run,
+        every rank trains the same configuration, rank 0 records the outcome once.
+        """
         import optuna
 
-        from workbench.tracking import NullTrialRun
+        from workbench.lineage import log_trial_lineage
+        from workbench.tracking import NullTrialRun, TrialRun
         from workbench.training import train_trial
 
         self.started = time.monotonic()
-        shared = distributed.distributed_trial(trial)
-        params = suggest_params(shared, self.space)
-        number = shared.number
         main = distributed.is_main()
-        try:
-            run = self.tracking.start_trial_run(number, params) if main else NullTrialRun()
-        except StoreError as e:
-            self.fatal = e
-            trial.set_user_attr("store_error", str(e))  # not counted: the trial is run again on resume
-            raise
-        if main:
+
+        def start() -> tuple[int, dict[str, Any], str]:  # rank 0 only
+            params = suggest_params(trial, self.space)
+            try:
+                run = self.tracking.start_trial_run(trial.number, params)
+            except StoreError as e:
+                self.fatal = e
+                trial.set_user_attr("store_error", str(e))  # not counted: the trial is run again on resume
+                raise
             trial.set_user_attr("mlflow_run_id", run.run_id)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # where it ran, for the logs and tests
+            return trial.number, params, run.run_id
+
+        number, params, run_id = distributed.on_main(start)
+        run = TrialRun(self.tracking.client, run_id) if main else NullTrialRun()
+        label = f"rank {distributed.rank()} trial {number}"
+        logger.info("%s params %s", label, json.dumps(params, sort_keys=True))
+        state = "FAIL"
         try:
-            trial_spec = apply_overrides(self.spec, params)
-            result = train_trial(trial_spec, self.data, shared, run, self.trial_dir(number), is_main=main)
-            # inside the try: a store fault here fails the trial, never leaves it half-written and COMPLETE
-            run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
-            run.end("COMPLETE")
+            trial_spec = distributed.together(lambda: apply_overrides(self.spec, params))
+            distributed.on_main(lambda: log_trial_lineage(run, trial_spec, self.data))  # what `reproduce` needs
+            result = train_trial(trial_spec, self.data, trial, run, self.trial_dir(number), is_main=main, label=label)
+
+            def finish() -> None:  # rank 0 only; inside the try: a store fault fails the trial, never leaves it COMPLETE
+                run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
+                run.end("COMPLETE")
+
+            distributed.on_main(finish)
+            state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
             return result.value
         except optuna.TrialPruned as e:
+            state = "PRUNED"
             try:
                 run.end("PRUNED", note=f"Pruned by {self.spec.study.pruner.type} pruner: {e}")
             except StoreError as store:
@@ -297,6 +366,9 @@ class TrialRunner:
             raise
         except Exception as e:
             reason, self.fatal = classify_failure(e, number)
+            state = f"FAIL {reason}"
+            if isinstance(e, distributed.RanksDiverged):
+                self.diverged = e
             if main:
                 # store faults are not the trial's doing: they are not counted and run again on resume
                 _quietly(trial.set_user_attr, "store_error" if self.fatal else "fail_reason", reason)
@@ -304,21 +376,22 @@ class TrialRunner:
                 _quietly(run.end, "FAIL", note=reason)
             raise
         except KeyboardInterrupt:
+            state = "KILLED"
             if main:
                 trial.set_user_attr("interrupted", True)
             _quietly(run.end, "KILLED", note="Interrupted (Ctrl-C)")
             raise
+        finally:
+            logger.info("%s %s", label, state)
 
     def follow(self) -> None:
         """A non-zero rank's share of one trial: same code path, no Optuna or MLflow writes."""
-        import optuna
-
         try:
             self.objective(None)
-        except optuna.TrialPruned:
+        except distributed.RanksDiverged:
+            raise
+        except Exception:  # pruned or failed on every rank together; rank 0 records how
             pass
-        except Exception as e:  # rank 0 records the failure; this rank goes on to the next trial
-            logger.warning("rank %d: trial failed: %s", distributed.rank(), first_line(e))
 
     def after_trial(self, progress: Callable[[str], None]):
         """Optuna callback: one progress line per trial, the parent run's curve, checkpoint clean-up."""
@@ -341,18 +414,23 @@ class TrialRunner:
 
         return callback
 
-    def clean_up(self, keep: Optional[int]) -> None:
-        """Remove every trial directory but the best trial's saved model."""
+    def clean_up(self, keep: Optional[int], study=None) -> None:
+        """Remove every trial directory but the best trial's saved model and those of running trials."""
         if not self.workdir.exists():
             return
+        running = set()
+        if study is not None:  # other workers may be training in this directory right now
+            from optuna.trial import TrialState
+
+            running = {f"trial-{t.number}" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for path in self.workdir.iterdir():
-            if path.name != f"trial-{keep}":
+            if path.name != f"trial-{keep}" and path.name not in running:
                 shutil.rmtree(path, ignore_errors=True)
 
 
 def classify_failure(e: BaseException, number: int) -> tuple[str, Optional[Exception]]:
     """A failed trial's reason, and the error that must stop the study (store down, disk full) or None."""
-    reason = f"{e.__class__.__name__}: {first_line(e)}"
+    reason = distributed.failure_reason(e)
     if isinstance(e, StoreError):
         return str(e), StoreError(f"trial {number}: {e}")
     if _is_disk_full(e):

@@ -34,6 +34,7 @@ PRUNERS = {
     "percentile": "PercentilePruner",
     "successive_halving": "SuccessiveHalvingPruner",
     "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
     "none": "NopPruner",
 }
 

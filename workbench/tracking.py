@@ -136,11 +136,14 @@ class TrialRun:
         self.run_id = run_id
 
     @_store_write
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, model_id: Optional[str] = None, dataset: Optional[tuple[str, str]] = None) -> None:
+        """`model_id` links the metrics to a logged model, `dataset` (name, digest) to the data they were measured on."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        name, digest = dataset or (None, None)
+        items = [Metric(k, v, now, step, model_id=model_id, dataset_name=name, dataset_digest=digest) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items)
 
     @_store_write
     def log_params(self, params: dict[str, Any]) -> None:
@@ -176,11 +179,31 @@ class NullTrialRun(TrialRun):
     def __init__(self):
         self.run_id = ""
 
-    def log_metrics(self, metrics, step): ...
+    def log_metrics(self, metrics, step, model_id=None, dataset=None): ...
     def log_params(self, params): ...
     def set_tags(self, tags): ...
     def log_dict(self, data, name): ...
     def end(self, state, note=None): ...
+
+
+def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, Any]) -> TrialRun:
+    """A top-level run (an evaluation, a reproduction) in `experiment`, an id or a name created if new."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        experiment_id = experiment if experiment.isdigit() else _experiment_id(client, tracking_uri, experiment)
+        run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    except Exception as e:  # MlflowException, connection errors, SQL errors
+        raise StoreError(f"--tracking-uri {tracking_uri}: cannot start a run: {first_line(e)}") from None
+    return TrialRun(client, run.info.run_id)
+
+
+def _experiment_id(client, tracking_uri: str, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=local_artifact_root(tracking_uri, name))
 
 
 class StudyTracking:
@@ -214,20 +237,28 @@ class StudyTracking:
             return found.experiment_id
 
     def _parent_run(self) -> str:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{self.study_name}'",
-            order_by=["attributes.start_time ASC"],
-            max_results=1,
-        )
-        if runs:
-            run_id = runs[0].info.run_id
+        found = self._parent_runs()
+        if found:
+            run_id = found[0]
             self.client.update_run(run_id, status="RUNNING")  # resumed
             return run_id
         run = self.client.create_run(
             self.experiment_id, run_name=f"study-{self.study_name}", tags={ROLE_TAG: "study", STUDY_TAG: self.study_name}
         )
-        return run.info.run_id
+        # Workers starting together may each create one: all adopt the oldest, the others are deleted.
+        first = self._parent_runs()[0]
+        if first != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+        return first
+
+    def _parent_runs(self) -> list[str]:
+        """Ids of the study's parent runs, oldest first (ties broken by id, the same order everywhere)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{self.study_name}'",
+            max_results=100,
+        )
+        return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
     @property
     def parent(self) -> TrialRun:
@@ -261,6 +292,18 @@ class StudyTracking:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def end_stale_run(run_id: str, note: str) -> None:
+    """End a trial run whose worker died (found by the stale-heartbeat check) as FAILED, if still open."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient()  # the store configure_mlflow chose for this process
+        if client.get_run(run_id).info.status == "RUNNING":
+            TrialRun(client, run_id).end("FAIL", note=note)
+    except Exception as e:  # never let bookkeeping of a dead run stop the living workers
+        logger.warning("could not close the stale MLflow run %s: %s", run_id, first_line(e))
 
 
 def _param_value(value: Any) -> str:

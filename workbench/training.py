@@ -110,12 +110,13 @@ def compute_metrics(eval_pred) -> dict[str, float]:
 
 
 def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, callbacks: list) -> Trainer:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
     if spec.early_stopping is not None:
         # fresh per trial: the callback carries its patience counter
         stopper = EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold)
         callbacks = [stopper, *callbacks]
+    set_seed(args.seed)  # the initial weights too, not only the data order: a trial reproduces from its record
     trainer = Trainer(
         model=build_model(spec, data),
         args=args,
@@ -137,30 +138,43 @@ class TrialResult:
     model_dir: Optional[Path]  # saved best model + tokenizer (rank 0 only)
 
 
-def train_trial(spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True) -> TrialResult:
-    """Train one trial; returns its result or raises optuna.TrialPruned. Cleans checkpoints up."""
+def train_trial(
+    spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True, label: str = "trial"
+) -> TrialResult:
+    """Train one trial; returns its result or raises optuna.TrialPruned. Cleans checkpoints up.
+
+    Under DDP every rank calls it: a failure on any rank while building or training fails the
+    trial on every rank, and rank 0 saves the model once every rank has finished training.
+    """
     import optuna
 
+    from workbench import distributed
     from workbench.callbacks import TrialCallback
 
-    reporter = TrialCallback(trial, run, spec.study.metric, maximize=spec.study.direction == "maximize")
-    args = build_training_args(spec, trial_dir / "checkpoints")
-    trainer = build_trainer(spec, data, args, [reporter])
-    run.log_params(_params(trainer))
+    reporter = TrialCallback(trial, run, spec.study.metric, maximize=spec.study.direction == "maximize", label=label)
     try:
-        trainer.train()
-        if reporter.pruned_at is not None:
+        trainer = distributed.together(
+            lambda: build_trainer(spec, data, build_training_args(spec, trial_dir / "checkpoints"), [reporter])
+        )
+        distributed.on_main(lambda: run.log_params(_params(trainer)))
+        distributed.together(trainer.train)
+        if reporter.pruned_at is not None:  # the same evaluation on every rank: the decision was shared
             raise optuna.TrialPruned(f"pruned at evaluation {reporter.pruned_at}")
         if reporter.best is None:
             raise RuntimeError("the trial never evaluated: set training.eval_strategy to 'epoch' or 'steps'")
-        model_dir = None
-        if is_main:
-            model_dir = trial_dir / "model"
-            trainer.save_model(str(model_dir))  # the best checkpoint, restored at the end
-            readable(model_dir)
-        return TrialResult(reporter.best, reporter.evaluations, model_dir)
+        model_dir = trial_dir / "model"
+        distributed.on_main(lambda: save_model(trainer, model_dir))  # the best checkpoint, restored at the end
+        return TrialResult(reporter.best, reporter.evaluations, model_dir if is_main else None)
     finally:
+        # after `together(trainer.train)`: no rank still loads the best checkpoint from here
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+
+
+def save_model(trainer: Trainer, model_dir: Path) -> None:
+    """The trained model and tokenizer, readable by a tracking server run by another user."""
+    trainer.save_model(str(model_dir))
+    (model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the args are logged as params
+    readable(model_dir)
 
 
 def _params(trainer: Trainer) -> dict[str, Any]:

@@ -1,0 +1,253 @@
+"""Evaluate a registered model on labelled texts: metrics, pictures, one MLflow evaluation run.
+
+`load_eval_data` reads the labelled texts both `evaluate` and promotion score on: a data
+file, a study file's validation split, or the validation data a version carries.
+`evaluate` logs metrics, a confusion matrix and a calibration picture to an MLflow run
+linked to the model version (tags both ways, and the logged model as the run's input).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from workbench.errors import DataError, RegistryError, first_line
+
+logger = logging.getLogger(__name__)
+
+EVALUATION_EXPERIMENT = "workbench-evaluations"  # for models that are not registered versions
+EVALUATION_RUN_TAG = "workbench.evaluation_run"
+STUDY_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Labelled texts and where they came from; labels are names as the model knows them."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str
+    digest: str = field(init=False)
+
+    def __post_init__(self):
+        payload = json.dumps([self.texts, self.labels]).encode()
+        object.__setattr__(self, "digest", hashlib.sha256(payload).hexdigest())
+
+    def label_ids(self, names: list[str]) -> np.ndarray:
+        """Labels as the model's class ids; names or integer ids are accepted."""
+        index = {name: i for i, name in enumerate(names)}
+        unknown = sorted({label for label in self.labels if label not in index and not _is_id(label, len(names))})
+        if unknown:
+            raise DataError(f"{self.source}: labels the model does not know: {', '.join(unknown[:5])} (the model's labels: {', '.join(names)})")
+        return np.array([index[label] if label in index else int(label) for label in self.labels])
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({"text": self.texts, "label": self.labels})
+
+
+def _is_id(label: str, n: int) -> bool:
+    return label.isdigit() and int(label) < n
+
+
+def load_eval_data(source: Optional[str], model=None) -> EvalData:
+    """`source`: a csv/tsv/jsonl/parquet file with `text` and `label` columns, or a study file
+    (its validation split); None means the validation data the model version carries."""
+    if source is None:
+        path = getattr(model.unwrap_python_model(), "eval_data_path", None) if model is not None else None
+        if not path:
+            raise RegistryError("the model carries no validation data: give --data FILE_OR_STUDY")
+        return _from_frame(_read_frame(Path(path)), "the version's validation data")
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"--data: file not found: {path}")
+    if path.suffix.lower() in STUDY_SUFFIXES:
+        return _from_study(path)
+    return _from_frame(_read_frame(path), str(path))
+
+
+def _from_study(path: Path) -> EvalData:
+    from workbench.data import load_splits
+    from workbench.study_file import load_study_file
+
+    spec = load_study_file(path)
+    splits = load_splits(spec.data, spec.source_dir)
+    validation = splits.validation
+    labels = [splits.label_names[i] for i in validation["label"]]
+    return EvalData(list(validation["text"]), labels, f"{path} (validation split)")
+
+
+def _read_frame(path: Path):
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        if suffix in (".json", ".jsonl"):
+            return pd.read_json(path, lines=suffix == ".jsonl")
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"--data {path}: cannot read it: {first_line(e)}") from None
+    raise DataError(f"--data {path}: use a .csv, .tsv, .jsonl, .parquet data file or a .yaml study file")
+
+
+def _from_frame(frame, source: str) -> EvalData:
+    missing = [c for c in ("text", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(f"--data {source}: no {' or '.join(missing)} column (columns: {', '.join(map(str, frame.columns))})")
+    frame = frame.dropna(subset=["text", "label"])
+    if frame.empty:
+        raise DataError(f"--data {source}: no labelled rows")
+    labels = [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in frame["label"]]
+    return EvalData([str(t) for t in frame["text"]], labels, source)
+
+
+def predict_proba(model, texts: list[str]) -> np.ndarray:
+    """Class probabilities (n, num_classes) from a workbench pyfunc model."""
+    return model.unwrap_python_model().predict_proba(texts)
+
+
+def model_labels(model) -> list[str]:
+    return list(model.unwrap_python_model().labels)
+
+
+@dataclass
+class Evaluation:
+    model_uri: str
+    data: EvalData
+    metrics: dict[str, float]
+    report: dict[str, Any]  # sklearn's classification_report, per class
+    run_id: str
+    version: Optional[str] = None
+
+    def table(self) -> str:
+        lines = [f"{self.model_uri} on {len(self.data.texts)} examples from {self.data.source}"]
+        lines += [f"  {name:<10} {value:.4f}" for name, value in self.metrics.items()]
+        lines.append(f"  {'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for name, row in self.report.items():
+            if isinstance(row, dict) and name not in ("macro avg", "weighted avg"):
+                lines.append(f"  {name:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1-score']:>9.4f} {int(row['support']):>8}")
+        lines.append(f"logged to MLflow run {self.run_id}" + (f" (linked to version {self.version})" if self.version else ""))
+        return "\n".join(lines)
+
+
+def evaluate(model_uri: str, data: Optional[str], tracking_uri: str) -> Evaluation:
+    """Score `model_uri` on `data` (None: the version's own validation data); log and return it."""
+    from mlflow import MlflowClient
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    from workbench.inference import load_model
+    from workbench.metrics import classification_metrics
+
+    client = MlflowClient(tracking_uri)
+    version = _model_version(client, model_uri)
+    model = load_model(model_uri)
+    eval_data = load_eval_data(data, model)
+    names = model_labels(model)
+    labels = eval_data.label_ids(names)
+    probabilities = predict_proba(model, eval_data.texts)
+    metrics = classification_metrics(labels, probabilities)
+    predictions = probabilities.argmax(-1)
+    ids = list(range(len(names)))
+    report = classification_report(labels, predictions, labels=ids, target_names=names, output_dict=True, zero_division=0)
+    matrix = confusion_matrix(labels, predictions, labels=ids)
+    run = _log_evaluation(client, tracking_uri, model_uri, version, eval_data, metrics, report, matrix, labels, probabilities, names)
+    return Evaluation(model_uri, eval_data, metrics, report, run, version.version if version else None)
+
+
+def _model_version(client, model_uri: str):
+    """The registered version behind `models:/NAME@ALIAS` or `models:/NAME/N`, else None."""
+    from workbench.registry import get_version
+
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri.removeprefix("models:/")
+    name, sep, alias = ref.partition("@")
+    if not sep:
+        name, _, alias = ref.partition("/")
+    if not name or not alias:
+        raise RegistryError(f"{model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    return get_version(client, name, alias)
+
+
+def _log_evaluation(client, tracking_uri, model_uri, version, eval_data, metrics, report, matrix, labels, probabilities, names) -> str:
+    from mlflow.entities import LoggedModelInput
+
+    from workbench.lineage import dataset_input
+    from workbench.tracking import start_run
+
+    experiment = client.get_run(version.run_id).info.experiment_id if version and version.run_id else None
+    tags = {"workbench.role": "evaluation", "workbench.model_uri": model_uri, "workbench.data_digest": eval_data.digest}
+    if version:
+        tags.update({"workbench.model_name": version.name, "workbench.model_version": version.version})
+    run = start_run(tracking_uri, experiment or EVALUATION_EXPERIMENT, f"evaluate-{version.name}-v{version.version}" if version else "evaluate", tags)
+    model_id = _logged_model_id(version)
+    run.log_metrics({f"eval_{k}": v for k, v in metrics.items()}, step=0, model_id=model_id, dataset=("evaluation", eval_data.digest))
+    client.log_inputs(
+        run.run_id,
+        datasets=[dataset_input(eval_data.frame(), "evaluation", eval_data.source, eval_data.digest, "evaluation")],
+        models=[LoggedModelInput(model_id)] if model_id else None,
+    )
+    run.log_dict(report, "classification_report.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, draw in (("confusion_matrix.png", _draw_confusion), ("calibration.png", _draw_calibration)):
+            path = Path(tmp) / name
+            draw(path, matrix=matrix, labels=labels, probabilities=probabilities, names=names)
+            client.log_artifact(run.run_id, str(path))
+    run.end("COMPLETE")
+    if version:
+        client.set_model_version_tag(version.name, version.version, EVALUATION_RUN_TAG, run.run_id)
+    return run.run_id
+
+
+def _logged_model_id(version) -> Optional[str]:
+    """The MLflow 3 logged model behind a version (its source is `models:/m-...`), if any."""
+    if version is None:
+        return None
+    source = version.source or ""
+    return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+
+
+def _draw_confusion(path: Path, matrix, names, **_) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    display = ConfusionMatrixDisplay(matrix, display_labels=names)
+    display.plot(colorbar=False)
+    display.ax_.set_title("confusion matrix (rows: true label)")
+    display.figure_.savefig(path, bbox_inches="tight", dpi=100)
+    plt.close(display.figure_)
+
+
+def _draw_calibration(path: Path, labels, probabilities, **_) -> None:
+    """Reliability diagram of the top-label confidence: how often a prediction at p is right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    confidence = probabilities.max(-1)
+    correct = (probabilities.argmax(-1) == labels).astype(int)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    if len(set(correct)) > 1:
+        accuracy, mean_confidence = calibration_curve(correct, confidence, n_bins=10, strategy="uniform")
+        ax.plot(mean_confidence, accuracy, marker="o", label="model")
+    ax.set(xlabel="confidence of the predicted label", ylabel="fraction correct", xlim=(0, 1), ylim=(0, 1.02), title="calibration")
+    ax.legend(loc="lower right")
+    fig.savefig(path, bbox_inches="tight", dpi=100)
+    plt.close(fig)

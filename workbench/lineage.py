@@ -1,0 +1,192 @@
+"""Lineage: what a trial run records so it can be audited and re-run, and `reproduce`.
+
+Every trial run gets its data as MLflow dataset inputs (source and digest), the fully
+resolved trial spec (`trial_spec.json`: study file + overrides + sampled parameters, with
+its seeds), the tokenizer the trial used (WordPiece training is not deterministic), the workbench
+version and git commit, and the Python requirements. `reproduce(run_id)` rebuilds data and
+model from that record alone, retrains and compares the study metric with the recorded one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from workbench.errors import DataError, RegistryError, ReproductionMismatch, first_line
+
+if TYPE_CHECKING:
+    from workbench.study_file import StudySpec
+    from workbench.tracking import TrialRun
+    from workbench.training import TrialData
+
+logger = logging.getLogger(__name__)
+
+SPEC_ARTIFACT = "trial_spec.json"
+REQUIREMENTS_ARTIFACT = "requirements.txt"
+TOKENIZER_ARTIFACT = "tokenizer"
+VERSION_TAG, COMMIT_TAG = "workbench.version", "workbench.git_commit"
+DIGEST_TAG, SOURCE_TAG = "workbench.data_digest", "workbench.data_source"
+TOLERANCE = 1e-6  # CPU, fixed seeds: a reproduced trial matches to this
+
+
+def log_trial_lineage(run: TrialRun, spec: StudySpec, data: TrialData) -> None:
+    """Record on a trial run what `reproduce` needs, and what an auditor asks for."""
+    import workbench
+    from workbench.registry import validation_frame
+
+    splits = data.splits
+    record = {"spec": spec.to_dict(), "source_dir": spec.source_dir, "data": {"source": splits.source, "digest": splits.digest}}
+    run.log_dict(record, SPEC_ARTIFACT)
+    with tempfile.TemporaryDirectory() as tmp:
+        # WordPiece training breaks frequency ties differently on every run: keep the one trained
+        data.tokenizer.save_pretrained(tmp)
+        run.client.log_artifacts(run.run_id, tmp, TOKENIZER_ARTIFACT)
+    run.client.log_text(run.run_id, "\n".join(installed_packages()) + "\n", REQUIREMENTS_ARTIFACT)
+    tags = {VERSION_TAG: workbench.__version__, DIGEST_TAG: splits.digest, SOURCE_TAG: splits.source}
+    commit = git_commit()
+    if commit:
+        tags[COMMIT_TAG] = commit
+    run.set_tags(tags)
+    train = splits.train.to_pandas().assign(label=lambda f: [data.label_names[i] for i in f["label"]])
+    inputs = [
+        dataset_input(train, "train", _source(spec), splits.digest, "training"),
+        dataset_input(validation_frame(data), "validation", _source(spec), splits.digest, "validation"),
+    ]
+    run.client.log_inputs(run.run_id, datasets=inputs)
+
+
+def dataset_input(frame, name: str, source, digest: str, context: str):
+    """An MLflow dataset input (schema, row count, source, digest) for a frame with text and label."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    if isinstance(source, str):
+        source = CodeDatasetSource({"workbench.source": source})
+    dataset = mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=digest[:36])
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+
+
+def _source(spec: StudySpec):
+    """The data's MLflow source: the files, the hub dataset, or the generator's settings."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    data = spec.data
+    if data.source == "files":
+        path = Path(data.files["train"])
+        with warnings.catch_warnings():  # MLflow registers the local source twice and warns about it
+            warnings.simplefilter("ignore", UserWarning)
+            return resolve_dataset_source(str(path if path.is_absolute() else Path(spec.source_dir) / path))
+    if data.source == "hub":
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        return HuggingFaceDatasetSource(data.hub.path, config_name=data.hub.name, revision=data.hub.revision)
+    return CodeDatasetSource({"workbench.synthetic": data.synthetic.model_dump_json()})
+
+
+@lru_cache(maxsize=1)
+def installed_packages() -> tuple[str, ...]:
+    """`name==version` of every installed distribution, sorted: the trial's Python environment."""
+    from importlib.metadata import distributions
+
+    pins = {(d.metadata["Name"] or "").lower(): d.version for d in distributions() if d.metadata["Name"]}
+    return tuple(f"{name}=={version}" for name, version in sorted(pins.items()))
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> Optional[str]:
+    """The commit of the workbench code, with `-dirty` for uncommitted changes; None outside git."""
+    import workbench
+
+    where = Path(workbench.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=where, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    run_id: str
+    metric: str
+    recorded: float
+    reproduced: float
+
+    @property
+    def difference(self) -> float:
+        return self.reproduced - self.recorded
+
+    @property
+    def matches(self) -> bool:
+        return abs(self.difference) <= TOLERANCE
+
+    def summary(self) -> str:
+        verdict = f"matches within {TOLERANCE:g}" if self.matches else f"DOES NOT match (tolerance {TOLERANCE:g})"
+        return (
+            f"run {self.run_id}: {self.metric} recorded {self.recorded:.8f}, reproduced {self.reproduced:.8f}, "
+            f"difference {self.difference:+.2e}: {verdict}"
+        )
+
+
+def load_trial_spec(client, run_id: str) -> tuple[StudySpec, dict]:
+    """The resolved spec a trial run recorded, ready to train from; and the whole record."""
+    from workbench.study_file import validate_study
+
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:
+        raise RegistryError(f"run {run_id}: not found in the tracking store: {first_line(e)}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, SPEC_ARTIFACT, tmp)
+        except Exception:
+            raise RegistryError(f"run {run_id}: has no {SPEC_ARTIFACT} (only trial runs record one; {run.info.run_name} is not, or predates lineage)") from None
+        record = json.loads(Path(path).read_text())
+    return validate_study({**record["spec"], "source_dir": record["source_dir"]}, f"run {run_id}"), record
+
+
+def reproduce(run_id: str, tracking_uri: str) -> Reproduction:
+    """Re-run a trial from its run's record; raises ReproductionMismatch beyond TOLERANCE."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from workbench import distributed
+    from workbench.study import prepare_data
+    from workbench.tracking import NullTrialRun
+    from workbench.training import train_trial
+
+    from workbench.study_file import apply_overrides
+
+    client = MlflowClient(tracking_uri)
+    spec, record = load_trial_spec(client, run_id)
+    metric = spec.study.metric
+    recorded = client.get_run(run_id).data.metrics.get(f"best_{metric}")
+    if recorded is None:
+        raise RegistryError(f"run {run_id}: no best_{metric} recorded: only completed trials can be reproduced")
+    distributed.set_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = client.download_artifacts(run_id, TOKENIZER_ARTIFACT, tmp)
+        data = prepare_data(apply_overrides(spec, {"tokenizer": {"path": tokenizer}}))  # the trial's own tokenizer
+        if data.splits.digest != record["data"]["digest"]:
+            raise DataError(
+                f"run {run_id}: the data at {record['data']['source']} changed since the trial "
+                f"(digest {data.splits.digest[:12]} now, {record['data']['digest'][:12]} recorded)"
+            )
+        # a FixedTrial never prunes: the trial is retrained as far as it went
+        result = train_trial(spec, data, optuna.trial.FixedTrial({}), NullTrialRun(), Path(tmp) / "trial", is_main=True)
+    outcome = Reproduction(run_id, metric, recorded, result.value)
+    if not outcome.matches:
+        raise ReproductionMismatch(outcome.summary())
+    return outcome

@@ -1,0 +1,245 @@
+"""The promotion gate: move `champion` only for a candidate that is better, and not by chance.
+
+Both versions predict the same examples. The candidate must beat the champion on the study
+metric by at least `min_delta`, and a paired test must call the difference unlikely to be
+chance at level `alpha`: McNemar's exact test for accuracy, a paired bootstrap confidence
+interval for F1, precision, recall and loss. The decision is written as tags on the
+candidate version; the old champion keeps `previous-champion` for `rollback`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from workbench.errors import RegistryError
+from workbench.registry import CHALLENGER, CHAMPION, DIRECTION_TAG, METRIC_TAG, PREVIOUS_CHAMPION, alias_or_none, get_version
+
+TAG = "workbench.promotion."
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # the same data and models always give the same interval
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired test of candidate vs champion on the same examples."""
+
+    name: str
+    significant: bool  # the difference favours the candidate and is unlikely to be chance
+    p_value: Optional[float] = None  # McNemar
+    ci: Optional[tuple[float, float]] = None  # bootstrap interval of candidate - champion
+    detail: str = ""
+
+    def describe(self, alpha: float) -> str:
+        if self.p_value is not None:
+            return f"{self.name} ({self.detail}): p = {self.p_value:.3g}, needs p < {alpha:g}"
+        low, high = self.ci
+        return f"{self.name} ({self.detail}): {100 * (1 - alpha):g}% CI of the difference [{low:+.4f}, {high:+.4f}], must exclude 0"
+
+
+def mcnemar_exact(candidate_correct: np.ndarray, champion_correct: np.ndarray, alpha: float) -> PairedTest:
+    """McNemar's exact test: only examples the two models disagree on count (two-sided binomial)."""
+    from scipy.stats import binomtest
+
+    b = int(np.sum(candidate_correct & ~champion_correct))  # only the candidate is right
+    c = int(np.sum(~candidate_correct & champion_correct))  # only the champion is right
+    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    return PairedTest("McNemar exact", bool(p < alpha and b > c), p_value=float(p), detail=f"candidate-only right {b}, champion-only right {c}")
+
+
+def paired_bootstrap(metric: str, labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, maximize: bool, alpha: float) -> PairedTest:
+    """Percentile bootstrap of (candidate - champion) over resampled examples, both models on each resample."""
+    from scipy.stats import bootstrap
+
+    def difference(index, axis=-1):
+        index = np.atleast_2d(index)
+        return (_resampled(metric, labels, candidate, index) - _resampled(metric, labels, champion, index)).squeeze()
+
+    result = bootstrap(
+        (np.arange(len(labels)),),
+        difference,
+        vectorized=True,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=1 - alpha,
+        method="percentile",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    significant = low > 0 if maximize else high < 0
+    return PairedTest("paired bootstrap", bool(significant), ci=(low, high), detail=f"{BOOTSTRAP_RESAMPLES} resamples")
+
+
+def _resampled(metric: str, labels: np.ndarray, probabilities: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """`metric` on each row of `index` (resamples x n), as `metrics.classification_metrics` defines it."""
+    if metric == "loss":
+        picked = probabilities[np.arange(len(labels)), labels]
+        return -np.log(np.clip(picked, 1e-12, 1.0))[index].mean(-1)
+    y, p = labels[index], probabilities.argmax(-1)[index]
+    if metric == "accuracy":
+        return (y == p).mean(-1)
+    classes = [1] if probabilities.shape[-1] == 2 else range(probabilities.shape[-1])  # binary: positive class; else macro
+    values = []
+    for k in classes:
+        tp = ((p == k) & (y == k)).sum(-1)
+        fp = ((p == k) & (y != k)).sum(-1)
+        fn = ((p != k) & (y == k)).sum(-1)
+        denominator = {"precision": tp + fp, "recall": tp + fn, "f1": 2 * tp + fp + fn}[metric]
+        numerator = 2 * tp if metric == "f1" else tp
+        values.append(np.where(denominator > 0, numerator / np.maximum(denominator, 1), 0.0))
+    return np.mean(values, axis=0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    candidate: str  # version numbers
+    champion: Optional[str]
+    metric: str
+    maximize: bool
+    candidate_score: float
+    champion_score: Optional[float]
+    min_delta: float
+    alpha: float
+    test: Optional[PairedTest]
+    promoted: bool
+    forced: bool
+    dry_run: bool
+    reason: str
+    n_examples: int
+    data_source: str
+    data_digest: str
+
+    @property
+    def improvement(self) -> Optional[float]:
+        """How much better the candidate is, in the metric's units (positive: better)."""
+        if self.champion_score is None:
+            return None
+        delta = self.candidate_score - self.champion_score
+        return delta if self.maximize else -delta
+
+    def table(self) -> str:
+        head = f"promote {self.name}: candidate v{self.candidate} vs " + (f"champion v{self.champion}" if self.champion else "no champion")
+        lines = [head, f"  data      {self.data_source}: {self.n_examples} examples, sha256 {self.data_digest[:16]}"]
+        lines.append(f"  {'metric':<9} {self.metric}: candidate {self.candidate_score:.4f}" + (f", champion {self.champion_score:.4f}, improvement {self.improvement:+.4f}" if self.champion else ""))
+        if self.test:
+            lines.append(f"  test      {self.test.describe(self.alpha)}")
+        lines.append(f"  rule      improvement >= {self.min_delta:g} and significant at alpha {self.alpha:g}")
+        verdict = "WOULD PROMOTE" if self.dry_run and self.promoted else "WOULD REFUSE" if self.dry_run else "PROMOTED" if self.promoted else "REFUSED"
+        outcome = " (dry run: nothing changed)" if self.dry_run else f"; v{self.candidate} is now @{CHAMPION}" if self.promoted else ""
+        lines.append(f"  decision  {verdict}{' (forced)' if self.forced else ''}: {self.reason}{outcome}")
+        return "\n".join(lines)
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            "decision": "promoted" if self.promoted else "refused",
+            "forced": self.forced,
+            "reason": self.reason,
+            "metric": self.metric,
+            "candidate_score": self.candidate_score,
+            "champion_version": self.champion or "",
+            "champion_score": "" if self.champion_score is None else self.champion_score,
+            "min_delta": self.min_delta,
+            "alpha": self.alpha,
+            "test": self.test.name if self.test else "none (no champion)",
+            "data_digest": self.data_digest,
+            "data_source": self.data_source,
+            "n_examples": self.n_examples,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if self.test and self.test.p_value is not None:
+            tags["p_value"] = self.test.p_value
+        if self.test and self.test.ci is not None:
+            tags["ci_low"], tags["ci_high"] = self.test.ci
+        return {TAG + k: str(v) for k, v in tags.items()}
+
+
+def promote(
+    name: str,
+    candidate: str = CHALLENGER,
+    data: Optional[str] = None,
+    min_delta: float = 0.0,
+    alpha: float = 0.05,
+    dry_run: bool = False,
+    force: bool = False,
+) -> Decision:
+    """Decide on moving `champion` to `candidate` (alias or version); applies it unless `dry_run`."""
+    from mlflow import MlflowClient
+
+    from workbench.evaluation import load_eval_data, model_labels, predict_proba
+    from workbench.inference import load_model
+    from workbench.metrics import classification_metrics
+
+    if min_delta < 0 or not 0 < alpha < 1:
+        raise RegistryError("--min-delta must be 0 or more and --alpha between 0 and 1")
+    client = MlflowClient()
+    cand = get_version(client, name, candidate)
+    champ = alias_or_none(client, name, CHAMPION)
+    if champ is not None and champ.version == cand.version:
+        raise RegistryError(f"{name}: version {cand.version} is already @{CHAMPION}")
+    metric = cand.tags.get(METRIC_TAG, "eval_accuracy").removeprefix("eval_")
+    maximize = cand.tags.get(DIRECTION_TAG, "maximize") == "maximize"
+    cand_model = load_model(f"models:/{name}/{cand.version}")
+    eval_data = load_eval_data(data, cand_model)
+    names = model_labels(cand_model)
+    labels = eval_data.label_ids(names)
+    cand_proba = predict_proba(cand_model, eval_data.texts)
+    cand_score = classification_metrics(labels, cand_proba)[metric]
+    champ_score, test = None, None
+    if champ is None:
+        promoted, reason = True, "no champion yet"
+    else:
+        champ_model = load_model(f"models:/{name}/{champ.version}")
+        if model_labels(champ_model) != names:
+            raise RegistryError(f"{name}: v{cand.version} and v{champ.version} predict different labels; they cannot be compared")
+        champ_proba = predict_proba(champ_model, eval_data.texts)
+        champ_score = classification_metrics(labels, champ_proba)[metric]
+        if metric == "accuracy":
+            test = mcnemar_exact(cand_proba.argmax(-1) == labels, champ_proba.argmax(-1) == labels, alpha)
+        else:
+            test = paired_bootstrap(metric, labels, cand_proba, champ_proba, maximize, alpha)
+        improvement = cand_score - champ_score if maximize else champ_score - cand_score
+        better = improvement > 0 and improvement >= min_delta
+        promoted = better and test.significant
+        if promoted:
+            reason = "better, and unlikely to be chance"
+        elif improvement <= 0:
+            reason = f"not better than the champion (improvement {improvement:+.4f})"
+        elif not better:
+            reason = f"improvement {improvement:+.4f} is below min-delta {min_delta:g}"
+        else:
+            reason = "the difference could be chance"
+    if force and not promoted:
+        promoted, reason = True, f"forced; the gate said: {reason}"
+    decision = Decision(
+        name, cand.version, champ.version if champ else None, f"eval_{metric}", maximize, cand_score, champ_score,
+        min_delta, alpha, test, promoted, force, dry_run, reason, len(labels), eval_data.source, eval_data.digest,
+    )
+    if not dry_run:
+        for key, value in decision.tags().items():
+            client.set_model_version_tag(name, cand.version, key, value)
+        if promoted:
+            if champ is not None:
+                client.set_registered_model_alias(name, PREVIOUS_CHAMPION, champ.version)
+            client.set_registered_model_alias(name, CHAMPION, cand.version)
+    return decision
+
+
+def rollback(name: str) -> str:
+    """Move `champion` back to `previous-champion`; returns a one-line summary."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    previous = alias_or_none(client, name, PREVIOUS_CHAMPION)
+    current = alias_or_none(client, name, CHAMPION)
+    if previous is None:
+        get_version(client, name, CHAMPION)  # an unknown model or no champion gets its own message
+        raise RegistryError(f"{name}: no @{PREVIOUS_CHAMPION} to roll back to (it is set when a promotion replaces a champion)")
+    client.set_registered_model_alias(name, CHAMPION, previous.version)
+    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    if current is not None:
+        client.set_model_version_tag(name, current.version, TAG + "rolled_back", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    was = f"v{current.version}" if current else "none"
+    return f"{name}: @{CHAMPION} is v{previous.version} again (was {was}); promote again to undo"

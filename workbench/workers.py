@@ -1,0 +1,197 @@
+"""Many worker processes on one study: spawn them, show their progress, stop them, conclude once.
+
+`study run FILE --workers N` prepares the stores once (so N processes never race to create
+the experiment, the parent run or the database tables), starts N `workbench study run`
+processes that share the study through its Optuna storage, prefixes each line they print
+with their id, forwards Ctrl-C to all of them, and, when they have all exited, summarises
+the study and registers its best model: one registration, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from workbench.errors import WorkbenchError, WorkersFailed
+
+STOP_TIMEOUT_S = 60  # after Ctrl-C, how long workers get to end their trial before SIGKILL
+_stop_requested = threading.Event()
+
+
+def install_interrupt_handler() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual, and is also remembered for `stop_requested`.
+
+    Python swallows an exception raised inside a finalizer (`__del__`, weakref callbacks), so a
+    Ctrl-C landing there is lost; training checks `stop_requested` at every step as a backstop.
+    """
+
+    def handler(signum, frame):
+        _stop_requested.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+
+
+def stop_requested() -> bool:
+    return _stop_requested.is_set()
+
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    worker_id: int
+    gpu: Optional[str] = None  # the CUDA device this worker sees as cuda:0; None on CPU
+
+
+def visible_gpus() -> list[str]:
+    """CUDA device ids this process may hand out (CUDA_VISIBLE_DEVICES wins over what torch counts)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def plan_workers(workers: Optional[int], per_gpu: Optional[int], gpus: Sequence[str]) -> list[WorkerPlan]:
+    """N workers, spread round-robin over the GPUs, or K packed on each GPU with `per_gpu`."""
+    if workers is not None and workers < 1:
+        raise WorkbenchError(f"--workers {workers}: must be 1 or more")
+    if per_gpu is not None:
+        if per_gpu < 1:
+            raise WorkbenchError(f"--workers-per-gpu {per_gpu}: must be 1 or more")
+        if not gpus:
+            raise WorkbenchError("--workers-per-gpu: no GPU is visible; use --workers N to run N workers on the CPU")
+        workers = workers if workers is not None else per_gpu * len(gpus)
+        if workers > per_gpu * len(gpus):
+            raise WorkbenchError(
+                f"--workers {workers} with --workers-per-gpu {per_gpu}: only {len(gpus)} GPU(s) visible, "
+                f"at most {per_gpu * len(gpus)} workers; raise --workers-per-gpu or lower --workers"
+            )
+        return [WorkerPlan(i, gpus[i // per_gpu]) for i in range(workers)]
+    assert workers is not None, "the CLI calls this only with --workers or --workers-per-gpu"
+    return [WorkerPlan(i, gpus[i % len(gpus)] if gpus else None) for i in range(workers)]
+
+
+def worker_env(plan: WorkerPlan, n_workers: int) -> dict[str, str]:
+    """The environment of one worker: its id, its GPU, and its share of the CPU cores."""
+    from workbench.study import WORKER_ENV
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[WORKER_ENV] = str(plan.worker_id)
+    # distributed.set_threads divides the cores by this: N workers on 2 cores must not oversubscribe.
+    env["WORKBENCH_WORKERS"] = str(n_workers)
+    if plan.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = plan.gpu
+    return env
+
+
+def run_workers(
+    study_file: Path,
+    spec,
+    options,
+    plans: list[WorkerPlan],
+    sets: Sequence[str] = (),
+    debug: bool = False,
+    progress: Callable[[str], None] = print,
+):
+    """Run the study with one process per plan; returns the StudyOutcome once all have exited."""
+    from workbench import study as study_mod
+    from workbench.study import StudyOutcome, TrialRunner, conclude_study, counted_trials, open_study, prepare_data, resolve_storage
+    from workbench.tracking import StudyTracking, configure_mlflow, resolve_tracking_uri
+
+    storage_url = resolve_storage(options.storage)
+    study = open_study(spec, storage_url)
+    tracking_uri = resolve_tracking_uri(options.tracking_uri)
+    configure_mlflow(tracking_uri)
+    tracking = StudyTracking(tracking_uri, spec.study.name)
+    tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
+    study_mod._fail_stale(study)
+    done = counted_trials(study)
+    target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
+    where = ", ".join(f"w{p.worker_id}" + (f" on GPU {p.gpu}" if p.gpu is not None else "") for p in plans)
+    progress(f"study {spec.study.name}: {done}/{target} trials done; {len(plans)} workers ({where})")
+
+    command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "--tracking-uri", tracking_uri]
+    command += ["study", "run", str(study_file), "--storage", storage_url, "--no-register"]
+    for pair in [*sets, f"study.n_trials={target}"]:  # every worker aims at the same absolute target
+        command += ["--set", pair]
+    status = "FINISHED"
+    try:
+        codes = _supervise(command, plans, progress)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracking.finish(status)
+    for plan, code in zip(plans, codes):
+        if code != 0:
+            progress(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
+    study_mod._fail_stale(study)
+    finished = counted_trials(study)
+    if finished < target:
+        raise WorkersFailed(
+            f"study {spec.study.name}: the workers stopped at {finished}/{target} trials; run the same command to resume"
+        )
+    outcome = StudyOutcome(spec.study.name, trials_run=finished - done)
+    data = prepare_data(spec)
+    runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
+    conclude_study(spec, study, data, tracking, runner, options, outcome)
+    return outcome
+
+
+def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[str], None]) -> list[int]:
+    """Start one process per plan, relay their output with a `[wN]` prefix, wait for all; Ctrl-C stops all."""
+    procs, readers = [], []
+    lock = threading.Lock()
+    try:
+        for plan in plans:
+            # Own session: a terminal's Ctrl-C reaches the launcher only, which forwards it once.
+            proc = subprocess.Popen(
+                command,
+                env=worker_env(plan, len(plans)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
+            procs.append(proc)
+            reader = threading.Thread(target=_relay, args=(proc, f"[w{plan.worker_id}] ", progress, lock), daemon=True)
+            reader.start()
+            readers.append(reader)
+        codes = [proc.wait() for proc in procs]
+    except KeyboardInterrupt:
+        progress("interrupted: stopping the workers (each ends its running trial as failed)")
+        _stop(procs)
+        raise
+    finally:
+        for reader in readers:
+            reader.join(timeout=5)
+    return codes
+
+
+def _relay(proc: subprocess.Popen, prefix: str, progress: Callable[[str], None], lock: threading.Lock) -> None:
+    for line in proc.stdout:
+        with lock:
+            progress(prefix + line.rstrip("\n"))
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGINT every live worker, then SIGKILL those still alive after STOP_TIMEOUT_S."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
