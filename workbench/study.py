@@ -72,7 +72,6 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
     if "://" not in url:
         raise StoreError(f"--storage {url!r}: not a database URL (e.g. sqlite:///mlruns/optuna.db or postgresql://...)")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    verbosity = optuna.logging.get_verbosity()  # the CLI's choice (quiet unless --debug), restored below
     try:
         with _quiet_experimental():
             return RDBStorage(
@@ -84,8 +83,6 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
             )
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {url}: cannot open the Optuna storage: {first_line(e)}") from None
-    finally:
-        optuna.logging.set_verbosity(verbosity)
 
 
 def _retry_and_close_run(retry: Callable) -> Callable:
