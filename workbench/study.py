@@ -181,41 +181,65 @@ def counted_trials(study: optuna.Study) -> int:
     return counted
 
 
+@dataclass
+class OpenedStores:
+    """A study's Optuna study and MLflow parent run, opened by the process that owns them."""
+
+    study: Any
+    tracking: Any
+    storage_url: str
+    tracking_uri: str
+    done: int  # trials that count toward the target, before this run
+    target: int  # the study's total once this run is over
+
+
+def check_stores(spec: StudySpec, options: RunOptions) -> tuple[str, str]:
+    """Every store check, before the first write: a refused run changes nothing. Returns the URLs."""
+    from workbench.tracking import check_sqlite_writable, check_tracking_store, resolve_tracking_uri
+
+    storage_url = resolve_storage(options.storage)
+    tracking_uri = resolve_tracking_uri(options.tracking_uri)
+    if storage_url.startswith("sqlite:///"):
+        check_sqlite_writable(storage_url, "--storage")
+    _check_stored(spec, build_storage(storage_url))
+    check_tracking_store(tracking_uri)
+    return storage_url, tracking_uri
+
+
+def open_stores(spec: StudySpec, options: RunOptions, storage_url: str, tracking_uri: str) -> OpenedStores:
+    """Create or resume the Optuna study, the MLflow experiment and parent run; fix the target."""
+    from workbench.tracking import StudyTracking, configure_mlflow
+
+    study = open_study(spec, storage_url)
+    configure_mlflow(tracking_uri)
+    tracking = StudyTracking(tracking_uri, spec.study.name)
+    tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
+    fail_stale(study)
+    done = counted_trials(study)
+    target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
+    return OpenedStores(study, tracking, storage_url, tracking_uri, done, target)
+
+
 def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print) -> StudyOutcome:
     """Run or resume a study until its trial target is met; returns what happened."""
-    from workbench.tracking import StudyTracking, check_sqlite_writable, check_tracking_store, configure_mlflow, resolve_tracking_uri
-
     distributed.init_distributed()
     distributed.set_threads()
     main = distributed.is_main()
     outcome = StudyOutcome(spec.study.name)
-    opened: dict[str, Any] = {}  # rank 0's study, tracking and target; the other ranks hold none
+    opened: dict[str, Any] = {}  # rank 0's stores; the other ranks hold none
 
-    def check_stores() -> None:  # every store check comes before the first write: a refused run changes nothing
-        storage_url = resolve_storage(options.storage)
-        tracking_uri = resolve_tracking_uri(options.tracking_uri)
-        if storage_url.startswith("sqlite:///"):
-            check_sqlite_writable(storage_url, "--storage")
-        _check_stored(spec, build_storage(storage_url))
-        check_tracking_store(tracking_uri)
-        opened.update(storage_url=storage_url, tracking_uri=tracking_uri)
+    def check() -> None:
+        opened["urls"] = check_stores(spec, options)
 
-    def open_stores() -> None:
-        storage_url, tracking_uri = opened["storage_url"], opened["tracking_uri"]
-        study = open_study(spec, storage_url)
-        configure_mlflow(tracking_uri)
-        tracking = StudyTracking(tracking_uri, spec.study.name)
-        tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
-        _fail_stale(study)
-        done = counted_trials(study)
-        target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
-        progress(f"study {spec.study.name}: {done}/{target} trials done (optuna {storage_url}, mlflow {tracking_uri})")
-        opened.update(study=study, tracking=tracking, target=target)
+    def open_() -> None:
+        stores = opened["stores"] = open_stores(spec, options, *opened["urls"])
+        progress(f"study {spec.study.name}: {stores.done}/{stores.target} trials done (optuna {stores.storage_url}, mlflow {stores.tracking_uri})")
 
-    distributed.on_main(check_stores)
+    distributed.on_main(check)
     data = prepare_data(spec)  # before any write too: bad data leaves no empty study or RUNNING run behind
-    distributed.on_main(open_stores)
-    study, tracking, target = opened.get("study"), opened.get("tracking"), opened.get("target", 0)
+    distributed.on_main(open_)
+    stores = opened.get("stores")
+    study, tracking, target = (stores.study, stores.tracking, stores.target) if stores else (None, None, 0)
     runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
     status = "FINISHED"
     concludes = main and WORKER_ENV not in os.environ  # a worker of `--workers` leaves this to its launcher
@@ -262,7 +286,7 @@ def _wait_for_work(study, target: int) -> bool:
     from optuna.trial import TrialState
 
     while True:
-        _fail_stale(study)
+        fail_stale(study)
         states = [t.state for t in study.get_trials(deepcopy=False)]
         if TrialState.WAITING in states or counted_trials(study) < target:
             return True
@@ -271,7 +295,8 @@ def _wait_for_work(study, target: int) -> bool:
         time.sleep(HEARTBEAT_S)  # a running trial of a killed worker turns FAIL (and is retried) after GRACE_S
 
 
-def _fail_stale(study) -> None:
+def fail_stale(study) -> None:
+    """Mark trials whose worker stopped sending heartbeats FAIL (and retry them); see build_storage."""
     import optuna
 
     with _quiet_experimental():

@@ -104,18 +104,13 @@ def run_workers(
 ):
     """Run the study with one process per plan; returns the StudyOutcome once all have exited."""
     from workbench import study as study_mod
-    from workbench.study import StudyOutcome, TrialRunner, conclude_study, counted_trials, open_study, prepare_data, resolve_storage
-    from workbench.tracking import StudyTracking, configure_mlflow, resolve_tracking_uri
+    from workbench.study import StudyOutcome, TrialRunner, check_stores, conclude_study, counted_trials, open_stores, prepare_data
 
-    storage_url = resolve_storage(options.storage)
-    study = open_study(spec, storage_url)
-    tracking_uri = resolve_tracking_uri(options.tracking_uri)
-    configure_mlflow(tracking_uri)
-    tracking = StudyTracking(tracking_uri, spec.study.name)
-    tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
-    study_mod._fail_stale(study)
-    done = counted_trials(study)
-    target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
+    urls = check_stores(spec, options)
+    data = prepare_data(spec)  # bad data is refused here, once, before any worker starts or anything is written
+    stores = open_stores(spec, options, *urls)
+    study, tracking, tracking_uri, storage_url = stores.study, stores.tracking, stores.tracking_uri, stores.storage_url
+    done, target = stores.done, stores.target
     where = ", ".join(f"w{p.worker_id}" + (f" on GPU {p.gpu}" if p.gpu is not None else "") for p in plans)
     progress(f"study {spec.study.name}: {done}/{target} trials done; {len(plans)} workers ({where})")
 
@@ -134,14 +129,13 @@ def run_workers(
     for plan, code in zip(plans, codes):
         if code != 0:
             progress(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
-    study_mod._fail_stale(study)
+    study_mod.fail_stale(study)
     finished = counted_trials(study)
     if finished < target:
         raise WorkersFailed(
             f"study {spec.study.name}: the workers stopped at {finished}/{target} trials; run the same command to resume"
         )
     outcome = StudyOutcome(spec.study.name, trials_run=finished - done)
-    data = prepare_data(spec)
     runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
     conclude_study(spec, study, data, tracking, runner, options, outcome)
     return outcome
