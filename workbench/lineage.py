@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,7 +60,21 @@ def log_trial_lineage(run: TrialRun, spec: StudySpec, data: TrialData) -> None:
         dataset_input(train, "train", _source(spec), splits.digest, "training"),
         dataset_input(validation_frame(data), "validation", _source(spec), splits.digest, "validation"),
     ]
-    run.client.log_inputs(run.run_id, datasets=inputs)
+    _log_inputs(run.client, run.run_id, inputs)
+
+
+def _log_inputs(client, run_id: str, inputs: list, attempts: int = 4) -> None:
+    """Workers logging the same dataset at once race in MLflow's get-or-create of the experiment's
+    dataset row (a UNIQUE constraint error for the loser); the retry finds the winner's row."""
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception as e:  # MlflowException / RestException wrapping the database's IntegrityError
+            text = str(e)
+            if attempt == attempts - 1 or not ("UNIQUE constraint" in text or "IntegrityError" in text or "duplicate key" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def dataset_input(frame, name: str, source, digest: str, context: str):
