@@ -31,8 +31,10 @@ def register_best(spec: StudySpec, study, data: TrialData, tracking, trial_dir: 
 
     Returns "NAME version N", or None when that trial is already registered or has no model.
     """
+    from workbench.study import best_trial
+
     name = spec.registry.model_name
-    best = study.best_trial
+    best = best_trial(study)
     run_id = best.user_attrs.get("mlflow_run_id")
     client = tracking.client
     if run_id and client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):

@@ -426,7 +426,7 @@ class TrialRunner:
             reason = frozen.user_attrs.get("fail_reason", "") or frozen.user_attrs.get("store_error", "")
             params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
             progress(f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s")
-            best = _best_trial(study)
+            best = best_trial(study)
             if frozen.value is not None and best is not None and self.fatal is None:
                 self.tracking.parent.log_metrics(
                     {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value}, step=frozen.number
@@ -507,18 +507,27 @@ def _quietly(call: Callable, *args, **kwargs) -> None:
         logger.warning("could not record the failure: %s", first_line(e))
 
 
-def _best_trial(study) -> Optional[Any]:
-    try:
-        return study.best_trial
-    except ValueError:  # no completed trial yet
+def best_trial(study) -> Optional[Any]:
+    """The best completed trial; ties go to the earliest trial.
+
+    Optuna's own `study.best_trial` leaves ties to the database's row order, which PostgreSQL
+    does not fix: two workers could each see the other's trial as best and both delete their
+    saved model. Every caller decides with this one rule.
+    """
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
         return None
+    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
+    return min(done, key=lambda t: (sign * t.value, t.number))
 
 
 def _summarise(study, spec: StudySpec, tracking, outcome: StudyOutcome) -> None:
     from collections import Counter
 
     outcome.states = dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
-    best = _best_trial(study)
+    best = best_trial(study)
     if best is not None:
         outcome.best_value, outcome.best_trial = best.value, best.number
         tracking.parent.set_tags({"best_trial": best.number, f"best_{spec.study.metric}": best.value})
@@ -539,7 +548,7 @@ def _log_plots(study, tracking) -> None:
     except ImportError:
         return
     plots = {"optimization_history.png": ovm.plot_optimization_history, "intermediate_values.png": ovm.plot_intermediate_values}
-    if sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) >= 2 and study.best_trial.params:
+    if sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) >= 2 and best_trial(study).params:
         plots["param_importances.png"] = ovm.plot_param_importances
     with tempfile.TemporaryDirectory() as tmp, _quiet_experimental():
         for name, plot in plots.items():
