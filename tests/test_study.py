@@ -22,7 +22,11 @@ def trial_runs(client, name="tiny"):
 
 
 def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, capsys):
-    path = write_study(study={"n_trials": 2})
+    # a categorical parameter too: its stored description (JSON lists) must match on resume
+    path = write_study(study={"n_trials": 2}, search_space={
+        "training.learning_rate": {"low": 1.0e-3, "high": 5.0e-3, "log": True},
+        "model.hidden_size": {"choices": [16, 24]},
+    })
     assert main(["study", "run", str(path), "--no-register"]) == 0
     assert len(stored_trials()) == 2
     assert main(["study", "run", str(path), "--no-register"]) == 0

@@ -91,7 +91,7 @@ def suggest_params(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str
 
 def describe_space(space: dict[str, ParamSpec]) -> dict[str, dict]:
     """A plain, comparable description of the space (stored with the Optuna study)."""
-    return {name: spec.model_dump(exclude_none=True) for name, spec in sorted(space.items())}
+    return {name: spec.model_dump(mode="json", exclude_none=True) for name, spec in sorted(space.items())}  # as stored: JSON
 
 
 def grid_of(space: dict[str, ParamSpec]) -> dict[str, list]:
