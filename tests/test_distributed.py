@@ -55,8 +55,9 @@ def test_study_under_torchrun_trains_every_trial_on_both_ranks(write_study, work
     rc, out, err = torchrun(["-m", "workbench", "--debug", "study", "run", str(path)], cwd=workdir)
     assert rc == 0, f"exit {rc}\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-5000:]}"
 
-    import mlflow
     import optuna
+
+    from workbench.tracking import mlflow_client
 
     trials = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db").get_trials()
     assert len(trials) == 3
@@ -72,7 +73,7 @@ def test_study_under_torchrun_trains_every_trial_on_both_ranks(write_study, work
     failed = next(t for t in trials if t.state.name == "FAIL")
     assert "divisible by num_heads (3)" in failed.user_attrs["fail_reason"]
 
-    client = mlflow.MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = mlflow_client("sqlite:///mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'trial'")
     assert len(runs) == 3, "one nested run per trial, not one per rank"

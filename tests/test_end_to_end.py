@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from mlflow import MlflowClient
+from workbench.tracking import mlflow_client
 
 from workbench.cli import main
 from workbench.tracking import resolve_tracking_uri
@@ -26,7 +26,7 @@ def test_study_to_registered_model_to_prediction_to_promotion(write_study, workd
     out = capsys.readouterr().out
     assert "registered tiny-classifier version 1 as @challenger" in out
 
-    client = MlflowClient(resolve_tracking_uri())
+    client = mlflow_client(resolve_tracking_uri())
     experiment = client.get_experiment_by_name("tiny")
     parent = client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'study'")[0]
     trials = client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'trial'")

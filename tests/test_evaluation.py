@@ -11,9 +11,9 @@ from workbench.cli import main
 
 
 def _client(registry):
-    from mlflow import MlflowClient
+    from workbench.tracking import mlflow_client
 
-    return MlflowClient(registry.tracking_uri)
+    return mlflow_client(registry.tracking_uri)
 
 
 @pytest.mark.slow

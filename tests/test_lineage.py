@@ -11,7 +11,7 @@ from workbench.cli import main
 
 @pytest.mark.slow
 def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
-    from mlflow import MlflowClient
+    from workbench.tracking import mlflow_client
 
     import workbench
     from workbench.lineage import git_commit
@@ -20,7 +20,7 @@ def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     assert main(["study", "run", str(study), "--no-register"]) == 0
     capsys.readouterr()
     uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     experiment = client.get_experiment_by_name("tiny").experiment_id
     (found,) = client.search_runs([experiment], "tags.`workbench.role` = 'trial'")
     run_id = found.info.run_id

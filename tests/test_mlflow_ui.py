@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from mlflow import MlflowClient
+from workbench.tracking import mlflow_client
 
 from workbench.study import RunOptions, run_study
 from workbench.study_file import load_study_file
@@ -64,7 +64,7 @@ def render(url: str) -> str:
 def test_study_and_trial_runs_show_in_the_mlflow_ui(write_study, ui):
     spec = load_study_file(write_study(study={"n_trials": 1}))
     run_study(spec, RunOptions(register=False), progress=lambda line: None)
-    client = MlflowClient(resolve_tracking_uri())
+    client = mlflow_client(resolve_tracking_uri())
     experiment = client.get_experiment_by_name("tiny")
     (trial,) = client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'trial'")
 

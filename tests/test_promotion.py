@@ -37,9 +37,9 @@ def test_paired_bootstrap_interval_excludes_zero_only_for_a_real_difference():
 
 
 def _client(registry):
-    from mlflow import MlflowClient
+    from workbench.tracking import mlflow_client
 
-    return MlflowClient(registry.tracking_uri)
+    return mlflow_client(registry.tracking_uri)
 
 
 def _set_aliases(registry, **versions):

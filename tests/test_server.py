@@ -46,11 +46,11 @@ def test_bad_server_options_are_one_line_usage_errors(workdir):
 
 @pytest.mark.slow
 def test_server_listens_on_loopback_only_and_stores_runs_and_artifacts(mlflow_server, tmp_path):
-    from mlflow import MlflowClient
+    from workbench.tracking import mlflow_client
 
     port = int(mlflow_server.url.rsplit(":", 1)[1])
     assert listening_addresses(port) == {"127.0.0.1"}
-    client = MlflowClient(mlflow_server.url)
+    client = mlflow_client(mlflow_server.url)
     experiment = client.create_experiment("through-the-server")
     assert client.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:")
     run = client.create_run(experiment)

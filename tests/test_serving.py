@@ -19,9 +19,9 @@ SERVER_START_S = 240  # a loaded 2-core machine needs a while to import torch an
 
 
 def _client(registry):
-    from mlflow import MlflowClient
+    from workbench.tracking import mlflow_client
 
-    return MlflowClient(registry.tracking_uri)
+    return mlflow_client(registry.tracking_uri)
 
 
 @pytest.mark.slow

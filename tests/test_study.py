@@ -2,7 +2,7 @@
 
 import optuna
 import pytest
-from mlflow import MlflowClient
+from workbench.tracking import mlflow_client
 
 from workbench.cli import main
 from workbench.study import RunOptions, open_study, resolve_storage, run_study
@@ -34,7 +34,7 @@ def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, c
     assert "ran 0 trials" in capsys.readouterr().out
     assert main(["study", "run", str(path), "--trials", "2", "--no-register"]) == 0
     assert len(stored_trials()) == 4
-    client = MlflowClient(resolve_tracking_uri())
+    client = mlflow_client(resolve_tracking_uri())
     parents = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.`workbench.role` = 'study'")
     assert len(parents) == 1, "the parent run is found again on resume"
     runs = trial_runs(client)
@@ -46,7 +46,7 @@ def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
     spec = load_study_file(write_study(study={"n_trials": 1}))
     outcome = run_study(spec, RunOptions(register=False), progress=lambda line: None)
     assert outcome.states == {"COMPLETE": 1}
-    client = MlflowClient(resolve_tracking_uri())
+    client = mlflow_client(resolve_tracking_uri())
     (run,) = trial_runs(client)
     assert run.info.status == "FINISHED"
     assert run.data.tags["optuna.study"] == "tiny" and run.data.tags["optuna.trial.state"] == "COMPLETE"
@@ -71,7 +71,7 @@ def test_failing_and_pruned_trials_are_recorded_and_the_study_goes_on(write_stud
     assert len(trials) == 4 and len(failed) == 2
     assert all(t.params["model.num_heads"] == 3 for t in failed)
     assert all("divisible" in t.user_attrs["fail_reason"] for t in failed)
-    client = MlflowClient(resolve_tracking_uri())
+    client = mlflow_client(resolve_tracking_uri())
     by_number = {int(r.data.tags["optuna.trial.number"]): r for r in trial_runs(client)}
     for t in trials:
         run = by_number[t.number]

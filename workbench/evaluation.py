@@ -143,13 +143,13 @@ class Evaluation:
 
 def evaluate(model_uri: str, data: Optional[str], tracking_uri: str) -> Evaluation:
     """Score `model_uri` on `data` (None: the version's own validation data); log and return it."""
-    from mlflow import MlflowClient
     from sklearn.metrics import classification_report, confusion_matrix
 
     from workbench.inference import load_model
     from workbench.metrics import classification_metrics
+    from workbench.tracking import mlflow_client
 
-    client = MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     version = _model_version(client, model_uri)
     model = load_model(model_uri)
     eval_data = load_eval_data(data, model)

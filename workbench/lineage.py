@@ -175,16 +175,15 @@ def load_trial_spec(client, run_id: str) -> tuple[StudySpec, dict]:
 def reproduce(run_id: str, tracking_uri: str) -> Reproduction:
     """Re-run a trial from its run's record; raises ReproductionMismatch beyond TOLERANCE."""
     import optuna
-    from mlflow import MlflowClient
 
     from workbench import distributed
     from workbench.study import prepare_data
-    from workbench.tracking import NullTrialRun
+    from workbench.tracking import NullTrialRun, mlflow_client
     from workbench.training import train_trial
 
     from workbench.study_file import apply_overrides
 
-    client = MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     spec, record = load_trial_spec(client, run_id)
     metric = spec.study.metric
     recorded = client.get_run(run_id).data.metrics.get(f"best_{metric}")

@@ -62,12 +62,10 @@ def check_tracking_store(tracking_uri: str) -> None:
     if tracking_uri.startswith("sqlite:///"):
         check_sqlite_writable(tracking_uri, "--tracking-uri")
         return
-    from mlflow import MlflowClient
-
     saved = {k: os.environ.get(k) for k in PREFLIGHT_HTTP}
     os.environ.update({k: v for k, v in PREFLIGHT_HTTP.items() if saved[k] is None})  # the user's settings win
     try:
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
+        mlflow_client(tracking_uri).search_experiments(max_results=1)
     except Exception as e:  # connection refused, DNS, unknown scheme, HTTP errors
         raise StoreError(f"--tracking-uri {tracking_uri}: cannot reach the tracking store: {_reason(e)}") from None
     finally:
@@ -94,6 +92,18 @@ def _reason(e: BaseException) -> str:
         if hint in str(e) and hint not in text:
             return f"{text[:200]} ({hint})"
     return text[:300]
+
+
+def mlflow_client(tracking_uri: str):
+    """An MlflowClient whose model registry is the tracking store itself.
+
+    `MlflowClient(uri)` alone takes its registry from the process: `mlflow.set_registry_uri`
+    (which also exports MLFLOW_REGISTRY_URI to child processes) from any earlier store wins
+    over `uri`, so versions would be written to, or looked for in, another store.
+    """
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
 
 def configure_mlflow(tracking_uri: str) -> None:
@@ -188,9 +198,7 @@ class NullTrialRun(TrialRun):
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, Any]) -> TrialRun:
     """A top-level run (an evaluation, a reproduction) in `experiment`, an id or a name created if new."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         experiment_id = experiment if experiment.isdigit() else _experiment_id(client, tracking_uri, experiment)
         run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
@@ -210,11 +218,9 @@ class StudyTracking:
     """The study's MLflow experiment and parent run."""
 
     def __init__(self, tracking_uri: str, study_name: str):
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.study_name = study_name
-        self.client = MlflowClient(tracking_uri)
+        self.client = mlflow_client(tracking_uri)
         try:
             self.experiment_id = self._experiment()
             self.parent_run_id = self._parent_run()
