@@ -64,14 +64,6 @@ def write_study(workdir):
     return write
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class Server:
     url: str  # http://127.0.0.1:PORT
@@ -84,39 +76,24 @@ def mlflow_server(tmp_path_factory):
 
     One per session (it takes tens of seconds to start on 2 cores): tests use distinct names.
     """
-    import signal
     import subprocess
     import sys
-    import time
-    import urllib.request
+
+    from servers import free_port, stop, wait_until_up
 
     port = free_port()
     root = tmp_path_factory.mktemp("server")
     command = [sys.executable, "-m", "workbench", "server", "--port", str(port), "--workers", "1",
                "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")]
-    log = open(root / "server.log", "w")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield Server(url, root)
-    os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: uvicorn and its worker
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
+            wait_until_up(f"{url}/health", proc, 120, root / "server.log")
+            yield Server(url, root)
+        finally:
+            stop(proc)
 
 
 @pytest.fixture

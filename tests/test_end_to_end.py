@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from workbench.tracking import mlflow_client
 
 from workbench.cli import main
-from workbench.tracking import resolve_tracking_uri
+from workbench.tracking import mlflow_client, resolve_tracking_uri
 
 pytestmark = pytest.mark.slow
 

@@ -1,27 +1,18 @@
 """A study is browsable in the real MLflow UI: a real `mlflow server`, read by headless Chromium."""
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
-from workbench.tracking import mlflow_client
+from servers import free_port, stop, wait_until_up
 
 from workbench.study import RunOptions, run_study
 from workbench.study_file import load_study_file
-from workbench.tracking import resolve_tracking_uri
+from workbench.tracking import mlflow_client, resolve_tracking_uri
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -29,24 +20,17 @@ def ui(workdir):
     """`mlflow ui` as the README says, on a free loopback port; yields its base URL."""
     port = free_port()
     uri = resolve_tracking_uri()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(360):
-            try:
-                if urllib.request.urlopen(f"{base}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow ui did not answer /health within 3 minutes")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with open(workdir / "ui.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(f"{base}/health", proc, 180, workdir / "ui.log")
+            yield base
+        finally:
+            stop(proc)
 
 
 def render(url: str) -> str:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from servers import free_port, stop, wait_until_up
 
 SERVER_START_S = 240  # a loaded 2-core machine needs a while to import torch and transformers
 
@@ -49,7 +47,7 @@ def test_mlflow_models_serve_answers_raw_text(keyword_registry, tmp_path):
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        _wait_for_ping(port, server, tmp_path / "server.log")
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server, SERVER_START_S, tmp_path / "server.log")
         texts = ["the movie was really good", "a very awful plot", "", "the film is lovely " * 400]
         body = json.dumps({"dataframe_records": [{"text": t} for t in texts]}).encode()
         request = urllib.request.Request(
@@ -59,12 +57,7 @@ def test_mlflow_models_serve_answers_raw_text(keyword_registry, tmp_path):
             assert response.status == 200
             predictions = json.loads(response.read())["predictions"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop(server)
         log.close()
     assert len(predictions) == len(texts)  # the empty and the overlong text are answered too
     assert [p["label"] for p in predictions[:2]] == ["positive", "negative"]
@@ -72,18 +65,3 @@ def test_mlflow_models_serve_answers_raw_text(keyword_registry, tmp_path):
     for p in predictions:
         assert p["proba_negative"] + p["proba_positive"] == pytest.approx(1.0, abs=1e-6)
         assert p["score"] == pytest.approx(max(p["proba_negative"], p["proba_positive"]))
-
-
-def _wait_for_ping(port: int, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"mlflow models serve did not answer /ping in {SERVER_START_S} s:\n{log.read_text()[-3000:]}")

@@ -2,12 +2,11 @@
 
 import optuna
 import pytest
-from workbench.tracking import mlflow_client
 
 from workbench.cli import main
 from workbench.study import RunOptions, open_study, resolve_storage, run_study
-from workbench.tracking import resolve_tracking_uri
 from workbench.study_file import load_study_file
+from workbench.tracking import mlflow_client, resolve_tracking_uri
 
 pytestmark = pytest.mark.slow
 

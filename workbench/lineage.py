@@ -37,30 +37,44 @@ DIGEST_TAG, SOURCE_TAG = "workbench.data_digest", "workbench.data_source"
 TOLERANCE = 1e-6  # CPU, fixed seeds: a reproduced trial matches to this
 
 
-def log_trial_lineage(run: TrialRun, spec: StudySpec, data: TrialData) -> None:
-    """Record on a trial run what `reproduce` needs, and what an auditor asks for."""
+@dataclass(frozen=True)
+class StudyLineage:
+    """What every trial run of a study records alike: built once per study process, logged per run."""
+
+    tags: dict[str, str]
+    requirements: str
+    inputs: tuple  # mlflow.entities.DatasetInput: the train and validation splits
+
+
+def study_lineage(spec: StudySpec, data: TrialData) -> StudyLineage:
     import workbench
     from workbench.registry import validation_frame
 
     splits = data.splits
-    record = {"spec": spec.to_dict(), "source_dir": spec.source_dir, "data": {"source": splits.source, "digest": splits.digest}}
+    tags = {VERSION_TAG: workbench.__version__, DIGEST_TAG: splits.digest, SOURCE_TAG: splits.source}
+    commit = git_commit()
+    if commit:
+        tags[COMMIT_TAG] = commit
+    train = splits.train.to_pandas().assign(label=lambda f: [data.label_names[i] for i in f["label"]])
+    inputs = (
+        dataset_input(train, "train", _source(spec), splits.digest, "training"),
+        dataset_input(validation_frame(data), "validation", _source(spec), splits.digest, "validation"),
+    )
+    return StudyLineage(tags, "\n".join(installed_packages()) + "\n", inputs)
+
+
+def log_trial_lineage(run: TrialRun, trial_spec: StudySpec, data: TrialData, study: StudyLineage) -> None:
+    """Record on a trial run what `reproduce` needs, and what an auditor asks for."""
+    splits = data.splits
+    record = {"spec": trial_spec.to_dict(), "source_dir": trial_spec.source_dir, "data": {"source": splits.source, "digest": splits.digest}}
     run.log_dict(record, SPEC_ARTIFACT)
     with tempfile.TemporaryDirectory() as tmp:
         # WordPiece training breaks frequency ties differently on every run: keep the one trained
         data.tokenizer.save_pretrained(tmp)
         run.client.log_artifacts(run.run_id, tmp, TOKENIZER_ARTIFACT)
-    run.client.log_text(run.run_id, "\n".join(installed_packages()) + "\n", REQUIREMENTS_ARTIFACT)
-    tags = {VERSION_TAG: workbench.__version__, DIGEST_TAG: splits.digest, SOURCE_TAG: splits.source}
-    commit = git_commit()
-    if commit:
-        tags[COMMIT_TAG] = commit
-    run.set_tags(tags)
-    train = splits.train.to_pandas().assign(label=lambda f: [data.label_names[i] for i in f["label"]])
-    inputs = [
-        dataset_input(train, "train", _source(spec), splits.digest, "training"),
-        dataset_input(validation_frame(data), "validation", _source(spec), splits.digest, "validation"),
-    ]
-    _log_inputs(run.client, run.run_id, inputs)
+    run.client.log_text(run.run_id, study.requirements, REQUIREMENTS_ARTIFACT)
+    run.set_tags(study.tags)
+    _log_inputs(run.client, run.run_id, list(study.inputs))
 
 
 def _log_inputs(client, run_id: str, inputs: list, attempts: int = 4) -> None:
@@ -107,7 +121,6 @@ def _source(spec: StudySpec):
     return CodeDatasetSource({"workbench.synthetic": data.synthetic.model_dump_json()})
 
 
-@lru_cache(maxsize=1)
 def installed_packages() -> tuple[str, ...]:
     """`name==version` of every installed distribution, sorted: the trial's Python environment."""
     from importlib.metadata import distributions

@@ -35,6 +35,7 @@ DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 # A worker killed mid-trial is noticed after GRACE_S seconds without a heartbeat (every HEARTBEAT_S).
 HEARTBEAT_S = int(os.environ.get("WORKBENCH_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("WORKBENCH_GRACE_S", "60"))
+WAIT_POLL_S = 1.0  # how often a worker with nothing to do looks again: it exits as soon as the study is done
 SPACE_ATTR = "workbench.search_space"
 METRIC_ATTR = "workbench.metric"
 WORKER_ENV = "WORKBENCH_WORKER_ID"  # set by `study run --workers` in each worker process
@@ -292,7 +293,7 @@ def _wait_for_work(study, target: int) -> bool:
             return True
         if TrialState.RUNNING not in states:
             return False
-        time.sleep(HEARTBEAT_S)  # a running trial of a killed worker turns FAIL (and is retried) after GRACE_S
+        time.sleep(WAIT_POLL_S)  # a running trial of a killed worker turns FAIL (and is retried) after GRACE_S
 
 
 def fail_stale(study) -> None:
@@ -330,6 +331,7 @@ class TrialRunner:
         self.started = 0.0
         self.diverged: Optional[distributed.RanksDiverged] = None  # set when the ranks lost step
         self.fatal: Optional[Exception] = None  # set when a trial fails for a reason that stops the study
+        self.lineage = None  # lineage.StudyLineage, built by the first trial (rank 0)
 
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
@@ -343,7 +345,7 @@ class TrialRunner:
         """
         import optuna
 
-        from workbench.lineage import log_trial_lineage
+        from workbench.lineage import log_trial_lineage, study_lineage
         from workbench.tracking import NullTrialRun, TrialRun
         from workbench.training import train_trial
 
@@ -369,7 +371,13 @@ class TrialRunner:
         state = "FAIL"
         try:
             trial_spec = distributed.together(lambda: apply_overrides(self.spec, params))
-            distributed.on_main(lambda: log_trial_lineage(run, trial_spec, self.data))  # what `reproduce` needs
+
+            def record_lineage() -> None:  # rank 0 only: what `reproduce` needs
+                if self.lineage is None:
+                    self.lineage = study_lineage(self.spec, self.data)
+                log_trial_lineage(run, trial_spec, self.data, self.lineage)
+
+            distributed.on_main(record_lineage)
             result = train_trial(trial_spec, self.data, trial, run, self.trial_dir(number), is_main=main, label=label)
 
             def finish() -> None:  # rank 0 only; inside the try: a store fault fails the trial, never leaves it COMPLETE
