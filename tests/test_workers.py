@@ -140,13 +140,22 @@ def test_three_workers_share_one_study_on_postgres_and_an_mlflow_server(write_st
 
 @pytest.mark.slow
 def test_four_local_workers_on_the_default_stores_meet_the_target_without_lock_errors(write_study):
+    import optuna
+
     path = write_study(study={"n_trials": 8}, training={"num_train_epochs": 1})
+    Path("mlruns").mkdir()
+    # a configuration queued by hand (Optuna's enqueue_trial) is one of the 8, run by some worker
+    optuna.create_study(storage="sqlite:///mlruns/optuna.db", study_name="tiny", direction="maximize").enqueue_trial(
+        {"training.learning_rate": 0.002}
+    )
     result = cli("study", "run", str(path), "--workers", "4", "--no-register", timeout=400)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "locked" not in output.lower()
+    assert "study tiny: 0/8 trials done (1 queued); 4 workers (w0, w1, w2, w3)" in result.stdout
     trials = load().get_trials()
     assert len(trials) == 8 and {t.state.name for t in trials} == {"COMPLETE"}
+    assert trials[0].params == {"training.learning_rate": 0.002}
     assert len({tuple(t.params.items()) for t in trials}) == 8  # seeded samplers differ per worker
     runs = trial_runs(local_store())
     assert sorted(int(r.data.tags["optuna.trial.number"]) for r in runs) == list(range(8))

@@ -7,6 +7,7 @@ A new version gets the alias `challenger`; `workbench.promotion` decides whether
 from __future__ import annotations
 
 import logging
+import socket
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -41,7 +42,11 @@ def register_best(spec: StudySpec, study, data: TrialData, tracking, trial_dir: 
         return None  # resumed with no better trial: nothing new to register
     model_dir = trial_dir / "model"
     if not (model_dir / "config.json").is_file():
-        logger.warning("registry: the best trial's model is missing at %s; nothing registered", model_dir)
+        host = best.user_attrs.get("worker", "").rpartition(":")[0]
+        if host and host != socket.gethostname():  # workers on several machines: each keeps its own trials' models
+            logger.warning("registry: the best trial (%d) ran on %s; `study run` there registers it", best.number, host)
+        else:
+            logger.warning("registry: the best trial's model is missing at %s; nothing registered", model_dir)
         return None
     tags = {
         STUDY_TAG: spec.study.name,

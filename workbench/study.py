@@ -182,6 +182,23 @@ def counted_trials(study: optuna.Study) -> int:
     return counted
 
 
+def finished_trials(study) -> int:
+    """Trials that count toward the target and are over (not running, not queued)."""
+    from optuna.trial import TrialState
+
+    pending = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+    return counted_trials(study) - pending
+
+
+def progress_summary(study, target: int) -> str:
+    """`3/12 trials done`, and how many more are running or queued, if any (other workers' or enqueued)."""
+    from optuna.trial import TrialState
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    others = ", ".join(f"{n} {what}" for n, what in ((states.count(TrialState.RUNNING), "running"), (states.count(TrialState.WAITING), "queued")) if n)
+    return f"{finished_trials(study)}/{target} trials done" + (f" ({others})" if others else "")
+
+
 @dataclass
 class OpenedStores:
     """A study's Optuna study and MLflow parent run, opened by the process that owns them."""
@@ -190,7 +207,6 @@ class OpenedStores:
     tracking: Any
     storage_url: str
     tracking_uri: str
-    done: int  # trials that count toward the target, before this run
     target: int  # the study's total once this run is over
 
 
@@ -218,7 +234,7 @@ def open_stores(spec: StudySpec, options: RunOptions, storage_url: str, tracking
     fail_stale(study)
     done = counted_trials(study)
     target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
-    return OpenedStores(study, tracking, storage_url, tracking_uri, done, target)
+    return OpenedStores(study, tracking, storage_url, tracking_uri, target)
 
 
 def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print) -> StudyOutcome:
@@ -234,7 +250,8 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
 
     def open_() -> None:
         stores = opened["stores"] = open_stores(spec, options, *opened["urls"])
-        progress(f"study {spec.study.name}: {stores.done}/{stores.target} trials done (optuna {stores.storage_url}, mlflow {stores.tracking_uri})")
+        summary = progress_summary(stores.study, stores.target)
+        progress(f"study {spec.study.name}: {summary} (optuna {stores.storage_url}, mlflow {stores.tracking_uri})")
 
     distributed.on_main(check)
     data = prepare_data(spec)  # before any write too: bad data leaves no empty study or RUNNING run behind

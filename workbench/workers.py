@@ -110,9 +110,10 @@ def run_workers(
     data = prepare_data(spec)  # bad data is refused here, once, before any worker starts or anything is written
     stores = open_stores(spec, options, *urls)
     study, tracking, tracking_uri, storage_url = stores.study, stores.tracking, stores.tracking_uri, stores.storage_url
-    done, target = stores.done, stores.target
+    target = stores.target
+    before = study_mod.finished_trials(study)
     where = ", ".join(f"w{p.worker_id}" + (f" on GPU {p.gpu}" if p.gpu is not None else "") for p in plans)
-    progress(f"study {spec.study.name}: {done}/{target} trials done; {len(plans)} workers ({where})")
+    progress(f"study {spec.study.name}: {study_mod.progress_summary(study, target)}; {len(plans)} workers ({where})")
 
     command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "--tracking-uri", tracking_uri]
     command += ["study", "run", str(study_file), "--storage", storage_url, "--no-register"]
@@ -135,7 +136,7 @@ def run_workers(
         raise WorkersFailed(
             f"study {spec.study.name}: the workers stopped at {finished}/{target} trials; run the same command to resume"
         )
-    outcome = StudyOutcome(spec.study.name, trials_run=finished - done)
+    outcome = StudyOutcome(spec.study.name, trials_run=study_mod.finished_trials(study) - before)
     runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
     conclude_study(spec, study, data, tracking, runner, options, outcome)
     return outcome
