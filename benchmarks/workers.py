@@ -83,12 +83,15 @@ def run_hf(params: list[dict], workers: int, cwd: Path, tokenizer: Path) -> floa
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "hf-worker", "--trials", str(share), "--tokenizer", str(tokenizer)],
-            cwd=cwd, env=_env(WORKBENCH_WORKERS=str(workers), WORKBENCH_WORKER_ID=str(i)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=cwd, env=_env(WORKBENCH_WORKERS=str(workers), WORKBENCH_WORKER_ID=str(i)),
+            stdout=subprocess.DEVNULL, stderr=(cwd / f"hf-worker-{i}.log").open("w"),
         )
         for i, share in enumerate(shares)
     ]
-    if any(p.wait() != 0 for p in procs):
-        raise RuntimeError(f"an HF worker failed (run `{__file__} hf-worker --trials 1` to see why)")
+    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    if failed:
+        log = (cwd / f"hf-worker-{failed[0]}.log").read_text()
+        raise RuntimeError(f"HF worker(s) {failed} failed; worker {failed[0]} said:\n{log[-3000:]}")
     return time.monotonic() - start, evaluations(f"sqlite:///{cwd}/mlruns/hf-optuna.db", "hf-demo")
 
 
