@@ -34,12 +34,10 @@ DEMO = ROOT / "studies" / "demo.yaml"
 
 def save_tokenizer(where: Path) -> Path:
     """The demo's tokenizer, trained once and saved: both tools load it (`tokenizer.path`)."""
-    from workbench.data import build_tokenizer, load_splits
+    from workbench.study import prepare_data
     from workbench.study_file import load_study_file
 
-    spec = load_study_file(DEMO, {})
-    splits = load_splits(spec.data, spec.source_dir)
-    build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length).save_pretrained(where)
+    prepare_data(load_study_file(DEMO, {})).tokenizer.save_pretrained(where)
     return where
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import socket
@@ -165,38 +164,41 @@ def _check_stored(spec: StudySpec, storage) -> None:
         raise StudyFileError(f"study {spec.study.name!r}", problems)
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that count toward the target: done, pruned, failed with a reason, running or queued.
+@dataclass(frozen=True)
+class TrialCounts:
+    """A study's trials as its target sees them, from one read of the storage.
 
     A trial that failed because its worker died or was interrupted does not count: it is
     retried (heartbeat) or replaced by a new one.
     """
+
+    finished: int  # complete, pruned, or failed for a reason of its own
+    running: int
+    queued: int  # WAITING: enqueued by hand, or a retry of a dead worker's trial
+
+    @property
+    def counted(self) -> int:
+        """Trials that count toward the target: a running or queued trial will finish."""
+        return self.finished + self.running + self.queued
+
+    def summary(self, target: int) -> str:
+        """`3/12 trials done`, and how many more are running or queued, if any."""
+        others = ", ".join(f"{n} {what}" for n, what in ((self.running, "running"), (self.queued, "queued")) if n)
+        return f"{self.finished}/{target} trials done" + (f" ({others})" if others else "")
+
+
+def count_trials(study: optuna.Study) -> TrialCounts:
     from optuna.trial import TrialState
 
-    counted = 0
+    finished = running = queued = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.FAIL:
-            counted += "fail_reason" in t.user_attrs
-        else:
-            counted += 1
-    return counted
-
-
-def finished_trials(study) -> int:
-    """Trials that count toward the target and are over (not running, not queued)."""
-    from optuna.trial import TrialState
-
-    pending = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
-    return counted_trials(study) - pending
-
-
-def progress_summary(study, target: int) -> str:
-    """`3/12 trials done`, and how many more are running or queued, if any (other workers' or enqueued)."""
-    from optuna.trial import TrialState
-
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    others = ", ".join(f"{n} {what}" for n, what in ((states.count(TrialState.RUNNING), "running"), (states.count(TrialState.WAITING), "queued")) if n)
-    return f"{finished_trials(study)}/{target} trials done" + (f" ({others})" if others else "")
+        if t.state == TrialState.RUNNING:
+            running += 1
+        elif t.state == TrialState.WAITING:
+            queued += 1
+        elif t.state != TrialState.FAIL or "fail_reason" in t.user_attrs:
+            finished += 1
+    return TrialCounts(finished, running, queued)
 
 
 @dataclass
@@ -207,6 +209,7 @@ class OpenedStores:
     tracking: Any
     storage_url: str
     tracking_uri: str
+    counts: TrialCounts  # the study's trials before this run
     target: int  # the study's total once this run is over
 
 
@@ -232,9 +235,9 @@ def open_stores(spec: StudySpec, options: RunOptions, storage_url: str, tracking
     tracking = StudyTracking(tracking_uri, spec.study.name)
     tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
     fail_stale(study)
-    done = counted_trials(study)
-    target = done + options.add_trials if options.add_trials is not None else spec.study.n_trials
-    return OpenedStores(study, tracking, storage_url, tracking_uri, target)
+    counts = count_trials(study)
+    target = counts.counted + options.add_trials if options.add_trials is not None else spec.study.n_trials
+    return OpenedStores(study, tracking, storage_url, tracking_uri, counts, target)
 
 
 def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print) -> StudyOutcome:
@@ -250,7 +253,7 @@ def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Cal
 
     def open_() -> None:
         stores = opened["stores"] = open_stores(spec, options, *opened["urls"])
-        summary = progress_summary(stores.study, stores.target)
+        summary = stores.counts.summary(stores.target)
         progress(f"study {spec.study.name}: {summary} (optuna {stores.storage_url}, mlflow {stores.tracking_uri})")
 
     distributed.on_main(check)
@@ -301,14 +304,12 @@ def conclude_study(spec: StudySpec, study, data: TrialData, tracking, runner: Tr
 
 def _wait_for_work(study, target: int) -> bool:
     """True when a trial should start here; waits while other workers' trials may still fail and need a retry."""
-    from optuna.trial import TrialState
-
     while True:
         fail_stale(study)
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        if TrialState.WAITING in states or counted_trials(study) < target:
+        counts = count_trials(study)
+        if counts.queued or counts.counted < target:
             return True
-        if TrialState.RUNNING not in states:
+        if not counts.running:
             return False
         time.sleep(WAIT_POLL_S)  # a running trial of a killed worker turns FAIL (and is retried) after GRACE_S
 

@@ -103,17 +103,18 @@ def run_workers(
     progress: Callable[[str], None] = print,
 ):
     """Run the study with one process per plan; returns the StudyOutcome once all have exited."""
-    from workbench import study as study_mod
-    from workbench.study import StudyOutcome, TrialRunner, check_stores, conclude_study, counted_trials, open_stores, prepare_data
+    from workbench.study import (
+        StudyOutcome, TrialRunner, check_stores, conclude_study, count_trials, fail_stale, open_stores, prepare_data,
+    )
 
     urls = check_stores(spec, options)
     data = prepare_data(spec)  # bad data is refused here, once, before any worker starts or anything is written
     stores = open_stores(spec, options, *urls)
     study, tracking, tracking_uri, storage_url = stores.study, stores.tracking, stores.tracking_uri, stores.storage_url
     target = stores.target
-    before = study_mod.finished_trials(study)
+    before = stores.counts
     where = ", ".join(f"w{p.worker_id}" + (f" on GPU {p.gpu}" if p.gpu is not None else "") for p in plans)
-    progress(f"study {spec.study.name}: {study_mod.progress_summary(study, target)}; {len(plans)} workers ({where})")
+    progress(f"study {spec.study.name}: {before.summary(target)}; {len(plans)} workers ({where})")
 
     command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "--tracking-uri", tracking_uri]
     command += ["study", "run", str(study_file), "--storage", storage_url, "--no-register"]
@@ -130,13 +131,13 @@ def run_workers(
     for plan, code in zip(plans, codes):
         if code != 0:
             progress(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
-    study_mod.fail_stale(study)
-    finished = counted_trials(study)
-    if finished < target:
+    fail_stale(study)
+    after = count_trials(study)
+    if after.counted < target:
         raise WorkersFailed(
-            f"study {spec.study.name}: the workers stopped at {finished}/{target} trials; run the same command to resume"
+            f"study {spec.study.name}: the workers stopped at {after.counted}/{target} trials; run the same command to resume"
         )
-    outcome = StudyOutcome(spec.study.name, trials_run=study_mod.finished_trials(study) - before)
+    outcome = StudyOutcome(spec.study.name, trials_run=after.finished - before.finished)
     runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
     conclude_study(spec, study, data, tracking, runner, options, outcome)
     return outcome
