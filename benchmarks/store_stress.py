@@ -19,7 +19,7 @@ from pathlib import Path
 def work(worker: int, trials: int, queue) -> None:
     import optuna
 
-    from workbench.study import build_storage
+    from workbench.storage import build_storage
     from workbench.tracking import StudyTracking, configure_mlflow
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -55,7 +55,7 @@ def main() -> None:
 
     import optuna
 
-    from workbench.study import build_storage
+    from workbench.storage import build_storage
     from workbench.tracking import StudyTracking
 
     Path("mlruns").mkdir(exist_ok=True)

@@ -34,7 +34,7 @@ DEMO = ROOT / "studies" / "demo.yaml"
 
 def save_tokenizer(where: Path) -> Path:
     """The demo's tokenizer, trained once and saved: both tools load it (`tokenizer.path`)."""
-    from workbench.study import prepare_data
+    from workbench.data import prepare_data
     from workbench.study_file import load_study_file
 
     prepare_data(load_study_file(DEMO, {})).tokenizer.save_pretrained(where)
@@ -106,7 +106,8 @@ def hf_worker(trials: int, tokenizer: Optional[str]) -> None:
 
     from workbench import distributed
     from workbench.search_space import suggest_params
-    from workbench.study import build_pruner, build_sampler, prepare_data
+    from workbench.data import prepare_data
+    from workbench.storage import build_pruner, build_sampler
     from workbench.study_file import apply_overrides, load_study_file
     from workbench.training import build_model, build_training_args, compute_metrics
 

@@ -48,8 +48,8 @@ def build_registry(root: Path) -> Registry:
     """Train three tiny models on keyword data and register four versions (see the module doc)."""
     import optuna
 
-    from workbench.registry import DIRECTION_TAG, METRIC_TAG, register_model_dir, validation_frame
-    from workbench.study import prepare_data
+    from workbench.data import prepare_data
+    from workbench.registry import DIRECTION_TAG, METRIC_TAG, register_model_dir
     from workbench.study_file import apply_overrides, validate_study
     from workbench.tracking import NullTrialRun, configure_mlflow, start_run
     from workbench.training import train_trial
@@ -81,5 +81,5 @@ def build_registry(root: Path) -> Registry:
         run_ids[label] = start_run(tracking_uri, "keywords", label, {}).run_id
     for label, metric in (("weak", "eval_accuracy"), ("strong", "eval_accuracy"), ("strong2", "eval_accuracy"), ("strong", "eval_f1")):
         tags = {METRIC_TAG: metric, DIRECTION_TAG: "maximize"}
-        register_model_dir(NAME, model_dirs[label], validation_frame(data), tags, run_ids[label])
+        register_model_dir(NAME, model_dirs[label], data.splits.frame("validation"), tags, run_ids[label])
     return Registry(root, tracking_uri, NAME, root / "validation.csv", run_ids)

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from workbench.data import build_tokenizer, load_splits, tokenize_splits
-from workbench.study_file import DataSpec, TokenizerSpec
+from workbench.spec import DataSpec, TokenizerSpec
 from workbench.synthetic import generate_examples
 
 

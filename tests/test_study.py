@@ -4,7 +4,8 @@ import optuna
 import pytest
 
 from workbench.cli import main
-from workbench.study import RunOptions, open_study, resolve_storage, run_study
+from workbench.storage import open_study, resolve_storage
+from workbench.study import RunOptions, run_study
 from workbench.study_file import load_study_file
 from workbench.tracking import mlflow_client, resolve_tracking_uri
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Optional
 from transformers import TrainerCallback
 
 from workbench import distributed
-from workbench.workers import stop_requested
 
 if TYPE_CHECKING:
     from workbench.tracking import TrialRun
@@ -40,7 +39,7 @@ class TrialCallback(TrainerCallback):
         self.pruned_at: Optional[int] = None  # evaluation index where the pruner stopped the trial
 
     def on_step_end(self, args, state, control, **kwargs):
-        if stop_requested():  # a Ctrl-C that Python swallowed in a finalizer: stop at a safe point
+        if distributed.stop_requested():  # a Ctrl-C that Python swallowed in a finalizer: stop at a safe point
             raise KeyboardInterrupt
 
     def on_log(self, args, state, control, logs=None, **kwargs):

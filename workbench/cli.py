@@ -155,9 +155,9 @@ def cmd_study_run(args) -> int:
     spec = load_study_file(args.study_file, _parse_sets(args.set))
     options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
     show = lambda line: print(line, flush=True)  # noqa: E731
-    from workbench.workers import install_interrupt_handler
+    from workbench import distributed
 
-    install_interrupt_handler()
+    distributed.install_interrupt_handler()
     if args.workers is not None or args.workers_per_gpu is not None:
         from workbench.workers import plan_workers, run_workers, visible_gpus
 
@@ -165,8 +165,6 @@ def cmd_study_run(args) -> int:
         outcome = run_workers(args.study_file, spec, options, plans, args.set, debug=args.debug, progress=show)
     else:
         outcome = run_study(spec, options, progress=show)
-    from workbench import distributed
-
     if distributed.is_main():
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.states.items()))
         print(f"study {outcome.study_name}: ran {outcome.trials_run} trials" + (f"; in total {states}" if states else ""))
@@ -189,8 +187,9 @@ def cmd_promote(args) -> int:
     from workbench.promotion import promote
     from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
-    configure_mlflow(resolve_tracking_uri(args.tracking_uri))
-    decision = promote(args.model_name, args.candidate, args.data, args.min_delta, args.alpha, args.dry_run, args.force)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    configure_mlflow(uri)
+    decision = promote(args.model_name, uri, args.candidate, args.data, args.min_delta, args.alpha, args.dry_run, args.force)
     print(decision.table())
     if not decision.promoted and not args.dry_run:
         raise PromotionRefused(f"{args.model_name}: v{decision.candidate} not promoted: {decision.reason}; @champion stays v{decision.champion}")
@@ -201,8 +200,9 @@ def cmd_rollback(args) -> int:
     from workbench.promotion import rollback
     from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
-    configure_mlflow(resolve_tracking_uri(args.tracking_uri))
-    print(rollback(args.model_name))
+    uri = resolve_tracking_uri(args.tracking_uri)
+    configure_mlflow(uri)
+    print(rollback(args.model_name, uri))
     return 0
 
 
@@ -228,6 +228,7 @@ def cmd_reproduce(args) -> int:
 
 def cmd_predict(args) -> int:
     from workbench.inference import load_model, read_texts
+    from workbench.tables import write_table
     from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
     texts = list(args.text) + (read_texts(args.input) if args.input else [])
@@ -237,7 +238,7 @@ def cmd_predict(args) -> int:
     frame = load_model(args.model_uri).predict(_frame(texts))
     frame.insert(0, "text", texts)
     if args.output:
-        _write(frame, args.output)
+        write_table(frame, args.output, "--output")
         print(f"wrote {len(frame)} predictions to {args.output}")
     else:
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -248,15 +249,3 @@ def _frame(texts: list[str]):
     import pandas as pd
 
     return pd.DataFrame({"text": texts})
-
-
-def _write(frame, path: Path) -> None:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    elif suffix == ".jsonl":
-        frame.to_json(path, orient="records", lines=True)
-    elif suffix in (".csv", ".tsv"):
-        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
-    else:
-        raise WorkbenchError(f"--output {path}: use a .csv, .tsv, .jsonl or .parquet file name")

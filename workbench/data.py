@@ -3,7 +3,8 @@
 `load_splits` returns raw train/validation datasets with columns `text` and `label`
 (label ids) plus the label names; `build_tokenizer` trains a WordPiece tokenizer on the
 training texts (or loads one); `tokenize_splits` maps both splits in batches. Padding
-happens per batch in `DataCollatorWithPadding`, never here.
+happens per batch in `DataCollatorWithPadding`, never here. `prepare_data` does all three
+once per study process and returns the `TrialData` every trial shares.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench import distributed
 from workbench.errors import DataError, first_line
-from workbench.study_file import DataSpec, TokenizerSpec
+from workbench.spec import DataSpec, StudySpec, TokenizerSpec
+from workbench.synthetic import LABELS, generate_examples
+from workbench.tables import read_table
 
 if TYPE_CHECKING:
+    import pandas as pd
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,35 @@ class Splits:
     source: str  # where the data came from, for lineage
     digest: str  # sha256 over both splits' texts and labels
 
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.label_names))
+    def frame(self, split: str) -> pd.DataFrame:
+        """A split as a frame of `text` and `label`, labels as their names."""
+        import pandas as pd
+
+        ds = getattr(self, split)
+        return pd.DataFrame({"text": list(ds["text"]), "label": [self.label_names[i] for i in ds["label"]]})
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """What every trial of a study shares: tokenized once per study process."""
+
+    train: Dataset
+    validation: Dataset
+    tokenizer: PreTrainedTokenizerBase
+    label_names: tuple[str, ...]
+    splits: Splits  # the raw texts, for registration and lineage
+
+
+def prepare_data(spec: StudySpec) -> TrialData:
+    """Load, validate and tokenize the study's data once; every trial shares it."""
+    # under torchrun a rank that cannot load the data fails every rank, with its reason
+    splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir))
+    # WordPiece training breaks frequency ties in no fixed order: every rank takes rank 0's vocabulary
+    tokenizer = distributed.on_main(
+        lambda: build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
+    )
+    train, validation = distributed.together(lambda: tokenize_splits(splits, tokenizer, spec.data.max_length))
+    return TrialData(train, validation, tokenizer, splits.label_names, splits)
 
 
 def load_splits(spec: DataSpec, base_dir: str | Path = ".") -> Splits:
@@ -72,8 +102,6 @@ def load_splits(spec: DataSpec, base_dir: str | Path = ".") -> Splits:
 def _load_synthetic(spec: DataSpec):
     from datasets import Dataset, DatasetDict
 
-    from workbench.synthetic import LABELS, generate_examples
-
     s = spec.synthetic
     data = generate_examples(s.n_examples, seed=s.seed, label_noise=s.label_noise)
     data["label"] = [LABELS[i] for i in data["label"]]
@@ -81,25 +109,15 @@ def _load_synthetic(spec: DataSpec):
 
 
 def _load_files(spec: DataSpec, base_dir: Path):
-    from datasets import DatasetDict, load_dataset
+    from datasets import Dataset, DatasetDict
 
     out = {}
     for split, name in spec.files.items():
         path = Path(name) if Path(name).is_absolute() else base_dir / name
-        if not path.is_file():
-            raise DataError(f"data.files.{split}: file not found: {path}")
-        builder = FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise DataError(f"data.files.{split}: {path.name}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
-        kwargs: dict[str, Any] = {"delimiter": "\t", "quoting": 3} if path.suffix.lower() == ".tsv" else {}
-        try:
-            out[split] = load_dataset(builder, data_files=str(path), split="train", **kwargs)
-        except Exception as e:  # datasets wraps parser and decoding errors in many types
-            if _caused_by(e, UnicodeDecodeError):
-                raise DataError(f"data.files.{split}: {path} is not UTF-8 text: save it as UTF-8") from None
-            if "corresponds to no data" in str(e):  # a header and no rows
-                raise DataError(f"data.files.{split}: {path} has no rows: give it some") from None
-            raise DataError(f"data.files.{split}: cannot read {path} as {builder}: {first_line(e)}") from None
+        frame = read_table(path, f"data.files.{split}")
+        if frame.empty:
+            raise DataError(f"data.files.{split}: {path} has no rows: give it some")
+        out[split] = Dataset.from_pandas(frame, preserve_index=False)
     return DatasetDict(out)
 
 
@@ -169,14 +187,6 @@ def _encode_labels(raw, spec: DataSpec):
     return names, raw
 
 
-def _caused_by(e: BaseException, kind: type) -> bool:
-    while e is not None:
-        if isinstance(e, kind):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
 def _label_key(value: Any) -> Any:
     # 1.0 and 1 (pandas reads int labels with gaps as floats) are the same class
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -197,7 +207,6 @@ def _digest(raw) -> str:
     for name in ("train", "validation"):
         h.update(json.dumps([list(raw[name]["text"]), list(raw[name]["label"])]).encode())
     return h.hexdigest()
-
 
 
 def build_tokenizer(spec: TokenizerSpec, texts: list[str], max_length: int, base_dir: str | Path = ".") -> PreTrainedTokenizerBase:

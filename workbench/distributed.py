@@ -1,4 +1,6 @@
-"""Rank helpers for trials under `torchrun`: one process group per study process.
+"""Process topology: torchrun ranks, the worker id of `--workers`, and stop requests.
+
+Rank helpers for trials under `torchrun`: one process group per study process.
 
 Rank 0 owns the Optuna study and every MLflow write; the other ranks follow. Every exchange
 goes through two helpers, so the ranks always call the same collectives in the same order:
@@ -15,6 +17,8 @@ inside `suggest_*` or `should_prune` skips its broadcast, leaving the other rank
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
@@ -25,6 +29,9 @@ T = TypeVar("T")
 SYNC_TIMEOUT_S = float(os.environ.get("WORKBENCH_SYNC_TIMEOUT_S", "300"))
 _control = None  # a gloo group for our own messages (CPU objects), beside the training group
 _sync = None  # the same, giving up after SYNC_TIMEOUT_S: `together` learns when a rank is lost
+WORKER_ENV = "WORKBENCH_WORKER_ID"  # set by `study run --workers` in each worker process
+WORKERS_ENV = "WORKBENCH_WORKERS"  # how many workers share this machine's cores
+_stop_requested = threading.Event()
 
 
 class SharedFailure(WorkbenchError):
@@ -35,6 +42,31 @@ class RanksDiverged(WorkbenchError):
     """A rank failed where the others could not learn of it; the job stops (resume retries)."""
 
     exit_code = 1
+
+
+def worker_id() -> int | None:
+    """This process's id among the workers of `study run --workers`; None when it is not one."""
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value else None
+
+
+def install_interrupt_handler() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual, and is also remembered for `stop_requested`.
+
+    Python swallows an exception raised inside a finalizer (`__del__`, weakref callbacks), so a
+    Ctrl-C landing there is lost; training checks `stop_requested` at every step as a backstop.
+    """
+
+    def handler(signum, frame):
+        _stop_requested.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+
+
+def stop_requested() -> bool:
+    return _stop_requested.is_set()
 
 
 def world_size() -> int:
@@ -162,7 +194,7 @@ def set_threads() -> int:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORKBENCH_WORKERS", "1")))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get(WORKERS_ENV, "1")))
     threads = max(1, cores // max(local, 1))
     torch.set_num_threads(threads)
     return threads

@@ -48,3 +48,17 @@ def first_line(e: BaseException) -> str:
     """The first line of an exception's message (library errors can span pages)."""
     lines = str(e).strip().splitlines()
     return lines[0] if lines else e.__class__.__name__
+
+
+def error_chain(e: BaseException):
+    """`e`, then what caused it (`raise ... from`) or what it interrupted, without looping."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def caused_by(e: BaseException, kind: type) -> bool:
+    """True when `e` or anything in its chain is a `kind`."""
+    return any(isinstance(x, kind) for x in error_chain(e))

@@ -14,11 +14,19 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
-from workbench.errors import DataError, RegistryError, first_line
+from workbench.data import load_splits
+from workbench.errors import DataError, RegistryError
+from workbench.inference import load_model
+from workbench.lineage import dataset_input
+from workbench.metrics import classification_metrics
+from workbench.registry import get_version
+from workbench.study_file import load_study_file
+from workbench.tables import read_table
+from workbench.tracking import ROLE_TAG, mlflow_client, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -65,40 +73,19 @@ def load_eval_data(source: Optional[str], model=None) -> EvalData:
         path = getattr(model.unwrap_python_model(), "eval_data_path", None) if model is not None else None
         if not path:
             raise RegistryError("the model carries no validation data: give --data FILE_OR_STUDY")
-        return _from_frame(_read_frame(Path(path)), "the version's validation data")
+        return _from_frame(read_table(Path(path), "the version's validation data"), "the version's validation data")
     path = Path(source)
     if not path.is_file():
         raise DataError(f"--data: file not found: {path}")
     if path.suffix.lower() in STUDY_SUFFIXES:
         return _from_study(path)
-    return _from_frame(_read_frame(path), str(path))
+    return _from_frame(read_table(path, f"--data {path}"), str(path))
 
 
 def _from_study(path: Path) -> EvalData:
-    from workbench.data import load_splits
-    from workbench.study_file import load_study_file
-
     spec = load_study_file(path)
-    splits = load_splits(spec.data, spec.source_dir)
-    validation = splits.validation
-    labels = [splits.label_names[i] for i in validation["label"]]
-    return EvalData(list(validation["text"]), labels, f"{path} (validation split)")
-
-
-def _read_frame(path: Path):
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-        if suffix in (".json", ".jsonl"):
-            return pd.read_json(path, lines=suffix == ".jsonl")
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"--data {path}: cannot read it: {first_line(e)}") from None
-    raise DataError(f"--data {path}: use a .csv, .tsv, .jsonl, .parquet data file or a .yaml study file")
+    frame = load_splits(spec.data, spec.source_dir).frame("validation")
+    return EvalData(list(frame["text"]), list(frame["label"]), f"{path} (validation split)")
 
 
 def _from_frame(frame, source: str) -> EvalData:
@@ -112,13 +99,29 @@ def _from_frame(frame, source: str) -> EvalData:
     return EvalData([str(t) for t in frame["text"]], labels, source)
 
 
-def predict_proba(model, texts: list[str]) -> np.ndarray:
-    """Class probabilities (n, num_classes) from a workbench pyfunc model."""
-    return model.unwrap_python_model().predict_proba(texts)
+@dataclass(frozen=True)
+class Scores:
+    """One model's predictions on labelled texts, and its metrics there."""
+
+    names: list[str]  # the model's label names, by class id
+    labels: np.ndarray  # true class ids (n,)
+    probabilities: np.ndarray  # (n, num_classes)
+    metrics: dict[str, float]  # `metrics.classification_metrics`, without the eval_ prefix
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(-1)
 
 
-def model_labels(model) -> list[str]:
-    return list(model.unwrap_python_model().labels)
+def score_model(model_uri: str, data: Optional[str] = None, eval_data: Optional[EvalData] = None) -> tuple[Scores, EvalData]:
+    """Load `model_uri`, predict the labelled texts (`eval_data`, else read from `data`) and score them."""
+    model = load_model(model_uri)
+    classifier = model.unwrap_python_model()
+    eval_data = eval_data or load_eval_data(data, model)
+    names = list(classifier.labels)
+    labels = eval_data.label_ids(names)
+    probabilities = classifier.predict_proba(eval_data.texts)
+    return Scores(names, labels, probabilities, classification_metrics(labels, probabilities)), eval_data
 
 
 @dataclass
@@ -126,17 +129,14 @@ class Evaluation:
     model_uri: str
     data: EvalData
     metrics: dict[str, float]
-    report: dict[str, Any]  # sklearn's classification_report, per class
+    report: str  # sklearn's classification_report, per class
     run_id: str
     version: Optional[str] = None
 
     def table(self) -> str:
         lines = [f"{self.model_uri} on {len(self.data.texts)} examples from {self.data.source}"]
         lines += [f"  {name:<10} {value:.4f}" for name, value in self.metrics.items()]
-        lines.append(f"  {'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
-        for name, row in self.report.items():
-            if isinstance(row, dict) and name not in ("macro avg", "weighted avg"):
-                lines.append(f"  {name:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1-score']:>9.4f} {int(row['support']):>8}")
+        lines += ["  " + line for line in self.report.rstrip().splitlines()]
         lines.append(f"logged to MLflow run {self.run_id}" + (f" (linked to version {self.version})" if self.version else ""))
         return "\n".join(lines)
 
@@ -145,30 +145,20 @@ def evaluate(model_uri: str, data: Optional[str], tracking_uri: str) -> Evaluati
     """Score `model_uri` on `data` (None: the version's own validation data); log and return it."""
     from sklearn.metrics import classification_report, confusion_matrix
 
-    from workbench.inference import load_model
-    from workbench.metrics import classification_metrics
-    from workbench.tracking import mlflow_client
-
     client = mlflow_client(tracking_uri)
     version = _model_version(client, model_uri)
-    model = load_model(model_uri)
-    eval_data = load_eval_data(data, model)
-    names = model_labels(model)
-    labels = eval_data.label_ids(names)
-    probabilities = predict_proba(model, eval_data.texts)
-    metrics = classification_metrics(labels, probabilities)
-    predictions = probabilities.argmax(-1)
-    ids = list(range(len(names)))
-    report = classification_report(labels, predictions, labels=ids, target_names=names, output_dict=True, zero_division=0)
-    matrix = confusion_matrix(labels, predictions, labels=ids)
-    run = _log_evaluation(client, tracking_uri, model_uri, version, eval_data, metrics, report, matrix, labels, probabilities, names)
-    return Evaluation(model_uri, eval_data, metrics, report, run, version.version if version else None)
+    scores, eval_data = score_model(model_uri, data)
+    ids = list(range(len(scores.names)))
+    report = dict(labels=ids, target_names=scores.names, zero_division=0, digits=4)
+    table = classification_report(scores.labels, scores.predictions, **report)
+    per_class = classification_report(scores.labels, scores.predictions, output_dict=True, **report)
+    matrix = confusion_matrix(scores.labels, scores.predictions, labels=ids)
+    run = _log_evaluation(client, tracking_uri, model_uri, version, eval_data, scores, per_class, matrix)
+    return Evaluation(model_uri, eval_data, scores.metrics, table, run, version.version if version else None)
 
 
 def _model_version(client, model_uri: str):
     """The registered version behind `models:/NAME@ALIAS` or `models:/NAME/N`, else None."""
-    from workbench.registry import get_version
-
     if not model_uri.startswith("models:/"):
         return None
     ref = model_uri.removeprefix("models:/")
@@ -180,19 +170,16 @@ def _model_version(client, model_uri: str):
     return get_version(client, name, alias)
 
 
-def _log_evaluation(client, tracking_uri, model_uri, version, eval_data, metrics, report, matrix, labels, probabilities, names) -> str:
+def _log_evaluation(client, tracking_uri, model_uri, version, eval_data: EvalData, scores: Scores, report, matrix) -> str:
     from mlflow.entities import LoggedModelInput
 
-    from workbench.lineage import dataset_input
-    from workbench.tracking import start_run
-
     experiment = client.get_run(version.run_id).info.experiment_id if version and version.run_id else None
-    tags = {"workbench.role": "evaluation", "workbench.model_uri": model_uri, "workbench.data_digest": eval_data.digest}
+    tags = {ROLE_TAG: "evaluation", "workbench.model_uri": model_uri, "workbench.data_digest": eval_data.digest}
     if version:
         tags.update({"workbench.model_name": version.name, "workbench.model_version": version.version})
     run = start_run(tracking_uri, experiment or EVALUATION_EXPERIMENT, f"evaluate-{version.name}-v{version.version}" if version else "evaluate", tags)
     model_id = _logged_model_id(version)
-    run.log_metrics({f"eval_{k}": v for k, v in metrics.items()}, step=0, model_id=model_id, dataset=("evaluation", eval_data.digest))
+    run.log_metrics({f"eval_{k}": v for k, v in scores.metrics.items()}, step=0, model_id=model_id, dataset=("evaluation", eval_data.digest))
     client.log_inputs(
         run.run_id,
         datasets=[dataset_input(eval_data.frame(), "evaluation", eval_data.source, eval_data.digest, "evaluation")],
@@ -202,7 +189,7 @@ def _log_evaluation(client, tracking_uri, model_uri, version, eval_data, metrics
     with tempfile.TemporaryDirectory() as tmp:
         for name, draw in (("confusion_matrix.png", _draw_confusion), ("calibration.png", _draw_calibration)):
             path = Path(tmp) / name
-            draw(path, matrix=matrix, labels=labels, probabilities=probabilities, names=names)
+            draw(path, matrix=matrix, labels=scores.labels, probabilities=scores.probabilities, names=scores.names)
             client.log_artifact(run.run_id, str(path))
     run.end("COMPLETE")
     if version:

@@ -14,7 +14,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from workbench import modeling
 from workbench.errors import DataError, RegistryError, first_line
+from workbench.tables import read_table
 
 TEXT_COLUMN = "text"
 
@@ -29,10 +31,7 @@ class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
         self.eval_data_path = context.artifacts.get("eval_data")
 
     def load(self, model_dir: str | Path) -> WorkbenchClassifier:
-        import torch  # noqa: F401  (loaded before transformers picks a backend)
         from transformers import AutoTokenizer
-
-        import workbench.modeling as modeling
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self.model = modeling.WorkbenchForSequenceClassification.from_pretrained(str(model_dir)).eval()
@@ -90,22 +89,7 @@ def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
 
 def read_texts(path: str | Path) -> list[str]:
     """Texts from a file: one per line (.txt), or the `text` column of a csv/tsv/jsonl/parquet."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--input: file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-        elif suffix in (".json", ".jsonl"):
-            frame = pd.read_json(path, lines=suffix == ".jsonl")
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            frame = pd.DataFrame({TEXT_COLUMN: texts})
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"--input {path}: cannot read it: {first_line(e)}") from None
+    frame = read_table(Path(path), "--input", lines_as=TEXT_COLUMN)
     if TEXT_COLUMN not in frame.columns:
         raise DataError(f"--input {path}: no {TEXT_COLUMN!r} column (columns: {', '.join(map(str, frame.columns))})")
     if frame.empty:

@@ -18,14 +18,15 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
+import workbench
+from workbench import distributed
+from workbench.data import TrialData, prepare_data
 from workbench.errors import DataError, RegistryError, ReproductionMismatch, first_line
-
-if TYPE_CHECKING:
-    from workbench.study_file import StudySpec
-    from workbench.tracking import TrialRun
-    from workbench.training import TrialData
+from workbench.study_file import StudySpec, apply_overrides, validate_study
+from workbench.tracking import NullTrialRun, TrialRun, mlflow_client
+from workbench.training import train_trial
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +48,14 @@ class StudyLineage:
 
 
 def study_lineage(spec: StudySpec, data: TrialData) -> StudyLineage:
-    import workbench
-    from workbench.registry import validation_frame
-
     splits = data.splits
     tags = {VERSION_TAG: workbench.__version__, DIGEST_TAG: splits.digest, SOURCE_TAG: splits.source}
     commit = git_commit()
     if commit:
         tags[COMMIT_TAG] = commit
-    train = splits.train.to_pandas().assign(label=lambda f: [data.label_names[i] for i in f["label"]])
     inputs = (
-        dataset_input(train, "train", _source(spec), splits.digest, "training"),
-        dataset_input(validation_frame(data), "validation", _source(spec), splits.digest, "validation"),
+        dataset_input(splits.frame("train"), "train", _source(spec), splits.digest, "training"),
+        dataset_input(splits.frame("validation"), "validation", _source(spec), splits.digest, "validation"),
     )
     return StudyLineage(tags, "\n".join(installed_packages()) + "\n", inputs)
 
@@ -132,8 +129,6 @@ def installed_packages() -> tuple[str, ...]:
 @lru_cache(maxsize=1)
 def git_commit() -> Optional[str]:
     """The commit of the workbench code, with `-dirty` for uncommitted changes; None outside git."""
-    import workbench
-
     where = Path(workbench.__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
@@ -170,8 +165,6 @@ class Reproduction:
 
 def load_trial_spec(client, run_id: str) -> tuple[StudySpec, dict]:
     """The resolved spec a trial run recorded, ready to train from; and the whole record."""
-    from workbench.study_file import validate_study
-
     try:
         run = client.get_run(run_id)
     except Exception as e:
@@ -188,13 +181,6 @@ def load_trial_spec(client, run_id: str) -> tuple[StudySpec, dict]:
 def reproduce(run_id: str, tracking_uri: str) -> Reproduction:
     """Re-run a trial from its run's record; raises ReproductionMismatch beyond TOLERANCE."""
     import optuna
-
-    from workbench import distributed
-    from workbench.study import prepare_data
-    from workbench.tracking import NullTrialRun, mlflow_client
-    from workbench.training import train_trial
-
-    from workbench.study_file import apply_overrides
 
     client = mlflow_client(tracking_uri)
     spec, record = load_trial_spec(client, run_id)

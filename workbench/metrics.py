@@ -25,9 +25,3 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
         "precision": float(precision),
         "recall": float(recall),
     }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)

@@ -16,7 +16,9 @@ from typing import Optional
 import numpy as np
 
 from workbench.errors import RegistryError
+from workbench.evaluation import Scores, score_model
 from workbench.registry import CHALLENGER, CHAMPION, DIRECTION_TAG, METRIC_TAG, PREVIOUS_CHAMPION, alias_or_none, get_version
+from workbench.tracking import mlflow_client
 
 TAG = "workbench.promotion."
 BOOTSTRAP_RESAMPLES = 2000
@@ -158,6 +160,7 @@ class Decision:
 
 def promote(
     name: str,
+    tracking_uri: str,
     candidate: str = CHALLENGER,
     data: Optional[str] = None,
     min_delta: float = 0.0,
@@ -166,72 +169,68 @@ def promote(
     force: bool = False,
 ) -> Decision:
     """Decide on moving `champion` to `candidate` (alias or version); applies it unless `dry_run`."""
-    from mlflow import MlflowClient
-
-    from workbench.evaluation import load_eval_data, model_labels, predict_proba
-    from workbench.inference import load_model
-    from workbench.metrics import classification_metrics
-
     if min_delta < 0 or not 0 < alpha < 1:
         raise RegistryError("--min-delta must be 0 or more and --alpha between 0 and 1")
-    client = MlflowClient()
+    client = mlflow_client(tracking_uri)
     cand = get_version(client, name, candidate)
     champ = alias_or_none(client, name, CHAMPION)
     if champ is not None and champ.version == cand.version:
         raise RegistryError(f"{name}: version {cand.version} is already @{CHAMPION}")
     metric = cand.tags.get(METRIC_TAG, "eval_accuracy").removeprefix("eval_")
     maximize = cand.tags.get(DIRECTION_TAG, "maximize") == "maximize"
-    cand_model = load_model(f"models:/{name}/{cand.version}")
-    eval_data = load_eval_data(data, cand_model)
-    names = model_labels(cand_model)
-    labels = eval_data.label_ids(names)
-    cand_proba = predict_proba(cand_model, eval_data.texts)
-    cand_score = classification_metrics(labels, cand_proba)[metric]
-    champ_score, test = None, None
+    cand_scores, eval_data = score_model(f"models:/{name}/{cand.version}", data)
+    champ_scores, test = None, None
     if champ is None:
         promoted, reason = True, "no champion yet"
     else:
-        champ_model = load_model(f"models:/{name}/{champ.version}")
-        if model_labels(champ_model) != names:
+        champ_scores, _ = score_model(f"models:/{name}/{champ.version}", eval_data=eval_data)
+        if champ_scores.names != cand_scores.names:
             raise RegistryError(f"{name}: v{cand.version} and v{champ.version} predict different labels; they cannot be compared")
-        champ_proba = predict_proba(champ_model, eval_data.texts)
-        champ_score = classification_metrics(labels, champ_proba)[metric]
-        if metric == "accuracy":
-            test = mcnemar_exact(cand_proba.argmax(-1) == labels, champ_proba.argmax(-1) == labels, alpha)
-        else:
-            test = paired_bootstrap(metric, labels, cand_proba, champ_proba, maximize, alpha)
-        improvement = cand_score - champ_score if maximize else champ_score - cand_score
-        better = improvement > 0 and improvement >= min_delta
-        promoted = better and test.significant
-        if promoted:
-            reason = "better, and unlikely to be chance"
-        elif improvement <= 0:
-            reason = f"not better than the champion (improvement {improvement:+.4f})"
-        elif not better:
-            reason = f"improvement {improvement:+.4f} is below min-delta {min_delta:g}"
-        else:
-            reason = "the difference could be chance"
+        promoted, reason, test = _gate(metric, cand_scores, champ_scores, maximize, min_delta, alpha)
     if force and not promoted:
         promoted, reason = True, f"forced; the gate said: {reason}"
     decision = Decision(
-        name, cand.version, champ.version if champ else None, f"eval_{metric}", maximize, cand_score, champ_score,
-        min_delta, alpha, test, promoted, force, dry_run, reason, len(labels), eval_data.source, eval_data.digest,
+        name, cand.version, champ.version if champ else None, f"eval_{metric}", maximize, cand_scores.metrics[metric],
+        champ_scores.metrics[metric] if champ_scores else None, min_delta, alpha, test, promoted, force, dry_run, reason,
+        len(cand_scores.labels), eval_data.source, eval_data.digest,
     )
     if not dry_run:
-        for key, value in decision.tags().items():
-            client.set_model_version_tag(name, cand.version, key, value)
-        if promoted:
-            if champ is not None:
-                client.set_registered_model_alias(name, PREVIOUS_CHAMPION, champ.version)
-            client.set_registered_model_alias(name, CHAMPION, cand.version)
+        _apply(client, decision)
     return decision
 
 
-def rollback(name: str) -> str:
-    """Move `champion` back to `previous-champion`; returns a one-line summary."""
-    from mlflow import MlflowClient
+def _gate(metric: str, cand: Scores, champ: Scores, maximize: bool, min_delta: float, alpha: float) -> tuple[bool, str, PairedTest]:
+    """(promoted, reason, test): better by at least `min_delta`, and significant by a paired test."""
+    labels = cand.labels
+    if metric == "accuracy":
+        test = mcnemar_exact(cand.predictions == labels, champ.predictions == labels, alpha)
+    else:
+        test = paired_bootstrap(metric, labels, cand.probabilities, champ.probabilities, maximize, alpha)
+    improvement = cand.metrics[metric] - champ.metrics[metric]
+    improvement = improvement if maximize else -improvement
+    if improvement <= 0:
+        return False, f"not better than the champion (improvement {improvement:+.4f})", test
+    if improvement < min_delta:
+        return False, f"improvement {improvement:+.4f} is below min-delta {min_delta:g}", test
+    if not test.significant:
+        return False, "the difference could be chance", test
+    return True, "better, and unlikely to be chance", test
 
-    client = MlflowClient()
+
+def _apply(client, decision: Decision) -> None:
+    """Write the decision on the candidate version and move the aliases."""
+    name = decision.name
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, decision.candidate, key, value)
+    if decision.promoted:
+        if decision.champion is not None:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, decision.champion)
+        client.set_registered_model_alias(name, CHAMPION, decision.candidate)
+
+
+def rollback(name: str, tracking_uri: str) -> str:
+    """Move `champion` back to `previous-champion`; returns a one-line summary."""
+    client = mlflow_client(tracking_uri)
     previous = alias_or_none(client, name, PREVIOUS_CHAMPION)
     current = alias_or_none(client, name, CHAMPION)
     if previous is None:

@@ -12,11 +12,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+import workbench
+from workbench.data import TrialData
 from workbench.errors import RegistryError, first_line
+from workbench.inference import WorkbenchClassifier
+from workbench.storage import RUN_ID_ATTR, WORKER_ATTR
+from workbench.study_file import StudySpec
 
 if TYPE_CHECKING:
-    from workbench.study_file import StudySpec
-    from workbench.training import TrialData
+    from optuna.trial import FrozenTrial
 
 logger = logging.getLogger(__name__)
 
@@ -27,22 +31,19 @@ STUDY_TAG, TRIAL_TAG, METRIC_TAG, VALUE_TAG, DIRECTION_TAG = (
 EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is tedious"]
 
 
-def register_best(spec: StudySpec, study, data: TrialData, tracking, trial_dir: Path) -> Optional[str]:
+def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking, trial_dir: Path) -> Optional[str]:
     """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger`.
 
     Returns "NAME version N", or None when that trial is already registered or has no model.
     """
-    from workbench.study import best_trial
-
     name = spec.registry.model_name
-    best = best_trial(study)
-    run_id = best.user_attrs.get("mlflow_run_id")
+    run_id = best.user_attrs.get(RUN_ID_ATTR)
     client = tracking.client
     if run_id and client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
         return None  # resumed with no better trial: nothing new to register
     model_dir = trial_dir / "model"
     if not (model_dir / "config.json").is_file():
-        host = best.user_attrs.get("worker", "").rpartition(":")[0]
+        host = best.user_attrs.get(WORKER_ATTR, "").rpartition(":")[0]
         if host and host != socket.gethostname():  # workers on several machines: each keeps its own trials' models
             logger.warning("registry: the best trial (%d) ran on %s; `study run` there registers it", best.number, host)
         else:
@@ -56,7 +57,7 @@ def register_best(spec: StudySpec, study, data: TrialData, tracking, trial_dir: 
         DIRECTION_TAG: spec.study.direction,
         "workbench.data_digest": data.splits.digest,
     }
-    version = register_model_dir(name, model_dir, validation_frame(data), tags, run_id)
+    version = register_model_dir(name, model_dir, data.splits.frame("validation"), tags, run_id)
     client.set_registered_model_alias(name, CHALLENGER, version)
     return f"{name} version {version}"
 
@@ -78,9 +79,6 @@ def log_pyfunc_model(model_dir: Path, eval_data: Path):
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
-
-    import workbench
-    from workbench.inference import WorkbenchClassifier
 
     example = pd.DataFrame({"text": EXAMPLE_TEXTS})
     output = WorkbenchClassifier().load(model_dir).predict(None, example)
@@ -107,14 +105,6 @@ def requirements() -> list[str]:
         except PackageNotFoundError:
             pins.append(package)
     return pins
-
-
-def validation_frame(data: TrialData):
-    """The study's validation split with label names: what promotion compares models on."""
-    import pandas as pd
-
-    validation = data.splits.validation
-    return pd.DataFrame({"text": list(validation["text"]), "label": [data.label_names[i] for i in validation["label"]]})
 
 
 def get_version(client, name: str, ref: str):

@@ -10,139 +10,16 @@ from __future__ import annotations
 import difflib
 import inspect
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
+from workbench.builders import build_model_config, build_training_args
 from workbench.errors import StudyFileError
+from workbench.modeling import WorkbenchConfig
 from workbench.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
-
-# Metrics every trial computes (the Trainer's own names, prefixed `eval_`).
-METRICS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")
-
-SAMPLERS = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "qmc": "QMCSampler",
-    "grid": "GridSampler",
-}
-PRUNERS = {
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "hyperband": "HyperbandPruner",
-    "threshold": "ThresholdPruner",
-    "none": "NopPruner",
-}
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SamplerSpec(_Frozen):
-    """`type` picks the Optuna sampler; every other key is passed to its constructor."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    type: str = "tpe"
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-class PrunerSpec(SamplerSpec):
-    """`type` picks the Optuna pruner; every other key is passed to its constructor."""
-
-    type: str = "median"
-
-
-class StudySection(_Frozen):
-    name: str = Field(min_length=1)
-    metric: str = "eval_loss"
-    direction: Literal["maximize", "minimize"] = "minimize"
-    n_trials: int = Field(default=10, ge=0)
-    sampler: SamplerSpec = SamplerSpec()
-    pruner: PrunerSpec = PrunerSpec()
-
-
-class SyntheticSpec(_Frozen):
-    n_examples: int = Field(default=2000, ge=20)  # train + validation
-    label_noise: float = Field(default=0.05, ge=0.0, lt=0.5)  # fraction of flipped labels
-    seed: int = 0
-
-
-class HubSpec(_Frozen):
-    path: str
-    name: Optional[str] = None  # the dataset's config, e.g. "sst2" for glue
-    revision: Optional[str] = None
-
-
-class DataSpec(_Frozen):
-    source: Literal["synthetic", "files", "hub"] = "synthetic"
-    synthetic: SyntheticSpec = SyntheticSpec()
-    files: dict[str, str] = {}  # split name ("train", "validation") -> path, relative to the study file
-    hub: Optional[HubSpec] = None
-    text_column: str = "text"
-    label_column: str = "label"
-    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # when no validation split is given
-    max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _source_has_details(self) -> DataSpec:
-        if self.source == "files" and "train" not in self.files:
-            raise ValueError("source: files needs files.train (and optionally files.validation)")
-        if self.source == "hub" and self.hub is None:
-            raise ValueError("source: hub needs hub.path (e.g. {path: glue, name: sst2})")
-        return self
-
-
-class TokenizerSpec(_Frozen):
-    train: Optional[Literal["wordpiece"]] = "wordpiece"
-    vocab_size: int = Field(default=4000, ge=100)
-    path: Optional[str] = None  # a local tokenizer directory instead of training one
-
-    @model_validator(mode="after")
-    def _one_way(self) -> TokenizerSpec:
-        if self.path is not None:
-            object.__setattr__(self, "train", None)
-        return self
-
-
-class EarlyStoppingSpec(_Frozen):
-    patience: int = Field(default=2, ge=1)  # evaluations without improvement
-    threshold: float = Field(default=0.0, ge=0.0)
-
-
-class RegistrySpec(_Frozen):
-    model_name: Optional[str] = None  # registered model name; no registration when absent
-
-
-class StudySpec(_Frozen):
-    """Everything one study needs, resolved and validated."""
-
-    study: StudySection
-    data: DataSpec = DataSpec()
-    tokenizer: TokenizerSpec = TokenizerSpec()
-    model: dict[str, Any] = {}
-    training: dict[str, Any] = {}
-    early_stopping: Optional[EarlyStoppingSpec] = EarlyStoppingSpec()
-    search_space: dict[str, Any] = {}
-    registry: RegistrySpec = RegistrySpec()
-    source_dir: str = "."  # directory of the study file; data paths are relative to it
-
-    @property
-    def space(self) -> dict[str, ParamSpec]:
-        return {k: parse_param(v) for k, v in self.search_space.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fully resolved spec, for logging."""
-        return self.model_dump(mode="json", exclude={"source_dir"})
-
+from workbench.spec import METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec
 
 def load_study_file(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> StudySpec:
     """Read and validate a study file; `overrides` are dotted keys (`training.seed`) set on top."""
@@ -317,8 +194,6 @@ def _training_fields() -> list[str]:
 
 
 def _model_fields() -> list[str]:
-    from workbench.modeling import WorkbenchConfig
-
     return WorkbenchConfig.field_names()
 
 
@@ -365,8 +240,6 @@ def _check_buildable(spec: StudySpec, exact: bool) -> list[str]:
     """Build the real WorkbenchConfig and TrainingArguments, the way a trial will; their errors become problems."""
     import itertools
 
-    from workbench.training import build_model_config, build_training_args
-
     builders = {"model": lambda s: build_model_config(s), "training": lambda s: build_training_args(s, "unused-output-dir")}
     space = {} if exact else spec.space
     problems = []
@@ -404,8 +277,6 @@ def _field_types(section: str) -> dict[str, Any]:
         from pydantic import TypeAdapter
 
         if section == "model":
-            from workbench.modeling import WorkbenchConfig
-
             hints = typing.get_type_hints(WorkbenchConfig.__init__)
         else:
             from transformers import TrainingArguments

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from workbench.db import absolute_sqlite, check_sqlite_writable, default_sqlite
 from workbench.errors import StoreError, first_line
 
 if TYPE_CHECKING:
@@ -21,36 +22,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_TRACKING_URI = default_sqlite("mlflow")
 ROLE_TAG = "workbench.role"
 STUDY_TAG = "optuna.study"
 TRIAL_TAG = "optuna.trial.number"
 STATE_TAG = "optuna.trial.state"
 # Optuna trial state -> MLflow run status: pruned runs read KILLED (stopped on purpose) at a glance.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "KILLED": "KILLED"}
-MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
 def resolve_tracking_uri(explicit: Optional[str] = None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite store under mlruns/."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     return absolute_sqlite(uri, "--tracking-uri")
-
-
-def absolute_sqlite(uri: str, flag: str) -> str:
-    """sqlite:///relative/path -> sqlite:////abs/path, its folder created.
-
-    MLflow caches one store per URI string: a relative path would keep pointing at the
-    directory of the first use, even after the process changed directory.
-    """
-    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
-        return uri
-    db = Path(uri.removeprefix("sqlite:///")).absolute()
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"{flag} {uri}: cannot create {db.parent}: {e.strerror}") from None
-    return f"sqlite:///{db}"
 
 
 # The fail-fast check before a study: MLflow's own default retries for minutes.
@@ -74,19 +58,8 @@ def check_tracking_store(tracking_uri: str) -> None:
                 os.environ.pop(k, None)
 
 
-def check_sqlite_writable(uri: str, flag: str) -> None:
-    """A SQLite store in a read-only folder (or file) fails on its first write: say so up front."""
-    db = Path(uri.removeprefix("sqlite:///"))
-    for path in (db.parent, db):
-        if path.exists() and not os.access(path, os.W_OK):  # also false on a read-only mount, even for root
-            raise StoreError(f"{flag} {uri}: {path} is read-only: make it writable or pass another {flag}")
-
-
 def _reason(e: BaseException) -> str:
     """The useful line of an MLflow/requests error (the root cause, e.g. 'Connection refused')."""
-    root = e
-    while root.__cause__ or root.__context__:
-        root = root.__cause__ or root.__context__
     text = first_line(e)
     for hint in ("Connection refused", "Name or service not known", "timed out", "Max retries exceeded"):
         if hint in str(e) and hint not in text:
@@ -158,10 +131,11 @@ class TrialRun:
     @_store_write
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH as batch
 
         items = [Param(k, _param_value(v)) for k, v in sorted(params.items())]
-        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        for i in range(0, len(items), batch):
+            self.client.log_batch(self.run_id, params=items[i : i + batch])
 
     @_store_write
     def set_tags(self, tags: dict[str, Any]) -> None:
@@ -287,25 +261,16 @@ class StudyTracking:
         trial_run.log_dict(params, "sampled_params.json")
         return trial_run
 
-    def trial_runs(self) -> list:
-        """All trial runs of the study, oldest first."""
-        return self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'trial' and tags.`{STUDY_TAG}` = '{self.study_name}'",
-            order_by=["attributes.start_time ASC"],
-            max_results=10000,
-        )
-
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
 
 
 def end_stale_run(run_id: str, note: str) -> None:
     """End a trial run whose worker died (found by the stale-heartbeat check) as FAILED, if still open."""
-    from mlflow import MlflowClient
+    import mlflow
 
     try:
-        client = MlflowClient()  # the store configure_mlflow chose for this process
+        client = mlflow_client(mlflow.get_tracking_uri())  # the store configure_mlflow chose for this process
         if client.get_run(run_id).info.status == "RUNNING":
             TrialRun(client, run_id).end("FAIL", note=note)
     except Exception as e:  # never let bookkeeping of a dead run stop the living workers
@@ -313,6 +278,8 @@ def end_stale_run(run_id: str, note: str) -> None:
 
 
 def _param_value(value: Any) -> str:
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:MAX_PARAM_LENGTH]
+    return text[:MAX_PARAM_VAL_LENGTH]
 

@@ -14,97 +14,31 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from workbench import distributed
+from workbench.builders import build_model_config, build_training_args
+from workbench.callbacks import TrialCallback
+from workbench.data import TrialData
+from workbench.metrics import classification_metrics
+from workbench.modeling import WorkbenchForSequenceClassification
 from workbench.study_file import StudySpec
 
 if TYPE_CHECKING:
-    from datasets import Dataset
-    from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
-    from workbench.data import Splits
-    from workbench.modeling import WorkbenchConfig, WorkbenchForSequenceClassification
     from workbench.tracking import TrialRun
-
-# Sensible defaults a study file may override (defaults < study file < CLI < trial params).
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "logging_strategy": "epoch",
-    "load_best_model_at_end": True,
-    "save_total_limit": 1,  # the best checkpoint is always kept in addition
-    "save_only_model": True,  # no optimizer state: trials are not resumed mid-way
-    "logging_nan_inf_filter": False,  # a NaN loss must be seen, not averaged away
-    "num_train_epochs": 3,
-    "per_device_train_batch_size": 32,
-    "per_device_eval_batch_size": 128,
-    "seed": 42,
-}
-# Owned by workbench: metrics go to MLflow through our callback, progress is ours.
-TRAINING_FORCED: dict[str, Any] = {"report_to": "none", "disable_tqdm": True, "ddp_find_unused_parameters": False}
-
-
-@dataclass(frozen=True)
-class TrialData:
-    """What every trial of a study shares: tokenized once per study process."""
-
-    train: Dataset
-    validation: Dataset
-    tokenizer: PreTrainedTokenizerBase
-    label_names: tuple[str, ...]
-    splits: Splits  # the raw texts, for registration and lineage
-
-
-def build_training_args(spec: StudySpec, output_dir: str | Path) -> TrainingArguments:
-    """TrainingArguments from the study's `training:` section, our defaults and the study metric."""
-    import torch
-    from transformers import TrainingArguments
-
-    defaults = dict(TRAINING_DEFAULTS)
-    if "eval_strategy" in spec.training:  # checkpoints and logs follow the evaluations the study asks for
-        for key in ("save_strategy", "logging_strategy"):
-            defaults[key] = spec.training["eval_strategy"]
-        if "eval_steps" in spec.training:
-            defaults["save_steps"] = defaults["logging_steps"] = spec.training["eval_steps"]
-    values = {**defaults, **spec.training, **TRAINING_FORCED}
-    values["metric_for_best_model"] = spec.study.metric
-    values["greater_is_better"] = spec.study.direction == "maximize"
-    if not torch.cuda.is_available():
-        values.setdefault("use_cpu", True)  # under torchrun on CPU, otherwise each rank trains alone
-    return TrainingArguments(output_dir=str(output_dir), **values)
-
-
-def build_model_config(spec: StudySpec, data: Optional[TrialData] = None) -> WorkbenchConfig:
-    """The model's config from the study's `model:` section, sized to the tokenizer and labels when given."""
-    from workbench.modeling import WorkbenchConfig
-
-    sized: dict[str, Any] = {"max_position_embeddings": max(spec.data.max_length, 8)}
-    labels: tuple[str, ...] = ("0", "1")  # stand-in labels when checking a study file before data exists
-    if data is not None:
-        # a trained WordPiece vocabulary can be smaller than asked: size from the tokenizer
-        sized.update(vocab_size=len(data.tokenizer), pad_token_id=data.tokenizer.pad_token_id)
-        labels = data.label_names
-    return WorkbenchConfig(
-        **{
-            **sized,
-            **spec.model,
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-        }
-    )
 
 
 def build_model(spec: StudySpec, data: TrialData) -> WorkbenchForSequenceClassification:
     """A freshly initialised model sized to the tokenizer and the labels."""
-    from workbench.modeling import WorkbenchForSequenceClassification
-
-    return WorkbenchForSequenceClassification(build_model_config(spec, data))
+    return WorkbenchForSequenceClassification(build_model_config(spec, data.tokenizer, data.label_names))
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
     """Accuracy, F1, precision and recall of the Trainer's predictions (eval_loss is its own)."""
-    from workbench.metrics import classification_metrics, softmax
+    from scipy.special import softmax
 
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    metrics = classification_metrics(eval_pred.label_ids, softmax(logits.astype(np.float64)))
+    metrics = classification_metrics(eval_pred.label_ids, softmax(logits.astype(np.float64), axis=-1))
     metrics.pop("loss")
     return metrics
 
@@ -147,9 +81,6 @@ def train_trial(
     trial on every rank, and rank 0 saves the model once every rank has finished training.
     """
     import optuna
-
-    from workbench import distributed
-    from workbench.callbacks import TrialCallback
 
     reporter = TrialCallback(trial, run, spec.study.metric, maximize=spec.study.direction == "maximize", label=label)
     try:

@@ -18,30 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from workbench import distributed
 from workbench.errors import WorkbenchError, WorkersFailed
+from workbench.storage import count_trials, fail_stale
+from workbench.study import RunOptions, StudyOutcome, StudySession
+from workbench.study_file import StudySpec
 
 STOP_TIMEOUT_S = 60  # after Ctrl-C, how long workers get to end their trial before SIGKILL
-_stop_requested = threading.Event()
-
-
-def install_interrupt_handler() -> None:
-    """Ctrl-C raises KeyboardInterrupt as usual, and is also remembered for `stop_requested`.
-
-    Python swallows an exception raised inside a finalizer (`__del__`, weakref callbacks), so a
-    Ctrl-C landing there is lost; training checks `stop_requested` at every step as a backstop.
-    """
-
-    def handler(signum, frame):
-        _stop_requested.set()
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-
-
-def stop_requested() -> bool:
-    return _stop_requested.is_set()
-
 
 
 @dataclass(frozen=True)
@@ -82,12 +65,10 @@ def plan_workers(workers: Optional[int], per_gpu: Optional[int], gpus: Sequence[
 
 def worker_env(plan: WorkerPlan, n_workers: int) -> dict[str, str]:
     """The environment of one worker: its id, its GPU, and its share of the CPU cores."""
-    from workbench.study import WORKER_ENV
-
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env[WORKER_ENV] = str(plan.worker_id)
+    env[distributed.WORKER_ENV] = str(plan.worker_id)
     # distributed.set_threads divides the cores by this: N workers on 2 cores must not oversubscribe.
-    env["WORKBENCH_WORKERS"] = str(n_workers)
+    env[distributed.WORKERS_ENV] = str(n_workers)
     if plan.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = plan.gpu
     return env
@@ -95,52 +76,40 @@ def worker_env(plan: WorkerPlan, n_workers: int) -> dict[str, str]:
 
 def run_workers(
     study_file: Path,
-    spec,
-    options,
+    spec: StudySpec,
+    options: RunOptions,
     plans: list[WorkerPlan],
     sets: Sequence[str] = (),
     debug: bool = False,
     progress: Callable[[str], None] = print,
-):
-    """Run the study with one process per plan; returns the StudyOutcome once all have exited."""
-    from workbench.study import (
-        StudyOutcome, TrialRunner, check_stores, conclude_study, count_trials, fail_stale, open_stores, prepare_data,
-    )
+) -> StudyOutcome:
+    """Run the study with one process per plan; returns the StudyOutcome once all have exited.
 
-    urls = check_stores(spec, options)
-    data = prepare_data(spec)  # bad data is refused here, once, before any worker starts or anything is written
-    stores = open_stores(spec, options, *urls)
-    study, tracking, tracking_uri, storage_url = stores.study, stores.tracking, stores.tracking_uri, stores.storage_url
-    target = stores.target
-    before = stores.counts
+    The launcher opens the study (bad data is refused here, once, before any worker starts or
+    anything is written) and concludes it; the workers only run trials.
+    """
+    session = StudySession(spec, options, progress)
+    session.open()
+    stores = session.stores
     where = ", ".join(f"w{p.worker_id}" + (f" on GPU {p.gpu}" if p.gpu is not None else "") for p in plans)
-    progress(f"study {spec.study.name}: {before.summary(target)}; {len(plans)} workers ({where})")
-
-    command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "--tracking-uri", tracking_uri]
-    command += ["study", "run", str(study_file), "--storage", storage_url, "--no-register"]
-    for pair in [*sets, f"study.n_trials={target}"]:  # every worker aims at the same absolute target
+    progress(session.headline(f"{len(plans)} workers ({where})"))
+    command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "--tracking-uri", stores.tracking_uri]
+    command += ["study", "run", str(study_file), "--storage", stores.storage_url, "--no-register"]
+    for pair in [*sets, f"study.n_trials={stores.target}"]:  # every worker aims at the same absolute target
         command += ["--set", pair]
-    status = "FINISHED"
-    try:
+    with session.parent_run():
         codes = _supervise(command, plans, progress)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracking.finish(status)
     for plan, code in zip(plans, codes):
         if code != 0:
             progress(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
-    fail_stale(study)
-    after = count_trials(study)
-    if after.counted < target:
+    fail_stale(stores.study)
+    after = count_trials(stores.study)
+    if after.counted < stores.target:
         raise WorkersFailed(
-            f"study {spec.study.name}: the workers stopped at {after.counted}/{target} trials; run the same command to resume"
+            f"study {spec.study.name}: the workers stopped at {after.counted}/{stores.target} trials; run the same command to resume"
         )
-    outcome = StudyOutcome(spec.study.name, trials_run=after.finished - before.finished)
-    runner = TrialRunner(spec, data, tracking, options.workdir / spec.study.name)
-    conclude_study(spec, study, data, tracking, runner, options, outcome)
-    return outcome
+    session.outcome.trials_run = after.finished - stores.counts.finished
+    return session.conclude()
 
 
 def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[str], None]) -> list[int]:

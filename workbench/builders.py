@@ -1,0 +1,69 @@
+"""Builders of the Hugging Face objects a spec describes: `TrainingArguments` and the model config.
+
+They only construct. The study file's checks and every trial build through them, so a study
+file is refused for exactly what would fail in a trial.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from workbench.modeling import WorkbenchConfig
+from workbench.spec import StudySpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, TrainingArguments
+
+# Sensible defaults a study file may override (defaults < study file < CLI < trial params).
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "logging_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "save_total_limit": 1,  # the best checkpoint is always kept in addition
+    "save_only_model": True,  # no optimizer state: trials are not resumed mid-way
+    "logging_nan_inf_filter": False,  # a NaN loss must be seen, not averaged away
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 128,
+    "seed": 42,
+}
+# Owned by workbench: metrics go to MLflow through our callback, progress is ours.
+TRAINING_FORCED: dict[str, Any] = {"report_to": "none", "disable_tqdm": True, "ddp_find_unused_parameters": False}
+STAND_IN_LABELS = ("0", "1")  # when a study file is checked before its data is loaded
+
+
+def build_training_args(spec: StudySpec, output_dir: str | Path) -> TrainingArguments:
+    """TrainingArguments from the study's `training:` section, our defaults and the study metric."""
+    import torch
+    from transformers import TrainingArguments
+
+    defaults = dict(TRAINING_DEFAULTS)
+    if "eval_strategy" in spec.training:  # checkpoints and logs follow the evaluations the study asks for
+        for key in ("save_strategy", "logging_strategy"):
+            defaults[key] = spec.training["eval_strategy"]
+        if "eval_steps" in spec.training:
+            defaults["save_steps"] = defaults["logging_steps"] = spec.training["eval_steps"]
+    values = {**defaults, **spec.training, **TRAINING_FORCED}
+    values["metric_for_best_model"] = spec.study.metric
+    values["greater_is_better"] = spec.study.direction == "maximize"
+    if not torch.cuda.is_available():
+        values.setdefault("use_cpu", True)  # under torchrun on CPU, otherwise each rank trains alone
+    return TrainingArguments(output_dir=str(output_dir), **values)
+
+
+def build_model_config(
+    spec: StudySpec, tokenizer: Optional[PreTrainedTokenizerBase] = None, label_names: Sequence[str] = STAND_IN_LABELS
+) -> WorkbenchConfig:
+    """The model's config from the study's `model:` section, sized to the tokenizer and labels when given."""
+    sized: dict[str, Any] = {"max_position_embeddings": max(spec.data.max_length, 8)}
+    if tokenizer is not None:
+        # a trained WordPiece vocabulary can be smaller than asked: size from the tokenizer
+        sized.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    return WorkbenchConfig(**{**sized, **spec.model, **label_maps(label_names)})
+
+
+def label_maps(label_names: Sequence[str]) -> dict[str, dict]:
+    """`id2label` and `label2id` for a config: the model speaks the data's label names."""
+    return {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}

@@ -1,0 +1,217 @@
+"""The objective of a study and its bookkeeping: one MLflow run per trial, each failure recorded once.
+
+`TrialRunner.objective` reads suggest -> build -> train -> return. Under torchrun every rank
+calls it (rank 0 through Optuna with the trial, the others through `follow`): rank 0 samples
+the parameters and opens the trial's run, every rank trains the same configuration, rank 0
+records the outcome.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from workbench import distributed
+from workbench.data import TrialData
+from workbench.errors import StoreError, error_chain, first_line
+from workbench.lineage import StudyLineage, log_trial_lineage, study_lineage
+from workbench.search_space import suggest_params
+from workbench.storage import FAIL_REASON_ATTR, INTERRUPTED_ATTR, RUN_ID_ATTR, STORE_ERROR_ATTR, WORKER_ATTR, best_trial
+from workbench.study_file import StudySpec, apply_overrides
+from workbench.tracking import NullTrialRun, StudyTracking, TrialRun
+from workbench.training import TrialResult, train_trial
+
+logger = logging.getLogger(__name__)
+
+
+class TrialRunner:
+    """The objective Optuna calls, the failures it records, and the trial directories it keeps."""
+
+    def __init__(self, spec: StudySpec, data: TrialData, tracking: Optional[StudyTracking], workdir: Path):
+        self.spec = spec
+        self.data = data
+        self.tracking = tracking  # None on DDP ranks other than 0
+        self.workdir = workdir
+        self.started = 0.0
+        self.diverged: Optional[distributed.RanksDiverged] = None  # set when the ranks lost step
+        self.fatal: Optional[Exception] = None  # set when a trial fails for a reason that stops the study
+        self.lineage: Optional[StudyLineage] = None  # built by the first trial (rank 0)
+
+    def trial_dir(self, number: int) -> Path:
+        return self.workdir / f"trial-{number}"
+
+    def objective(self, trial: Any) -> float:
+        """suggest -> build -> train -> return the best evaluation of the study metric."""
+        import optuna
+
+        self.started = time.monotonic()
+        number, params, run_id = distributed.on_main(lambda: self._start(trial))
+        run = TrialRun(self.tracking.client, run_id) if distributed.is_main() else NullTrialRun()
+        label = f"rank {distributed.rank()} trial {number}"
+        logger.info("%s params %s", label, json.dumps(params, sort_keys=True))
+        state = "FAIL"
+        try:
+            trial_spec = distributed.together(lambda: apply_overrides(self.spec, params))
+            distributed.on_main(lambda: self._record_lineage(run, trial_spec))
+            result = train_trial(trial_spec, self.data, trial, run, self.trial_dir(number), is_main=distributed.is_main(), label=label)
+            distributed.on_main(lambda: self._complete(run, result))  # a store fault here fails the trial
+            state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
+            return result.value
+        except optuna.TrialPruned as e:
+            state = "PRUNED"
+            self._end_pruned(run, e)
+            raise
+        except Exception as e:
+            state = "FAIL " + self._record_failure(trial, run, number, e)
+            raise
+        except KeyboardInterrupt:
+            state = "KILLED"
+            self._record_interrupt(trial, run)
+            raise
+        finally:
+            logger.info("%s %s", label, state)
+
+    def _start(self, trial) -> tuple[int, dict[str, Any], str]:
+        """Rank 0: sample the parameters and open the trial's run."""
+        params = suggest_params(trial, self.spec.space)
+        try:
+            run = self.tracking.start_trial_run(trial.number, params)
+        except StoreError as e:
+            self.fatal = e
+            trial.set_user_attr(STORE_ERROR_ATTR, str(e))  # not counted: the trial is run again on resume
+            raise
+        trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")  # where it ran, for the logs and tests
+        return trial.number, params, run.run_id
+
+    def _record_lineage(self, run: TrialRun, trial_spec: StudySpec) -> None:
+        """Rank 0: what `reproduce` needs."""
+        if self.lineage is None:
+            self.lineage = study_lineage(self.spec, self.data)
+        log_trial_lineage(run, trial_spec, self.data, self.lineage)
+
+    def _complete(self, run: TrialRun, result: TrialResult) -> None:
+        run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
+        run.end("COMPLETE")
+
+    def _end_pruned(self, run: TrialRun, e: BaseException) -> None:
+        try:
+            run.end("PRUNED", note=f"Pruned by {self.spec.study.pruner.type} pruner: {e}")
+        except StoreError as store:
+            self.fatal = store
+
+    def _record_failure(self, trial, run: TrialRun, number: int, e: Exception) -> str:
+        """Record why the trial failed (once, by rank 0); returns the reason."""
+        reason, self.fatal = classify_failure(e, number)
+        if isinstance(e, distributed.RanksDiverged):
+            self.diverged = e
+        if distributed.is_main():
+            # store faults are not the trial's doing: they are not counted and run again on resume
+            _quietly(trial.set_user_attr, STORE_ERROR_ATTR if self.fatal else FAIL_REASON_ATTR, reason)
+        if not isinstance(e, StoreError):  # a tracking store that just failed would only be retried again
+            _quietly(run.end, "FAIL", note=reason)
+        return reason
+
+    def _record_interrupt(self, trial, run: TrialRun) -> None:
+        if distributed.is_main():
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+        _quietly(run.end, "KILLED", note="Interrupted (Ctrl-C)")
+
+    def follow(self) -> None:
+        """A non-zero rank's share of one trial: same code path, no Optuna or MLflow writes."""
+        try:
+            self.objective(None)
+        except distributed.RanksDiverged:
+            raise
+        except Exception:  # pruned or failed on every rank together; rank 0 records how
+            pass
+
+    def after_trial(self, progress: Callable[[str], None]):
+        """Optuna callback: one progress line per trial, the parent run's curve, checkpoint clean-up."""
+
+        def callback(study, frozen) -> None:
+            state = frozen.state.name
+            seconds = time.monotonic() - self.started
+            value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
+            release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
+            reason = frozen.user_attrs.get(FAIL_REASON_ATTR, "") or frozen.user_attrs.get(STORE_ERROR_ATTR, "")
+            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
+            progress(f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s")
+            best = best_trial(study)
+            if frozen.value is not None and best is not None and self.fatal is None:
+                self.tracking.parent.log_metrics(
+                    {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value}, step=frozen.number
+                )
+            if best is None or best.number != frozen.number:
+                shutil.rmtree(self.trial_dir(frozen.number), ignore_errors=True)
+
+        return callback
+
+    def clean_up(self, keep: Optional[int], running: set[int] = frozenset()) -> None:
+        """Remove every trial directory but the best trial's and those of `running` trials (other workers')."""
+        if not self.workdir.exists():
+            return
+        kept = {f"trial-{n}" for n in {keep, *running} if n is not None}
+        for path in self.workdir.iterdir():
+            if path.name not in kept:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def classify_failure(e: BaseException, number: int) -> tuple[str, Optional[Exception]]:
+    """A failed trial's reason, and the error that must stop the study (store down, disk full) or None."""
+    reason = distributed.failure_reason(e)
+    if isinstance(e, StoreError):
+        return str(e), StoreError(f"trial {number}: {e}")
+    if _is_disk_full(e):
+        return f"disk full: {first_line(e)}", StoreError(
+            f"trial {number}: disk full ({first_line(e)}): free space under mlruns/ and run the same command to resume"
+        )
+    if _is_out_of_memory(e):
+        return f"out of memory: {reason}", None
+    return reason, None
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    words = ("no space left on device", "storagefull", "database or disk is full", "disk quota exceeded")
+    return any(
+        getattr(x, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(w in str(x).lower() for w in words) for x in error_chain(e)
+    )
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    words = ("out of memory", "can't allocate memory", "cannot allocate memory")
+    return any(
+        isinstance(x, (MemoryError, torch.OutOfMemoryError)) or any(w in str(x).lower() for w in words) for x in error_chain(e)
+    )
+
+
+def release_memory() -> None:
+    """Free what a finished trial left: reference cycles (Trainer, callbacks) and cached CUDA blocks."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _quietly(call: Callable, *args, **kwargs) -> None:
+    """Bookkeeping after a failure must not hide the failure itself."""
+    try:
+        call(*args, **kwargs)
+    except Exception as e:
+        logger.warning("could not record the failure: %s", first_line(e))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
