@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench import distributed
 from workbench.errors import DataError, first_line
+from workbench.pretrained import load_tokenizer, resolve_checkpoint
 from workbench.spec import DataSpec, StudySpec, TokenizerSpec
 from workbench.synthetic import LABELS, generate_examples
 from workbench.tables import read_table
@@ -66,10 +67,12 @@ def prepare_data(spec: StudySpec) -> TrialData:
     """Load, validate and tokenize the study's data once; every trial shares it."""
     # under torchrun a rank that cannot load the data fails every rank, with its reason
     splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir))
-    # WordPiece training breaks frequency ties in no fixed order: every rank takes rank 0's vocabulary
-    tokenizer = distributed.on_main(
-        lambda: build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
-    )
+    if spec.model.get("pretrained"):  # a pretrained model reads text with its own tokenizer
+        checkpoint = resolve_checkpoint(spec.model["pretrained"], spec.source_dir)
+        tokenizer = distributed.together(lambda: load_tokenizer(checkpoint, spec.data.max_length))
+    else:  # every rank takes rank 0's vocabulary, whatever the trainer does with ties
+        texts = list(splits.train["text"])
+        tokenizer = distributed.on_main(lambda: build_tokenizer(spec.tokenizer, texts, spec.data.max_length, spec.source_dir))
     train, validation = distributed.together(lambda: tokenize_splits(splits, tokenizer, spec.data.max_length))
     return TrialData(train, validation, tokenizer, splits.label_names, splits)
 

@@ -34,7 +34,7 @@ class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self.model = modeling.WorkbenchForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        self.model = modeling.load_classifier(str(model_dir))
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         return self
 

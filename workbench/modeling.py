@@ -172,3 +172,8 @@ class WorkbenchForSequenceClassification(WorkbenchPreTrainedModel):
 
 AutoConfig.register(WorkbenchConfig.model_type, WorkbenchConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(WorkbenchConfig, WorkbenchForSequenceClassification, exist_ok=True)
+
+
+def load_classifier(model_dir: str) -> PreTrainedModel:
+    """Any saved sequence classifier, workbench's encoder (registered above) or a transformers model, in eval mode."""
+    return AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).eval()

@@ -15,22 +15,16 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from workbench import distributed
-from workbench.builders import build_model_config, build_training_args
+from workbench.builders import build_model, build_training_args
 from workbench.callbacks import TrialCallback
 from workbench.data import TrialData
 from workbench.metrics import classification_metrics
-from workbench.modeling import WorkbenchForSequenceClassification
 from workbench.study_file import StudySpec
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
     from workbench.tracking import TrialRun
-
-
-def build_model(spec: StudySpec, data: TrialData) -> WorkbenchForSequenceClassification:
-    """A freshly initialised model sized to the tokenizer and the labels."""
-    return WorkbenchForSequenceClassification(build_model_config(spec, data.tokenizer, data.label_names))
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -52,7 +46,7 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
         callbacks = [stopper, *callbacks]
     set_seed(args.seed)  # the initial weights too, not only the data order: a trial reproduces from its record
     trainer = Trainer(
-        model=build_model(spec, data),
+        model=build_model(spec, data.tokenizer, data.label_names),
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
