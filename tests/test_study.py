@@ -90,3 +90,14 @@ def test_resumed_study_with_another_direction_is_refused(write_study):
 
     with pytest.raises(StudyFileError, match="study.direction: minimize differs from the stored study"):
         open_study(changed, resolve_storage())
+
+
+def test_timeout_starts_no_trial_after_the_budget_and_resume_counts_time_spent(write_study, capsys):
+    path = write_study(study={"n_trials": 50, "timeout": 1}, search_space={})
+    assert main(["study", "run", str(path), "--no-register"]) == 0
+    out = capsys.readouterr().out
+    assert "time budget of 1 s is spent; no new trial" in out
+    assert len(stored_trials()) == 1, "the first trial outlasts the budget: no second one starts"
+    assert main(["study", "run", str(path), "--no-register"]) == 0  # resumed: the second spent already
+    assert "ran 0 trials" in capsys.readouterr().out
+    assert len(stored_trials()) == 1

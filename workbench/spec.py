@@ -59,6 +59,7 @@ class StudySection(_Frozen):
     metric: str = "eval_loss"
     direction: Literal["maximize", "minimize"] = "minimize"
     n_trials: int = Field(default=10, ge=0)
+    timeout: Optional[float] = Field(default=None, gt=0)  # seconds; no new trial starts after it (resume counts time spent)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
 

@@ -25,7 +25,7 @@ from workbench.objective import TrialRunner
 from workbench.plots import log_study_plots
 from workbench.registry import register_best
 from workbench.storage import (
-    TrialCounts, best_trial, build_storage, check_stored, count_trials, fail_stale, open_study, resolve_storage, running_trials,
+    ELAPSED_ATTR, TrialCounts, best_trial, build_storage, check_stored, count_trials, fail_stale, open_study, resolve_storage, running_trials,
 )
 from workbench.study_file import StudySpec
 from workbench.tracking import StudyTracking, check_tracking_store, configure_mlflow, resolve_tracking_uri
@@ -64,6 +64,12 @@ class OpenedStores:
     tracking_uri: str
     counts: TrialCounts  # the study's trials before this run
     target: int  # the study's total once this run is over
+    elapsed_before: float = 0.0  # seconds the study ran in earlier sessions
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        """Wall time the study has run, this session included."""
+        return self.elapsed_before + time.monotonic() - self.opened_at
 
 
 class StudySession:
@@ -104,7 +110,8 @@ class StudySession:
         counts = count_trials(study)
         add = self.options.add_trials
         target = counts.counted + add if add is not None else self.spec.study.n_trials
-        self.stores = OpenedStores(study, tracking, storage_url, tracking_uri, counts, target)
+        elapsed = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
+        self.stores = OpenedStores(study, tracking, storage_url, tracking_uri, counts, target, elapsed)
 
     def headline(self, workers: Optional[str] = None) -> str:
         """`study NAME: 3/12 trials done (stores)`, or `; WORKERS` instead: the first line; no password shown."""
@@ -121,9 +128,15 @@ class StudySession:
                 self.runner.follow()
             self.outcome.trials_run += 1
 
+    def out_of_time(self) -> bool:
+        """True once the study's time budget (`study.timeout`, over every session) is spent."""
+        timeout = self.spec.study.timeout
+        return timeout is not None and self.stores.elapsed() >= timeout
+
     def _run_one(self) -> None:
-        runner = self.runner
-        self.stores.study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(self.progress)])
+        runner, study = self.runner, self.stores.study
+        study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(self.progress)])
+        study.set_user_attr(ELAPSED_ATTR, self.stores.elapsed())
         if runner.diverged is not None:  # recorded as failed; the other ranks cannot go on
             raise runner.diverged
         if runner.fatal is not None:  # a store or disk fault: this trial failed, the next would too
@@ -133,6 +146,9 @@ class StudySession:
         """True when a trial should start here; waits while other workers' trials may still fail and need a retry."""
         study, target = self.stores.study, self.stores.target
         while True:
+            if self.out_of_time():
+                self.progress(f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial")
+                return False
             fail_stale(study)
             counts = count_trials(study)
             if counts.queued or counts.counted < target:
