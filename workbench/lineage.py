@@ -121,6 +121,8 @@ def _source(spec: StudySpec):
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
         return HuggingFaceDatasetSource(data.hub.path, config_name=data.hub.name, revision=data.hub.revision)
+    if data.source == "python":
+        return CodeDatasetSource({"workbench.source": "data given to workbench.run_study"})
     return CodeDatasetSource({"workbench.synthetic": data.synthetic.model_dump_json()})
 
 

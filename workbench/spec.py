@@ -77,7 +77,7 @@ class HubSpec(_Frozen):
 
 
 class DataSpec(_Frozen):
-    source: Literal["synthetic", "files", "hub"] = "synthetic"
+    source: Literal["synthetic", "files", "hub", "python"] = "synthetic"  # python: given to workbench.run_study(data=...)
     synthetic: SyntheticSpec = SyntheticSpec()
     files: dict[str, str] = {}  # split name ("train", "validation") -> path, relative to the study file
     hub: Optional[HubSpec] = None

@@ -75,8 +75,11 @@ class OpenedStores:
 class StudySession:
     """A study from open to conclude; rank 0 holds the stores, every rank holds the data."""
 
-    def __init__(self, spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print):
+    def __init__(
+        self, spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print, data: Any = None
+    ):
         self.spec = spec
+        self.given_data = data  # data made in Python (workbench.run_study(data=...)), else the spec's source
         self.options = options
         self.progress = progress
         self.outcome = StudyOutcome(spec.study.name)
@@ -87,7 +90,7 @@ class StudySession:
     def open(self) -> None:
         """Check both stores and the data, then create or resume the study: a refused study writes nothing."""
         urls = distributed.on_main(self._check_stores)
-        self.data = prepare_data(self.spec)  # bad data leaves no empty study or RUNNING run behind
+        self.data = prepare_data(self.spec, self.given_data)  # bad data leaves no empty study or RUNNING run behind
         distributed.on_main(lambda: self._open_stores(*urls))
         tracking = self.stores.tracking if self.stores else None
         self.runner = TrialRunner(self.spec, self.data, tracking, self.options.workdir / self.spec.study.name)
@@ -196,14 +199,16 @@ class StudySession:
         self.runner.clean_up(keep=outcome.best_trial, running=running_trials(study))
 
 
-def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print) -> StudyOutcome:
+def run_study(
+    spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print, data: Any = None
+) -> StudyOutcome:
     """Run or resume a study until its trial target is met; returns what happened.
 
     A worker of `--workers` runs trials only: its launcher owns the parent run and the conclusion.
     """
     distributed.init_distributed()
     distributed.set_threads()
-    session = StudySession(spec, options, progress)
+    session = StudySession(spec, options, progress, data)
     session.open()
     distributed.on_main(lambda: progress(session.headline()))
     launched = distributed.worker_id() is not None
