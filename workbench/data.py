@@ -99,6 +99,8 @@ def load_splits(spec: DataSpec, base_dir: str | Path = ".", given: Any = None) -
     label_names, raw = _encode_labels(raw, spec)
     if "validation" not in raw:
         raw = _split_validation(raw["train"], spec)
+    if spec.max_train_examples is not None and len(raw["train"]) > spec.max_train_examples:
+        raw["train"] = _subset(raw["train"], spec.max_train_examples, spec.seed)
     splits = Splits(raw["train"], raw["validation"], label_names, source, _digest(raw))
     for name in ("train", "validation"):
         if len(getattr(splits, name)) == 0:
@@ -240,6 +242,14 @@ def _split_validation(train: Dataset, spec: DataSpec):
     except ValueError:  # a class too small to stratify: fall back to a plain seeded split
         parts = train.train_test_split(test_size=spec.validation_fraction, seed=spec.seed)
     return DatasetDict({"train": parts["train"], "validation": parts["test"]})
+
+
+def _subset(train: Dataset, n: int, seed: int) -> Dataset:
+    """`n` training rows, seeded and stratified by label (a plain seeded sample when a class is too small)."""
+    try:
+        return train.train_test_split(train_size=n, seed=seed, stratify_by_column="label")["train"]
+    except ValueError:
+        return train.shuffle(seed=seed).select(range(n))
 
 
 def _digest(raw) -> str:
