@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
+from stores import refused, snapshot
 from workbench.cli import main
 
 TEXTS = ["a charming film", "dull and tedious", "moving and bright", "a tedious mess"] * 10

@@ -9,8 +9,8 @@ import sys
 import pytest
 import yaml
 
-from conftest import TINY, merge
-from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
+from helpers import TINY, merge
+from stores import refused, snapshot
 from workbench.cli import main
 
 
