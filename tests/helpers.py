@@ -1,6 +1,9 @@
-"""Plain helpers the tests import (fixtures come from the fixtures_*.py plugins, see conftest.py)."""
+"""Plain helpers the tests import (fixtures come from the fixtures_*.py plugins, see conftest.py):
+the tiny study and its merge, and an MLflow client with the reads of a study's runs."""
 
 from __future__ import annotations
+
+from workbench.tracking import mlflow_client, resolve_tracking_uri
 
 # A study that runs in seconds per trial; tests merge their changes into it.
 TINY = {
@@ -28,3 +31,27 @@ def merge(base: dict, changes: dict) -> dict:
         nested = isinstance(value, dict) and isinstance(out.get(key), dict) and key != "search_space"
         out[key] = merge(out[key], value) if nested else value
     return out
+
+
+def tracking_client(tracking_uri: str | None = None):
+    """An MlflowClient whose registry is the same store: `tracking_uri`, else the store `study run` uses here.
+
+    Resolved as the CLI resolves it, so sqlite:///mlruns/mlflow.db means this directory's store
+    (MLflow caches one store per URI string: a relative one would stay on the first directory).
+    """
+    return mlflow_client(resolve_tracking_uri(tracking_uri))
+
+
+def trial_runs(client, study: str = "tiny") -> list:
+    """The study's trial runs (tag workbench.role = trial) in `client`'s store."""
+    return _runs(client, study, "trial")
+
+
+def study_runs(client, study: str = "tiny") -> list:
+    """The study's parent runs (tag workbench.role = study) in `client`'s store: one, found again on resume."""
+    return _runs(client, study, "study")
+
+
+def _runs(client, study: str, role: str) -> list:
+    experiment = client.get_experiment_by_name(study)
+    return client.search_runs([experiment.experiment_id], f"tags.`workbench.role` = '{role}'")

@@ -14,7 +14,7 @@ import weakref
 import pytest
 import yaml
 
-from helpers import TINY, merge
+from helpers import TINY, merge, tracking_client
 from stores import refused, snapshot
 from workbench.cli import main
 
@@ -36,10 +36,8 @@ def trials_by(param: str):
 
 
 def mlflow_run(trial):
-    from workbench.tracking import mlflow_client
-
-    # an absolute URI: MLflow caches one store per URI string, across tests' directories
-    return mlflow_client(f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}").get_run(trial.user_attrs["mlflow_run_id"])
+    """The MLflow run of `trial`, in the store `study run` used here."""
+    return tracking_client().get_run(trial.user_attrs["mlflow_run_id"])
 
 
 def test_nan_loss_fails_the_trial_alone(workdir, capsys):
@@ -172,8 +170,6 @@ def test_disk_full_during_a_trial_stops_the_study_cleanly(stores, write_study, w
 
 
 def test_registry_errors(stores, workdir, capsys):
-    from workbench.tracking import mlflow_client
-
     assert "nope: no registered model of that name" in refused(capsys, ["promote", "nope"])
     assert "no version or alias 'rival'" in refused(capsys, ["promote", "tiny-classifier", "--candidate", "rival"])
     assert "models:/nope@champion: cannot load the model" in refused(capsys, ["predict", "models:/nope@champion", "--text", "hi"])
@@ -181,7 +177,7 @@ def test_registry_errors(stores, workdir, capsys):
     (workdir / "empty.txt").write_text("\n  \n")
     assert "--input empty.txt: the file holds no texts" in refused(capsys, ["predict", "models:/tiny-classifier@challenger", "--input", "empty.txt"])
     assert snapshot(workdir) == stores
-    mlflow_client(f"sqlite:///{workdir}/mlruns/mlflow.db").delete_registered_model_alias("tiny-classifier", "challenger")
+    tracking_client(f"sqlite:///{workdir}/mlruns/mlflow.db").delete_registered_model_alias("tiny-classifier", "challenger")
     before = snapshot(workdir)
     assert "no version or alias 'challenger'" in refused(capsys, ["promote", "tiny-classifier"])
     assert snapshot(workdir) == before

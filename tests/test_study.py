@@ -3,21 +3,16 @@
 import optuna
 import pytest
 
+from helpers import study_runs, tracking_client, trial_runs
 from workbench.cli import main
 from workbench.study import RunOptions, open_study, resolve_storage, run_study
 from workbench.study_file import load_study_file
-from workbench.tracking import mlflow_client, resolve_tracking_uri
 
 pytestmark = pytest.mark.slow
 
 
 def stored_trials(name="tiny"):
     return optuna.load_study(study_name=name, storage=resolve_storage()).trials
-
-
-def trial_runs(client, name="tiny"):
-    experiment = client.get_experiment_by_name(name)
-    return client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'trial'")
 
 
 def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, capsys):
@@ -33,8 +28,8 @@ def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, c
     assert "ran 0 trials" in capsys.readouterr().out
     assert main(["study", "run", str(path), "--trials", "2", "--no-register"]) == 0
     assert len(stored_trials()) == 4
-    client = mlflow_client(resolve_tracking_uri())
-    parents = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.`workbench.role` = 'study'")
+    client = tracking_client()
+    parents = study_runs(client)
     assert len(parents) == 1, "the parent run is found again on resume"
     runs = trial_runs(client)
     assert sorted(int(r.data.tags["optuna.trial.number"]) for r in runs) == [0, 1, 2, 3]
@@ -45,7 +40,7 @@ def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
     spec = load_study_file(write_study(study={"n_trials": 1}))
     outcome = run_study(spec, RunOptions(register=False), progress=lambda line: None)
     assert outcome.states == {"COMPLETE": 1}
-    client = mlflow_client(resolve_tracking_uri())
+    client = tracking_client()
     (run,) = trial_runs(client)
     assert run.info.status == "FINISHED"
     assert run.data.tags["optuna.study"] == "tiny" and run.data.tags["optuna.trial.state"] == "COMPLETE"
@@ -70,7 +65,7 @@ def test_failing_and_pruned_trials_are_recorded_and_the_study_goes_on(write_stud
     assert len(trials) == 4 and len(failed) == 2
     assert all(t.params["model.num_heads"] == 3 for t in failed)
     assert all("divisible" in t.user_attrs["fail_reason"] for t in failed)
-    client = mlflow_client(resolve_tracking_uri())
+    client = tracking_client()
     by_number = {int(r.data.tags["optuna.trial.number"]): r for r in trial_runs(client)}
     for t in trials:
         run = by_number[t.number]
