@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,15 +20,14 @@ def seeded():
     from workbench.cli import main
 
     root = Path(tempfile.mkdtemp(prefix="workbench-seeded-"))
-    cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)  # mlflow.set_tracking_uri exports it
-    os.chdir(root)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # session scope: the function-scoped `monkeypatch` cannot reach here
+        mp.chdir(root)
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            # unset while seeding; set first so that leaving the block also drops what main exports
+            # (mlflow.set_tracking_uri / set_registry_uri), restoring the value from before if there was one
+            mp.setenv(name, "")
+            mp.delenv(name)
         seed(root, main)
-    finally:
-        os.chdir(cwd)
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-        if uri is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = uri
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
