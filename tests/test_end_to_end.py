@@ -11,14 +11,13 @@ import pytest
 from helpers import study_runs, tracking_client, trial_runs
 from workbench.cli import main
 
-pytestmark = pytest.mark.slow
-
 
 def run_cli(*args, cwd):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run([sys.executable, "-m", "workbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_study_to_registered_model_to_prediction_to_promotion(write_study, workdir, capsys):
     path = write_study(study={"n_trials": 2})
     assert main(["study", "run", str(path)]) == 0

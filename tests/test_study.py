@@ -8,13 +8,12 @@ from workbench.cli import main
 from workbench.study import RunOptions, open_study, resolve_storage, run_study
 from workbench.study_file import load_study_file
 
-pytestmark = pytest.mark.slow
-
 
 def stored_trials(name="tiny"):
     return optuna.load_study(study_name=name, storage=resolve_storage()).trials
 
 
+@pytest.mark.slow
 def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, capsys):
     # a categorical parameter too: its stored description (JSON lists) must match on resume
     path = write_study(study={"n_trials": 2}, search_space={
@@ -36,6 +35,7 @@ def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, c
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in runs)
 
 
+@pytest.mark.slow
 def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
     spec = load_study_file(write_study(study={"n_trials": 1}))
     outcome = run_study(spec, RunOptions(register=False), progress=lambda line: None)
@@ -53,6 +53,7 @@ def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
     assert stored_trials()[0].value == pytest.approx(max(m.value for m in history)), "the trial's value is its best evaluation"
 
 
+@pytest.mark.slow
 def test_failing_and_pruned_trials_are_recorded_and_the_study_goes_on(write_study):
     # num_heads 3 does not divide hidden_size 16: those trials fail in model construction
     path = write_study(
