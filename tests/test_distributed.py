@@ -109,13 +109,13 @@ SYNC_SCRIPT = textwrap.dedent(
             raise ValueError("no data on this node")
     try:
         distributed.together(build)
-    except Exception as e:
+    except (ValueError, distributed.SharedFailure) as e:  # its own error on rank 1, shared on rank 0
         print(f"rank {distributed.rank()} agreed: {distributed.failure_reason(e)}", flush=True)
     def log_to_mlflow():  # rank 0 only, like every Optuna and MLflow call
         raise ConnectionError("tracking server unreachable")
     try:
         distributed.on_main(log_to_mlflow)
-    except Exception as e:
+    except (ConnectionError, distributed.SharedFailure) as e:  # its own error on rank 0, shared on rank 1
         print(f"rank {distributed.rank()} shared: {distributed.failure_reason(e)}", flush=True)
     distributed.together(lambda: None)  # the ranks go on in step
     def step():  # rank 1 fails inside a step; rank 0 waits for its gradients
