@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,15 +48,23 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def running_trials(storage: str = "sqlite:///mlruns/optuna.db"):
+def study_created(name: str = "tiny", db: str = "mlruns/optuna.db") -> bool:
+    """Whether the launcher has created the study, read without writing: Optuna's own load would
+    create the database's tables, racing the launcher that is creating them."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute("select 1 from studies where study_name = ?", (name,)).fetchone() is not None
+    except sqlite3.OperationalError:  # no database file yet, or no tables in it yet
+        return False
+
+
+def running_trials():
     """RUNNING trials whose worker has opened the MLflow run (so they are mid-trial)."""
     from optuna.trial import TrialState
 
-    try:
-        trials = load(storage).get_trials(states=(TrialState.RUNNING,))
-    except Exception:  # the launcher has not created the study yet
+    if not study_created():
         return []
-    return [t for t in trials if "worker" in t.user_attrs]
+    return [t for t in load().get_trials(states=(TrialState.RUNNING,)) if "worker" in t.user_attrs]
 
 
 def alive(pid: int) -> bool:
