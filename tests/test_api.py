@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import workbench
-from conftest import TINY
+from helpers import TINY, tracking_client
 from workbench.synthetic import LABELS, generate_examples
 
 pytestmark = pytest.mark.slow
@@ -35,8 +35,6 @@ def test_run_study_twice_in_one_interpreter_returns_the_trials_as_a_dataframe(wo
 def test_a_torch_dataset_is_studied_and_its_digest_recorded(workdir):
     import torch
 
-    from workbench.tracking import mlflow_client, resolve_tracking_uri
-
     examples = generate_examples(200, seed=5)
 
     class Reviews(torch.utils.data.Dataset):  # as the tutorial writes one: (text, label) per item
@@ -49,7 +47,7 @@ def test_a_torch_dataset_is_studied_and_its_digest_recorded(workdir):
     spec = workbench.load_study(TINY, study={"name": "torch-data", "n_trials": 1}, search_space={})
     result = workbench.run_study(spec, data=Reviews(), register=False, progress=lambda line: None)
     assert list(result.trials["state"]) == ["COMPLETE"]
-    client = mlflow_client(resolve_tracking_uri())
+    client = tracking_client()
     run = client.get_run(result.best_trial.user_attrs["mlflow_run_id"])
     assert run.data.tags["workbench.data_source"] == "python:Reviews"
     assert len(run.data.tags["workbench.data_digest"]) == 64

@@ -65,13 +65,14 @@ def bert_study(write_study, **model) -> Path:
 def test_fine_tunes_registers_and_serves_a_pretrained_checkpoint(tiny_bert, write_study, workdir, tmp_path_factory, capsys):
     from servers import free_port, stop, wait_until_up
     from workbench.pretrained import weights_sha256
-    from workbench.tracking import mlflow_client, resolve_tracking_uri
+    from helpers import tracking_client
+    from workbench.tracking import resolve_tracking_uri
 
     path = bert_study(write_study, classifier_dropout=0.0)
     assert main(["study", "run", str(path)]) == 0
     out = capsys.readouterr().out
     assert "registered bert-classifier version 1" in out, out
-    client = mlflow_client(resolve_tracking_uri())
+    client = tracking_client()
     version = client.get_model_version_by_alias("bert-classifier", "challenger")
     run = client.get_run(version.run_id)
     assert run.data.tags["workbench.pretrained_sha256"] == weights_sha256(tiny_bert)
