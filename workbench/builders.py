@@ -30,6 +30,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_total_limit": 1,  # the best checkpoint is always kept in addition
     "save_only_model": True,  # no optimizer state: trials are not resumed mid-way
     "logging_nan_inf_filter": False,  # a NaN loss must be seen, not averaged away
+    "log_level_replica": "error",  # Trainer sets this on DDP ranks > 0; "warning" let load reports through
     "num_train_epochs": 3,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 128,

@@ -172,6 +172,7 @@ def cmd_study_run(args) -> int:
         states = result.trials["state"].value_counts() if len(result.trials) else {}
         summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(dict(states).items()))
         print(f"study {result.study_name}: ran {result.trials_run} trials" + (f"; in total {summary}" if summary else ""))
+    if distributed.is_main() and distributed.worker_id() is None:  # a worker of --workers: its launcher concludes
         if result.best_trial is not None:
             print(f"best: trial {result.best_trial.number}, {result.metric}={result.best_value:.4f}")
         if result.registered:
