@@ -77,6 +77,8 @@ def test_fine_tunes_registers_and_serves_a_pretrained_checkpoint(tiny_bert, writ
     run = client.get_run(version.run_id)
     assert run.data.tags["workbench.pretrained_sha256"] == weights_sha256(tiny_bert)
     assert run.data.params["model.model_type"] == "bert" and run.data.params["model.classifier_dropout"] == "0.0"
+    assert main(["reproduce", version.run_id]) == 0  # from the run's record: the same checkpoint, data and seeds
+    assert "matches within" in capsys.readouterr().out
 
     # a fresh process, in a directory without the checkpoint, loads and predicts raw text
     elsewhere = tmp_path_factory.mktemp("elsewhere")
