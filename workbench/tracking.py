@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from workbench.db import absolute_sqlite, check_sqlite_writable, default_sqlite
+from workbench.db import absolute_sqlite, check_sqlite_writable, default_sqlite, existing_sqlite
 from workbench.errors import StoreError, first_line
 
 if TYPE_CHECKING:
@@ -35,6 +35,12 @@ def resolve_tracking_uri(explicit: Optional[str] = None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite store under mlruns/."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     return absolute_sqlite(uri, "--tracking-uri")
+
+
+def resolve_existing_tracking_uri(explicit: Optional[str] = None) -> str:
+    """As resolve_tracking_uri, for commands that only read: a missing SQLite store is an error, never created."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return existing_sqlite(uri, "--tracking-uri", "MLflow tracking store")
 
 
 # The fail-fast check before a study: MLflow's own default retries for minutes.
