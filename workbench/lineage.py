@@ -25,7 +25,7 @@ from workbench import distributed
 from workbench.data import TrialData, prepare_data
 from workbench.errors import DataError, RegistryError, ReproductionMismatch, first_line
 from workbench.study_file import StudySpec, apply_overrides, validate_study
-from workbench.tracking import NullTrialRun, TrialRun, mlflow_client
+from workbench.tracking import OBJECTIVE_METRIC, STATE_TAG, NullTrialRun, TrialRun, mlflow_client
 from workbench.training import train_trial
 
 logger = logging.getLogger(__name__)
@@ -185,9 +185,11 @@ def reproduce(run_id: str, tracking_uri: str) -> Reproduction:
     client = mlflow_client(tracking_uri)
     spec, record = load_trial_spec(client, run_id)
     metric = spec.study.metric
-    recorded = client.get_run(run_id).data.metrics.get(f"best_{metric}")
-    if recorded is None:
-        raise RegistryError(f"run {run_id}: no best_{metric} recorded: only completed trials can be reproduced")
+    run = client.get_run(run_id).data
+    recorded = run.metrics.get(OBJECTIVE_METRIC, run.metrics.get(f"best_{metric}"))
+    if recorded is None or run.tags.get(STATE_TAG, "COMPLETE") != "COMPLETE":
+        state = run.tags.get(STATE_TAG, "without a score")
+        raise RegistryError(f"run {run_id}: the trial is {state}: only completed trials can be reproduced")
     distributed.set_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = client.download_artifacts(run_id, TOKENIZER_ARTIFACT, tmp)

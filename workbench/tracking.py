@@ -27,8 +27,13 @@ ROLE_TAG = "workbench.role"
 STUDY_TAG = "optuna.study"
 TRIAL_TAG = "optuna.trial.number"
 STATE_TAG = "optuna.trial.state"
-# Optuna trial state -> MLflow run status: pruned runs read KILLED (stopped on purpose) at a glance.
-RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "KILLED": "KILLED"}
+# Optuna trial state -> MLflow run status. A pruned trial did its job (the pruner stopped it early):
+# FINISHED, told apart by its state tag and description; KILLED is kept for Ctrl-C.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
+# Every trial run's score: the best value of the study metric reached so far (the value Optuna
+# ranks once the trial completes; for a pruned trial, the best before pruning). The MLflow UI
+# shows a metric's last value: sort the runs by this column, not by the study metric itself.
+OBJECTIVE_METRIC = "objective"
 
 
 def resolve_tracking_uri(explicit: Optional[str] = None) -> str:
