@@ -25,6 +25,7 @@ DESCRIPTION = """Hyperparameter studies for Hugging Face transformers models, tr
 Stores: mlruns/mlflow.db (MLflow) and mlruns/optuna.db (Optuna) in the current folder, unless
 --tracking-uri / --storage say otherwise. Exit codes: 0 done, 1 refused (a gate, a mismatch),
 2 bad input, 130 interrupted."""
+MODEL_HELP = "NAME (its @champion), NAME@ALIAS, NAME/VERSION, models:/..., or a model folder"
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -82,7 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", parents=common, help="move @champion to a candidate that is better, and not by chance")
     promote.add_argument("model_name")
     promote.add_argument("--candidate", default="challenger", help="alias or version number to promote (default: challenger)")
-    promote.add_argument("--to", default="champion", choices=["champion"], help="the alias to move (default: champion)")
     promote.add_argument("--data", help="evaluation data: a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the candidate's validation data)")
     promote.add_argument("--min-delta", type=float, default=0.0, help="the smallest improvement of the study metric that counts (default: 0)")
     promote.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default: 0.05)")
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.set_defaults(handler=cmd_rollback)
 
     evaluate = commands.add_parser("evaluate", parents=common, help="metrics and pictures of a model on labelled data, logged to MLflow")
-    evaluate.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
+    evaluate.add_argument("model", help=MODEL_HELP)
     evaluate.add_argument("--data", help="a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the version's validation data)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(handler=cmd_reproduce)
 
     predict = commands.add_parser("predict", parents=common, help="predict labels for raw texts with a registered model")
-    predict.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
+    predict.add_argument("model", help=MODEL_HELP)
     predict.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
-    predict.add_argument("--input", type=Path, help="a file of texts: .txt (one per line), or csv/tsv/jsonl/parquet with a `text` column")
+    predict.add_argument("--input", type=Path, help="a file of texts: .txt (one per line), or csv/tsv/jsonl/parquet with a `text` column (other columns are kept)")
     predict.add_argument("--output", type=Path, help="write predictions here (.csv, .jsonl or .parquet) instead of printing")
     predict.set_defaults(handler=cmd_predict)
     return parser
@@ -231,13 +231,20 @@ def cmd_server(args) -> int:
     return run_server(spec)
 
 
+def _existing_store(args) -> str:
+    """The tracking store of a command that reads what a study made: never created when missing."""
+    from workbench.tracking import configure_mlflow, resolve_existing_tracking_uri
+
+    uri = resolve_existing_tracking_uri(args.tracking_uri)
+    configure_mlflow(uri)
+    return uri
+
+
 def cmd_promote(args) -> int:
     from workbench.errors import PromotionRefused
     from workbench.promotion import promote
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    configure_mlflow(uri)
+    uri = _existing_store(args)
     decision = promote(args.model_name, uri, args.candidate, args.data, args.min_delta, args.alpha, args.dry_run, args.force)
     print(decision.table())
     if not decision.promoted and not args.dry_run:
@@ -247,54 +254,47 @@ def cmd_promote(args) -> int:
 
 def cmd_rollback(args) -> int:
     from workbench.promotion import rollback
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    configure_mlflow(uri)
-    print(rollback(args.model_name, uri))
+    print(rollback(args.model_name, _existing_store(args)))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from workbench.evaluation import evaluate
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+    from workbench.inference import model_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    configure_mlflow(uri)
-    print(evaluate(args.model_uri, args.data, uri).table())
+    uri = _existing_store(args)
+    print(evaluate(model_uri(args.model), args.data, uri).table())
     return 0
 
 
 def cmd_reproduce(args) -> int:
     from workbench.lineage import reproduce
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    configure_mlflow(uri)
-    print(reproduce(args.run_id, uri).summary())
+    print(reproduce(args.run_id, _existing_store(args)).summary())
     return 0
 
 
 def cmd_predict(args) -> int:
-    from workbench.inference import load_model, read_texts
-    from workbench.tables import write_table
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+    import shutil
 
-    texts = list(args.text) + (read_texts(args.input) if args.input else [])
-    if not texts:
+    import pandas as pd
+
+    from workbench.inference import TEXT_COLUMN, format_predictions, load_model, model_uri, read_inputs
+    from workbench.tables import write_table
+
+    frames = ([pd.DataFrame({TEXT_COLUMN: args.text})] if args.text else []) + ([read_inputs(args.input)] if args.input else [])
+    if not frames:
         raise WorkbenchError("predict: give --text TEXT (repeatable) or --input FILE")
-    configure_mlflow(resolve_tracking_uri(args.tracking_uri))
-    frame = load_model(args.model_uri).predict(_frame(texts))
-    frame.insert(0, "text", texts)
+    uri = model_uri(args.model)
+    if uri.startswith(("models:/", "runs:/")):
+        _existing_store(args)
+    rows = pd.concat(frames, ignore_index=True)
+    predictions = load_model(uri).predict(rows[[TEXT_COLUMN]])
+    frame = pd.concat([rows, predictions.reset_index(drop=True)], axis=1)
     if args.output:
         write_table(frame, args.output, "--output")
         print(f"wrote {len(frame)} predictions to {args.output}")
     else:
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(format_predictions(frame, shutil.get_terminal_size().columns))
     return 0
-
-
-def _frame(texts: list[str]):
-    import pandas as pd
-
-    return pd.DataFrame({"text": texts})

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from workbench.errors import RegistryError
+from workbench.errors import PromotionRefused, RegistryError
 from workbench.evaluation import Scores, score_model
 from workbench.registry import CHALLENGER, CHAMPION, DIRECTION_TAG, METRIC_TAG, PREVIOUS_CHAMPION, alias_or_none, get_version
 from workbench.tracking import mlflow_client
@@ -175,7 +175,7 @@ def promote(
     cand = get_version(client, name, candidate)
     champ = alias_or_none(client, name, CHAMPION)
     if champ is not None and champ.version == cand.version:
-        raise RegistryError(f"{name}: version {cand.version} is already @{CHAMPION}")
+        raise PromotionRefused(f"{name}: version {cand.version} is already @{CHAMPION}: nothing to promote")
     metric = cand.tags.get(METRIC_TAG, "eval_accuracy").removeprefix("eval_")
     maximize = cand.tags.get(DIRECTION_TAG, "maximize") == "maximize"
     cand_scores, eval_data = score_model(f"models:/{name}/{cand.version}", data)
