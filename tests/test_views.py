@@ -44,6 +44,8 @@ def test_study_show_marks_the_best_trial_and_states_the_registry(stores, workdir
         assert set(trial["params"]) == {"training.learning_rate"}
         assert runs[trial["run_id"]].data.tags["optuna.trial.number"] == str(trial["number"])
     assert view["registry"] == [{"model": "tiny-classifier", "version": "1", "trial": view["best_trial"], "aliases": ["challenger"]}]
+    origin = client.get_model_version("tiny-classifier", "1").description
+    assert origin.startswith(f"From study 'tiny', trial {view['best_trial']}: eval_accuracy = {view['best_value']:.4f}")
 
     table = run_cli(capsys, ["study", "show", "tiny"])
     best_line = next(line for line in table.splitlines() if line.startswith("*"))
