@@ -105,3 +105,55 @@ def test_pruned_trial_has_a_score_and_is_not_a_failure(write_study, workdir, cap
     assert pruned.data.tags["optuna.trial.state"] == "PRUNED"
     assert "not a failure" in pruned.data.tags["mlflow.note.content"] and "threshold" in pruned.data.tags["mlflow.note.content"]
     assert "PRUNED" in run_cli(capsys, ["study", "show", "tiny"])
+
+
+@pytest.mark.slow
+def test_workbench_ui_serves_this_folders_store_on_loopback_and_stops_with_its_server(stores, workdir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    from servers import free_port, wait_until_up
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    with open(workdir / "ui.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "ui", "--port", str(port)], cwd=workdir, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", proc, 120, workdir / "ui.log")
+        assert f"MLflow UI: http://127.0.0.1:{port}" in (workdir / "ui.log").read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny") as r:
+            experiment = json.loads(r.read())["experiment"]
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"], "model-training mode"
+        proc.send_signal(signal.SIGTERM)  # to workbench alone: it must take its mlflow server down with it
+        assert proc.wait(timeout=60) == 0
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_the_study_in_mlflow_params_a_person_can_read(write_study, workdir, capsys):
+    path = write_study(study={"n_trials": 1, "pruner": {"type": "median", "n_warmup_steps": 1}}, registry={})
+    run_cli(capsys, ["study", "run", str(path)])
+    client = mlflow_client(f"sqlite:///{workdir}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("workbench.role") == "study")
+    trial = next(r for r in runs if r.data.tags.get("workbench.role") == "trial")
+    assert parent.data.params["sampler"] == "random" and parent.data.params["sampler.seed"] == "0"
+    assert parent.data.params["pruner"] == "median" and parent.data.params["pruner.n_warmup_steps"] == "1"
+    assert json.loads(parent.data.params["search_space.training.learning_rate"]) == {"low": 0.001, "high": 0.005, "log": True}
+    params = trial.data.params
+    assert "training.learning_rate" in params and params["model.hidden_size"] == "16" and params["training.num_train_epochs"] == "2"
+    assert "training.hub_token" not in params and "training.fsdp" not in params and len(params) < 40, sorted(params)
+    resolved = json.loads((workdir / client.download_artifacts(trial.info.run_id, "resolved_params.json", str(workdir))).read_text())
+    assert "training.fsdp" in resolved and len(resolved) > 100
+    assert trial.data.metrics["objective"] == trial.data.metrics["best_eval_accuracy"]

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--allowed-hosts", help="extra Host headers to accept when --host is not loopback, e.g. trainhost:5000")
     server.set_defaults(handler=cmd_server)
 
+    ui = commands.add_parser("ui", parents=common, help="the MLflow UI on this folder's stores, at http://127.0.0.1:PORT")
+    ui.add_argument("--port", type=int, default=5000, help="port to listen on, on 127.0.0.1 only (default: 5000)")
+    ui.set_defaults(handler=cmd_ui)
+
     promote = commands.add_parser("promote", parents=common, help="move @champion to a candidate that is better, and not by chance")
     promote.add_argument("model_name")
     promote.add_argument("--candidate", default="challenger", help="alias or version number to promote (default: challenger)")
@@ -222,6 +226,13 @@ def cmd_study_show(args) -> int:
 
     print(render_show(show_study(args.name, args.storage, args.tracking_uri), args.format))
     return 0
+
+
+def cmd_ui(args) -> int:
+    from workbench.tracking import resolve_existing_tracking_uri
+    from workbench.views import run_ui
+
+    return run_ui(resolve_existing_tracking_uri(args.tracking_uri), args.port, on_start=lambda line: print(line, flush=True))
 
 
 def cmd_server(args) -> int:

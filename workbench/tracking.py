@@ -34,6 +34,8 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "K
 # ranks once the trial completes; for a pruned trial, the best before pruning). The MLflow UI
 # shows a metric's last value: sort the runs by this column, not by the study metric itself.
 OBJECTIVE_METRIC = "objective"
+# The MLflow UI's mode for an experiment (3.x): model training, not GenAI traces and prompts.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(explicit: Optional[str] = None) -> str:
@@ -196,7 +198,7 @@ def _experiment_id(client, tracking_uri: str, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=local_artifact_root(tracking_uri, name))
+    return client.create_experiment(name, artifact_location=local_artifact_root(tracking_uri, name), tags=EXPERIMENT_KIND)
 
 
 class StudyTracking:
@@ -217,10 +219,13 @@ class StudyTracking:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            for key, value in EXPERIMENT_KIND.items():
+                if key not in found.tags:  # made by an older workbench: the UI would guess GenAI
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         location = local_artifact_root(self.tracking_uri, self.study_name)
         try:
-            return self.client.create_experiment(self.study_name, artifact_location=location)
+            return self.client.create_experiment(self.study_name, artifact_location=location, tags=EXPERIMENT_KIND)
         except Exception:  # another worker created it first
             found = self.client.get_experiment_by_name(self.study_name)
             if found is None:

@@ -14,9 +14,11 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Optional
 
 from workbench.errors import StoreError, WorkbenchError, first_line
+from workbench.server import ServerSpec, build_server_command
 from workbench.registry import STUDY_TAG as VERSION_STUDY_TAG
 from workbench.registry import TRIAL_TAG as VERSION_TRIAL_TAG
 from workbench.storage import METRIC_ATTR, RUN_ID_ATTR, best_trial, open_storage_readonly
@@ -157,6 +159,43 @@ def _count_states(states) -> dict[str, int]:
     for state in states:
         counts[state] = counts.get(state, 0) + 1
     return {s: counts[s] for s in sorted(counts, key=lambda s: STATES.index(s) if s in STATES else len(STATES))}
+
+
+def run_ui(tracking_uri: str, port: int, on_start=print) -> int:
+    """`mlflow ui` on this project's tracking store, bound to 127.0.0.1, in the foreground until Ctrl-C.
+
+    A tracking server already has its UI: its URL is given instead. Returns the exit code.
+    """
+    import signal
+    import socket
+    import subprocess
+
+    if tracking_uri.startswith(("http://", "https://")):
+        on_start(f"the tracking server serves its own UI: {tracking_uri}")
+        return 0
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise WorkbenchError(f"--port {port}: something already listens there (an MLflow UI?): open http://127.0.0.1:{port} or pass another --port")
+    artifacts = None
+    if tracking_uri.startswith("sqlite:///"):  # beside the store, wherever it is (runs name their own artifact folders anyway)
+        artifacts = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts")
+    command = build_server_command(ServerSpec(port=port, backend_store_uri=tracking_uri, artifacts_destination=artifacts))
+    proc = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, _interrupt)  # a TERM to us must stop the server too, or it outlives us
+    on_start(f"MLflow UI: http://127.0.0.1:{port}  (store {tracking_uri}; Ctrl-C stops it)")
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 # ---- rendering -------------------------------------------------------------------------------
