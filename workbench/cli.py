@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_evaluate)
 
     reproduce = commands.add_parser("reproduce", parents=common, help="re-run a trial from its MLflow run's record and compare its metric")
-    reproduce.add_argument("run_id")
+    reproduce.add_argument("run", metavar="RUN_ID|STUDY:TRIAL", help="a trial's MLflow run id, or the study name and trial number, e.g. demo:7")
     reproduce.set_defaults(handler=cmd_reproduce)
 
     predict = commands.add_parser("predict", parents=common, help="predict labels for raw texts with a registered model")
@@ -282,7 +282,7 @@ def cmd_evaluate(args) -> int:
 def cmd_reproduce(args) -> int:
     from workbench.lineage import reproduce
 
-    print(reproduce(args.run_id, _existing_store(args)).summary())
+    print(reproduce(args.run, _existing_store(args), progress=lambda line: print(line, flush=True)).summary())
     return 0
 
 
