@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
+from stores import refused
 from workbench.cli import main
 from workbench.errors import StoreError
 
@@ -34,6 +34,7 @@ def test_global_options_before_or_after_the_subcommand(workdir, capsys):
         main(["study", "list", "--debug"])
 
 
+@pytest.mark.slow
 def test_predict_keeps_the_input_columns_and_prints_readable_rows(stores, workdir, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     pd.DataFrame({"id": [7, 8], "text": ["a charming film " * 40, "dull"]}).to_csv(workdir / "in.csv", index=False)
@@ -47,6 +48,7 @@ def test_predict_keeps_the_input_columns_and_prints_readable_rows(stores, workdi
     assert list(out.columns[:4]) == ["id", "text", "label", "score"] and out["id"].tolist() == [7, 8]
 
 
+@pytest.mark.slow
 def test_exit_codes_done_refused_bad_input(stores, workdir, capsys):
     # a bare NAME means its @champion: none yet
     assert "models:/tiny-classifier@champion: cannot load the model" in refused(capsys, ["predict", "tiny-classifier", "--text", "hi"])

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
+from stores import refused, snapshot
 from workbench.cli import main
 from workbench.tracking import mlflow_client
 
@@ -20,6 +20,7 @@ def run_cli(capsys, argv: list[str]) -> str:
     return captured.out
 
 
+@pytest.mark.slow
 def test_study_list_as_table_json_and_csv(stores, workdir, capsys):
     table = run_cli(capsys, ["study", "list"])
     assert "tiny" in table and "maximize eval_accuracy" in table and "2 trials (2 complete)" in table
@@ -32,6 +33,7 @@ def test_study_list_as_table_json_and_csv(stores, workdir, capsys):
     assert snapshot(workdir) == stores, "a view changes nothing"
 
 
+@pytest.mark.slow
 def test_study_show_marks_the_best_trial_and_states_the_registry(stores, workdir, capsys):
     view = json.loads(run_cli(capsys, ["study", "show", "tiny", "--json"]))
     client = mlflow_client(f"sqlite:///{workdir}/mlruns/mlflow.db")
@@ -56,6 +58,7 @@ def test_study_show_marks_the_best_trial_and_states_the_registry(stores, workdir
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_global_options_after_the_subcommand(stores, workdir, capsys):
     uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
     storage = f"sqlite:///{workdir}/mlruns/optuna.db"
@@ -70,10 +73,12 @@ def test_missing_stores_are_named_and_never_created(workdir, capsys):
     assert list(workdir.iterdir()) == [], "a read-only command created a file or folder"
 
 
+@pytest.mark.slow
 def test_unknown_study_suggests_a_name(stores, workdir, capsys):
     assert "did you mean tiny?" in refused(capsys, ["study", "show", "tiy"])
 
 
+@pytest.mark.slow
 def test_registry_unknown_when_the_tracking_store_is_missing(stores, workdir, capsys):
     (workdir / "mlruns" / "mlflow.db").unlink()
     out = run_cli(capsys, ["study", "show", "tiny"])
