@@ -18,7 +18,7 @@ LAYERS = {
     4: {"study_file"},
     5: {"storage", "data", "callbacks"},
     6: {"training", "registry", "plots"},
-    7: {"lineage"},
+    7: {"lineage", "views"},
     8: {"objective", "evaluation"},
     9: {"study", "promotion"},
     10: {"workers", "api"},

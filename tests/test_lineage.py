@@ -11,6 +11,11 @@ from workbench.cli import main
 
 
 @pytest.mark.slow
+def refused_line(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
 def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     import workbench
     from workbench.lineage import git_commit
@@ -42,9 +47,12 @@ def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     assert any(line.startswith("torch==") for line in requirements.splitlines())
     assert "tokenizer/tokenizer.json" in {a.path for a in client.list_artifacts(run_id, "tokenizer")}
 
-    assert main(["--tracking-uri", uri, "reproduce", run_id]) == 0
+    assert main(["reproduce", "tiny:0", "--tracking-uri", uri]) == 0  # STUDY:TRIAL finds the run
     out = capsys.readouterr().out
+    assert f"reproducing run {run_id} (study tiny, trial 0)" in out and "training:" in out, "progress while it works"
     assert f"run {run_id}: eval_loss recorded" in out and "matches within 1e-06" in out
+    assert client.get_run(run_id).data.tags["workbench.reproduced.matches"] == "True"
+    assert "has no trial 5" in refused_line(capsys, ["--tracking-uri", uri, "reproduce", "tiny:5"])
 
     parent = trial.data.tags["mlflow.parentRunId"]
     assert main(["--tracking-uri", uri, "reproduce", parent]) == 2

@@ -176,3 +176,27 @@ def test_unknown_model_or_bad_data_is_one_line_and_exit_2(keyword_registry, caps
     err = capsys.readouterr().err
     assert "Traceback" not in err and "no label column" in err.strip().splitlines()[-1]
     assert _alias(keyword_registry, "champion") == "1"
+
+
+@pytest.mark.slow
+def test_history_keeps_every_promotion_refusal_and_rollback(keyword_registry, capsys):
+    from workbench.registry import read_history
+
+    _set_aliases(keyword_registry, champion=None, previous_champion=None)
+    client = tracking_client(keyword_registry.tracking_uri)
+    before = len(read_history(client, keyword_registry.name))
+    assert _promote(keyword_registry, "--candidate", "1") == 0  # no champion yet
+    assert _promote(keyword_registry, "--candidate", "2") == 0  # clearly better than the weak v1
+    assert _promote(keyword_registry, "--candidate", "1") == 1  # worse: refused
+    assert main(["--tracking-uri", keyword_registry.tracking_uri, "rollback", keyword_registry.name]) == 0
+    capsys.readouterr()
+    events = read_history(client, keyword_registry.name)[before:]
+    assert [(e["action"], e["version"], e["champion_before"], e["champion_after"]) for e in events] == [
+        ("promoted", "1", None, "1"), ("promoted", "2", "1", "2"), ("refused", "1", "2", "2"), ("rollback", "1", "2", "1"),
+    ]
+    assert [e["n"] for e in events] == list(range(before + 1, before + 5)), "numbered, none overwritten"
+    v1 = client.get_model_version(keyword_registry.name, "1").description
+    v2 = client.get_model_version(keyword_registry.name, "2").description
+    assert v1.index("promoted") < v1.index("replaced as @champion by v2") < v1.index("refused") < v1.index("@champion again by rollback")
+    assert v2.index("promoted") < v2.index("rolled back")
+    assert _tags(keyword_registry, 2)["decision"] == "rolled back"

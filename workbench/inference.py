@@ -99,11 +99,36 @@ def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
         raise RegistryError(f"{uri}: cannot load the model: {first_line(e)}") from None
 
 
-def read_texts(path: str | Path) -> list[str]:
-    """Texts from a file: one per line (.txt), or the `text` column of a csv/tsv/jsonl/parquet."""
+def model_uri(ref: str, alias: str = "champion") -> str:
+    """What the user typed -> a model URI: `NAME` means `models:/NAME@champion`; `NAME@ALIAS` and
+    `NAME/VERSION` get `models:/`; URIs (`models:/`, `runs:/`, ...) and existing folders stay as they are."""
+    if ":/" in ref or Path(ref).exists():
+        return ref
+    return f"models:/{ref}" if ("@" in ref or "/" in ref) else f"models:/{ref}@{alias}"
+
+
+def read_inputs(path: str | Path) -> pd.DataFrame:
+    """The rows to predict, every column kept: one text per line (.txt), or a csv/tsv/jsonl/parquet with a `text` column."""
     frame = read_table(Path(path), "--input", lines_as=TEXT_COLUMN)
     if TEXT_COLUMN not in frame.columns:
         raise DataError(f"--input {path}: no {TEXT_COLUMN!r} column (columns: {', '.join(map(str, frame.columns))})")
     if frame.empty:
         raise DataError(f"--input {path}: the file holds no texts: give one text per line or row")
-    return _texts(frame)
+    return frame
+
+
+def format_predictions(frame: pd.DataFrame, width: int) -> str:
+    """One line per prediction for a terminal: label, score, and the text cut to fit `width` characters."""
+    labels = frame["label"].astype(str)
+    w = max(5, labels.str.len().max() if len(frame) else 0)
+    lines = [f"{'label':<{w}}  score  text"]
+    room = max(20, width - w - 9)
+    for label, score, text in zip(labels, frame["score"], frame[TEXT_COLUMN].astype(str)):
+        text = " ".join(text.split())
+        lines.append(f"{label:<{w}}  {score:.3f}  {text if len(text) <= room else text[: room - 1] + '…'}")
+    return "\n".join(lines)
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """The texts of `read_inputs(path)`."""
+    return _texts(read_inputs(path))

@@ -23,6 +23,7 @@ from workbench.db import STORE_DIR, check_sqlite_writable, mask_url
 from workbench.errors import first_line
 from workbench.objective import TrialRunner
 from workbench.plots import log_study_plots
+from workbench.search_space import describe_space
 from workbench.registry import register_best
 from workbench.storage import (
     ELAPSED_ATTR, TrialCounts, best_trial, build_storage, check_stored, count_trials, fail_stale, open_study, resolve_storage, running_trials,
@@ -109,12 +110,26 @@ class StudySession:
         configure_mlflow(tracking_uri)
         tracking = StudyTracking(tracking_uri, self.spec.study.name)
         tracking.parent.log_dict(self.spec.to_dict(), "study_spec.json")
+        self._log_study_params(tracking)
         fail_stale(study)
         counts = count_trials(study)
         add = self.options.add_trials
         target = counts.counted + add if add is not None else self.spec.study.n_trials
         elapsed = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
         self.stores = OpenedStores(study, tracking, storage_url, tracking_uri, counts, target, elapsed)
+
+    def _log_study_params(self, tracking: StudyTracking) -> None:
+        """The search space, sampler, pruner and objective as the parent run's params (once: params never change)."""
+        study = self.spec.study
+        params = {"metric": study.metric, "direction": study.direction, "sampler": study.sampler.type, "pruner": study.pruner.type}
+        params.update({f"sampler.{k}": v for k, v in study.sampler.options.items()})
+        params.update({f"pruner.{k}": v for k, v in study.pruner.options.items()})
+        params.update({f"search_space.{k}": v for k, v in describe_space(self.spec.space).items()})
+        logged = tracking.client.get_run(tracking.parent_run_id).data.params
+        changed = sorted(k for k in params if k in logged and logged[k] != str(params[k]) and not isinstance(params[k], dict))
+        if changed:  # a resumed study with another sampler seed, say: the first values stay, the spec artifact has the new
+            logger.info("study params changed since the study started (kept as first logged): %s", ", ".join(changed))
+        tracking.parent.log_params({k: v for k, v in params.items() if k not in logged})
 
     def headline(self, workers: Optional[str] = None) -> str:
         """`study NAME: 3/12 trials done (stores)`, or `; WORKERS` instead: the first line; no password shown."""

@@ -82,7 +82,7 @@ def train_trial(
         trainer = distributed.together(
             lambda: build_trainer(spec, data, build_training_args(spec, trial_dir / "checkpoints"), [reporter])
         )
-        distributed.on_main(lambda: run.log_params(_params(trainer)))
+        distributed.on_main(lambda: log_params(run, trainer, spec))
         distributed.together(trainer.train)
         if reporter.pruned_at is not None:  # the same evaluation on every rank: the decision was shared
             raise optuna.TrialPruned(f"pruned at evaluation {reporter.pruned_at}")
@@ -105,6 +105,20 @@ def save_model(trainer: Trainer, model_dir: Path, model_class: Optional[str] = N
     readable(model_dir)
 
 
+def log_params(run: TrialRun, trainer: Trainer, spec: StudySpec) -> None:
+    """The searched parameters and every value that differs from its default as params (a short list the
+    MLflow UI can show); every resolved value in `resolved_params.json`."""
+    full = _params(trainer)
+    defaults = _default_params(trainer)
+    shown = {k: v for k, v in full.items() if k in spec.space or (k not in UNSHOWN_PARAMS and _differs(v, defaults.get(k)))}
+    run.log_params(shown)
+    run.log_dict(full, "resolved_params.json")
+
+
+# Filled in by the library itself, never a choice of the study: only in resolved_params.json.
+UNSHOWN_PARAMS = {"training.hub_token", "training.accelerator_config", "training.output_dir"}
+
+
 def _params(trainer: Trainer) -> dict[str, Any]:
     """The resolved model config and training arguments, as `model.*` / `training.*` params."""
     config = trainer.model.config.to_dict()
@@ -112,6 +126,29 @@ def _params(trainer: Trainer) -> dict[str, Any]:
     params = {f"model.{k}": v for k, v in config.items()}
     params.update({f"training.{k}": v for k, v in trainer.args.to_dict().items() if not k.startswith("_")})
     return params
+
+
+def _default_params(trainer: Trainer) -> dict[str, Any]:
+    """The defaults of the model config class and of TrainingArguments' fields (no object built: cheap, no side effects)."""
+    import dataclasses
+
+    try:
+        out = {f"model.{k}": v for k, v in type(trainer.model.config)().to_dict().items()}
+    except Exception:  # a user's config class that needs arguments: every model value is shown
+        out = {}
+    for f in dataclasses.fields(type(trainer.args)):
+        if f.default is not dataclasses.MISSING:
+            out[f"training.{f.name}"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f"training.{f.name}"] = f.default_factory()
+    return out
+
+
+def _differs(value: Any, default: Any) -> bool:
+    empty = (None, False, "", "none", [], {})
+    if value in empty and default in empty:
+        return False
+    return str(getattr(value, "value", value)) != str(getattr(default, "value", default))
 
 
 def readable(path: Path) -> None:
