@@ -22,6 +22,7 @@ from workbench.errors import DataError, first_line
 from workbench.spec import DataSpec, StudySpec, TokenizerSpec
 from workbench.synthetic import LABELS, generate_examples
 from workbench.tables import read_table
+from workbench.wordpiece import train_wordpiece
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +67,7 @@ def prepare_data(spec: StudySpec) -> TrialData:
     """Load, validate and tokenize the study's data once; every trial shares it."""
     # under torchrun a rank that cannot load the data fails every rank, with its reason
     splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir))
-    # WordPiece training breaks frequency ties in no fixed order: every rank takes rank 0's vocabulary
+    # built once, by rank 0, and shared (the build is deterministic: this only saves the other ranks the time)
     tokenizer = distributed.on_main(
         lambda: build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
     )
@@ -210,7 +211,7 @@ def _digest(raw) -> str:
 
 
 def build_tokenizer(spec: TokenizerSpec, texts: list[str], max_length: int, base_dir: str | Path = ".") -> PreTrainedTokenizerBase:
-    """Train a WordPiece tokenizer on `texts`, or load the local one at `spec.path`."""
+    """Train a WordPiece tokenizer on `texts` (deterministically), or load the local one at `spec.path`."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if spec.path is not None:
@@ -219,18 +220,7 @@ def build_tokenizer(spec: TokenizerSpec, texts: list[str], max_length: int, base
             return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as e:
             raise DataError(f"tokenizer.path: cannot load a tokenizer from {path}: {first_line(e)}") from None
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=spec.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
+    tok = train_wordpiece(texts, spec.vocab_size, SPECIAL_TOKENS)  # the same texts give the same bytes
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",
