@@ -80,7 +80,7 @@ def demo_trial(study: Path, repeats: int) -> None:
             digest = hashlib.sha256(tok.to_str().encode()).hexdigest()[:12]
             tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                                 sep_token="[SEP]", mask_token="[MASK]", model_max_length=spec.data.max_length)
-            data = TrialData(*tokenize_splits(splits, tokenizer, spec.data.max_length), tokenizer, splits.label_names, splits)
+            data = TrialData(*tokenize_splits(splits, tokenizer, spec.data.max_length), tokenizer, splits.label_names, splits, "positive")
             with tempfile.TemporaryDirectory() as tmp:
                 trainer = build_trainer(spec, data, build_training_args(spec, tmp), [])
                 trainer.train()

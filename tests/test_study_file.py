@@ -73,3 +73,14 @@ def test_categorical_and_range_parsing(write_study):
     assert isinstance(space["model.hidden_size"], CategoricalSpec)
     assert space["model.num_layers"].is_int
     assert not space["training.weight_decay"].is_int
+
+
+def test_every_metric_a_trial_computes_is_accepted_per_class_ones_by_their_shape():
+    from conftest import TINY, merge
+    from workbench.errors import StudyFileError
+    from workbench.study_file import validate_study
+
+    for metric in ("eval_f1_macro", "eval_f1_weighted", "eval_recall", "eval_f1_positive", "eval_recall_any label"):
+        assert validate_study(merge(TINY, {"study": {"metric": metric}})).study.metric == metric
+    with pytest.raises(StudyFileError, match="did you mean eval_f1_macro"):
+        validate_study(merge(TINY, {"study": {"metric": "eval_f1macro"}}))
