@@ -66,7 +66,7 @@ def demo_trial(study: Path, repeats: int) -> None:
 
     from workbench.builders import build_training_args
     from workbench.data import SPECIAL_TOKENS, TrialData, load_splits, tokenize_splits
-    from workbench.study_file import load_study_file
+    from workbench.study_file import apply_overrides, load_study_file
     from workbench.training import build_trainer
 
     spec = load_study_file(study, {"training.num_train_epochs": 4})
@@ -75,7 +75,9 @@ def demo_trial(study: Path, repeats: int) -> None:
     print(f"demo study data: {len(splits.train)} train / {len(splits.validation)} validation, model {spec.model}, "
           f"lr {spec.training['learning_rate']}, 4 epochs")
     for name, build in builders().items():
+        scores = []
         for attempt in range(repeats):
+            spec = apply_overrides(spec, {"training.seed": attempt})  # a new tokenizer build and a new seed per run
             tok = build(texts, spec.tokenizer.vocab_size, SPECIAL_TOKENS)
             digest = hashlib.sha256(tok.to_str().encode()).hexdigest()[:12]
             tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
@@ -85,8 +87,11 @@ def demo_trial(study: Path, repeats: int) -> None:
                 trainer = build_trainer(spec, data, build_training_args(spec, tmp), [])
                 trainer.train()
                 metrics = trainer.evaluate()
-            print(f"  {name:<28} run {attempt + 1}: tokenizer {digest}, eval_accuracy {metrics['eval_accuracy']:.4f}, "
+            scores.append((metrics["eval_accuracy"], metrics["eval_f1"]))
+            print(f"  {name:<28} seed {attempt}: tokenizer {digest}, eval_accuracy {metrics['eval_accuracy']:.4f}, "
                   f"eval_f1 {metrics['eval_f1']:.4f}")
+        accuracy, f1 = (sum(v) / len(v) for v in zip(*scores))
+        print(f"  {name:<28} mean of {repeats}: eval_accuracy {accuracy:.4f}, eval_f1 {f1:.4f}")
 
 
 def main() -> None:
@@ -94,9 +99,9 @@ def main() -> None:
     parser.add_argument("--sst2", type=Path, default=Path("../shared/data/sst2"))
     parser.add_argument("--vocab-size", type=int, default=4000)
     parser.add_argument("--study", type=Path, default=Path("studies/demo.yaml"))
-    parser.add_argument("--repeats", type=int, default=2, help="builds and trials per tokenizer on the demo data")
+    parser.add_argument("--repeats", type=int, default=3, help="trials per tokenizer on the demo data (training.seed 0, 1, ...)")
     args = parser.parse_args()
-    if args.sst2.is_dir():
+    if args.sst2.is_dir() and args.sst2.name:
         sst2(args.sst2, args.vocab_size)
     demo_trial(args.study, args.repeats)
 
