@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from workbench.errors import StudyFileError
@@ -28,7 +29,7 @@ def test_sections_are_typed_and_frozen(write_study):
     spec = load_study_file(write_study())
     assert isinstance(spec.space["training.learning_rate"], RangeSpec)
     assert spec.space["training.learning_rate"].log
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="Instance is frozen"):
         spec.study.n_trials = 5
 
 
@@ -76,7 +77,7 @@ def test_categorical_and_range_parsing(write_study):
 
 
 def test_every_metric_a_trial_computes_is_accepted_per_class_ones_by_their_shape():
-    from conftest import TINY, merge
+    from helpers import TINY, merge
     from workbench.errors import StudyFileError
     from workbench.study_file import validate_study
 
@@ -87,7 +88,7 @@ def test_every_metric_a_trial_computes_is_accepted_per_class_ones_by_their_shape
 
 
 def test_loss_section_is_checked():
-    from conftest import TINY, merge
+    from helpers import TINY, merge
     from workbench.study_file import validate_study
 
     assert validate_study(merge(TINY, {"loss": {"class_weights": "balanced"}})).loss.custom
