@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from servers import alive, descendants, free_port, stop, wait_until_up
+
 from workbench.server import ServerSpec, build_server_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,11 +30,12 @@ def listening_addresses(port: int) -> set[str]:
 
 
 def test_defaults_bind_loopback_one_worker_local_sqlite_and_proxied_artifacts(workdir):
-    command = build_server_command(ServerSpec())
+    command, env = build_server_command(ServerSpec())
     options = {flag: command[i + 1] for i, flag in enumerate(command) if flag.startswith("--") and flag != "--serve-artifacts"}
     assert command[1:4] == ["-m", "mlflow", "server"]
     assert options["--host"] == "127.0.0.1" and options["--workers"] == "1"
-    assert options["--backend-store-uri"] == "sqlite:///mlruns/mlflow.db"  # the store `study run` writes by default
+    assert env == {"MLFLOW_BACKEND_STORE_URI": "sqlite:///mlruns/mlflow.db"}  # the store `study run` writes by default
+    assert "--backend-store-uri" not in options  # its password would show in `ps`
     assert options["--artifacts-destination"] == (workdir / "mlruns" / "artifacts").as_uri()
     assert "--serve-artifacts" in command
 
@@ -67,34 +70,9 @@ def test_server_listens_on_loopback_only_and_stores_runs_and_artifacts(mlflow_se
     assert len(stored) == 1 and stored[0].read_text() == "hello"
 
 
-def descendants(pid: int) -> set[int]:
-    """Pids of every living process below `pid` (from /proc's parent links)."""
-    parent_of = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):  # exited while we looked
-                pass
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parent_of.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_to_the_server_stops_its_whole_process_tree_and_frees_the_port(tmp_path, signum):
-    from servers import free_port, stop, wait_until_up
-
     port = free_port()
     command = [sys.executable, "-m", "workbench", "server", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "artifacts")]

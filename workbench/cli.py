@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError, first_line, mask_secrets
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 QUIET_ENV = {
@@ -22,6 +22,7 @@ QUIET_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run at http://user:password@host/...": a secret, and noise
 }
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = study.add_parser("run", help="run a study file until its n_trials target is met (resumes)")
     run.add_argument("study_file", type=Path)
     run.add_argument("--trials", type=int, help="run this many more trials, beyond what the study holds")
-    run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
+    run.add_argument("--storage", help="Optuna storage URL (default: $WORKBENCH_STORAGE or sqlite:///mlruns/optuna.db)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study-file value, e.g. training.num_train_epochs=2")
     run.add_argument("--no-register", action="store_true", help="do not register the best model")
     run.add_argument("--workers", type=int, help="run N worker processes on this machine that share the study (spread over visible GPUs)")
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="start an mlflow server that many workers and machines can share")
     server.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
     server.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
-    server.add_argument("--backend-store-uri", help="database for runs and models (default: sqlite:///mlruns/mlflow.db)")
+    server.add_argument("--backend-store-uri", help="database for runs and models (default: $MLFLOW_BACKEND_STORE_URI or sqlite:///mlruns/mlflow.db)")
     server.add_argument("--artifacts-destination", help="where proxied artifacts are stored (default: mlruns/artifacts)")
     server.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1, enough on small machines)")
     server.add_argument("--allowed-hosts", help="extra Host headers to accept when --host is not loopback, e.g. trainhost:5000")
@@ -111,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except WorkbenchError as e:
         if args.debug:
             raise
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
+        print("error: " + " ".join(mask_secrets(str(e)).split()), file=sys.stderr)  # one line, whatever the message holds
         return getattr(e, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("interrupted: the running trial was marked failed; run the same command to resume", file=sys.stderr)

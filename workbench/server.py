@@ -23,6 +23,7 @@ from workbench.errors import WorkbenchError
 
 DEFAULT_BACKEND = "sqlite:///mlruns/mlflow.db"  # the same store `study run` writes by default
 DEFAULT_ARTIFACTS = Path("mlruns/artifacts")
+BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"  # mlflow server's own variable for --backend-store-uri
 
 
 @dataclass(frozen=True)
@@ -35,18 +36,20 @@ class ServerSpec:
     allowed_hosts: Optional[str] = None  # extra Host headers (mlflow refuses foreign ones by default)
 
 
-def build_server_command(spec: ServerSpec) -> list[str]:
-    """The `mlflow server` command line for `spec`; creates the default local stores' directories."""
+def build_server_command(spec: ServerSpec) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow server` command line for `spec` and the environment it adds; creates the default
+    local stores' directories. The backend URL (it may hold a password) goes in the environment,
+    which only its owner can read, not on the command line, which `ps` shows every user."""
     problems = []
     if not 1 <= spec.port <= 65535:
         problems.append(f"--port {spec.port}: choose a port between 1 and 65535")
     if spec.workers < 1:
         problems.append(f"--workers {spec.workers}: must be 1 or more")
     if spec.backend_store_uri is not None and "://" not in spec.backend_store_uri:
-        problems.append(f"--backend-store-uri {spec.backend_store_uri!r}: not a database URL (e.g. sqlite:///mlruns/mlflow.db or postgresql://...)")
+        problems.append(f"--backend-store-uri {mask_url(spec.backend_store_uri)!r}: not a database URL (e.g. sqlite:///mlruns/mlflow.db or postgresql://...)")
     if problems:
         raise WorkbenchError("; ".join(problems))
-    backend = driver_url(spec.backend_store_uri or DEFAULT_BACKEND)
+    backend = driver_url(spec.backend_store_uri or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND)
     if backend.startswith("sqlite:///"):
         Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     artifacts = spec.artifacts_destination
@@ -55,11 +58,11 @@ def build_server_command(spec: ServerSpec) -> list[str]:
         folder.mkdir(parents=True, exist_ok=True)
         artifacts = folder.resolve().as_uri()
     command = [sys.executable, "-m", "mlflow", "server", "--host", spec.host, "--port", str(spec.port)]
-    command += ["--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts]
+    command += ["--serve-artifacts", "--artifacts-destination", artifacts]
     command += ["--workers", str(spec.workers)]
     if spec.allowed_hosts:
         command += ["--allowed-hosts", spec.allowed_hosts]
-    return command
+    return command, {BACKEND_ENV: backend}
 
 
 STOP_GRACE_S = 20  # seconds the server's processes get to exit after SIGTERM, then SIGKILL
@@ -71,12 +74,11 @@ def run_server(spec: ServerSpec) -> int:
     The server runs in its own process group (mlflow starts uvicorn, uvicorn its workers): a
     SIGTERM or SIGINT to this process stops the whole group and waits, so nothing keeps the port.
     """
-    command = build_server_command(spec)
+    command, env = build_server_command(spec)
     host = socket.gethostname() if spec.host == "0.0.0.0" else spec.host
-    backend = command[command.index("--backend-store-uri") + 1]
-    print(f"mlflow server on {spec.host}:{spec.port} (backend {mask_url(backend)})", flush=True)
+    print(f"mlflow server on {spec.host}:{spec.port} (backend {mask_url(env[BACKEND_ENV])})", flush=True)
     print(f"workers: workbench --tracking-uri http://{host}:{spec.port} study run FILE --storage postgresql://...", flush=True)
-    proc = subprocess.Popen(command, start_new_session=True)
+    proc = subprocess.Popen(command, env=os.environ | env, start_new_session=True)
     stop_requested_at: list[float] = []
 
     def forward(_signum, _frame):
