@@ -98,3 +98,73 @@ def test_passwords_in_the_stores_reach_no_output_no_worker_command_line_and_no_m
     fields = mlflow_fields(mlflow_server.url, "secret", tmp_path / "artifacts")
     assert any("trial_spec.json" in f or "learning_rate" in f for f in fields)  # the fields were read
     assert [f[:200] for f in recorded + fields if secret in f] == []
+
+
+# --- the tracking server goes away mid-study --------------------------------------------------
+
+# MLflow retries a failed request with backoff 1, 2, 4, 8 s...: an outage of ~10 s is bridged in seconds, not minutes
+OUTAGE_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "8", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+OUTAGE_S = 8
+
+
+def start_server(port: int, root: Path) -> subprocess.Popen:
+    from servers import wait_until_up
+
+    command = [sys.executable, "-m", "workbench", "server", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")]
+    log = root / f"server-{time.monotonic_ns()}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=root, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_until_up(f"http://127.0.0.1:{port}/health", proc, 120, log)
+    return proc
+
+
+@pytest.mark.slow
+def test_a_study_survives_its_tracking_server_stopped_and_restarted_mid_trial(write_study, tmp_path):
+    import signal
+
+    import optuna
+    from servers import free_port, stop
+
+    from workbench.tracking import mlflow_client
+
+    port, root = free_port(), tmp_path / "server"
+    root.mkdir()
+    url = f"http://127.0.0.1:{port}"
+    path = write_study(study={"name": "outage", "n_trials": 2}, training={"num_train_epochs": 3}, registry={"model_name": "outage-classifier"})
+    server, study, out = start_server(port, root), None, tmp_path / "study.log"
+    try:
+        with open(out, "w") as log:
+            study = subprocess.Popen([sys.executable, "-m", "workbench", "--tracking-uri", url, "study", "run", str(path)],
+                                     cwd=tmp_path, env=env(**OUTAGE_RETRIES), stdout=log, stderr=subprocess.STDOUT)
+        client = mlflow_client(url)
+        deadline = time.monotonic() + 120
+        while not trial_runs(client, "outage"):
+            assert study.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(0.3)
+        os.kill(server.pid, signal.SIGTERM)  # trial 0 trains: its evaluations, its run's end, the next trial's start meet no server
+        assert server.wait(timeout=40) == 0
+        time.sleep(OUTAGE_S)
+        assert study.poll() is None, out.read_text()[-3000:]  # waiting for the server, not failed
+        server = start_server(port, root)  # same port, same backend
+        assert study.wait(timeout=240) == 0, out.read_text()[-3000:]
+
+        runs = trial_runs(client, "outage")
+        assert sorted((r.data.tags["optuna.trial.number"], r.info.status) for r in runs) == [(str(n), "FINISHED") for n in range(2)]
+        trials = optuna.load_study(study_name="outage", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+        by_run = {t.user_attrs["mlflow_run_id"]: t for t in trials}
+        for run in runs:  # every evaluation the trial reported to Optuna arrived in MLflow, once
+            history = client.get_metric_history(run.info.run_id, "eval_accuracy")
+            assert len(history) == len(by_run[run.info.run_id].intermediate_values) > 0
+        assert client.get_model_version_by_alias("outage-classifier", "challenger").version == "1"
+    finally:
+        if study is not None and study.poll() is None:
+            study.kill()
+        if server.poll() is None:
+            stop(server)
+
+
+def trial_runs(client, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], "tags.`workbench.role` = 'trial'") if found else []
