@@ -94,8 +94,11 @@ def run() -> None:
     """
     import gc
 
+    from workbench import distributed
+
     code = main()
     gc.freeze()
+    distributed.exit_now_if_left_waiting(code)
     sys.exit(code)
 
 
