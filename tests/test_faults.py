@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import trial_runs
 from servers import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +140,7 @@ def test_a_study_survives_its_tracking_server_stopped_and_restarted_mid_trial(wr
                                      cwd=tmp_path, env=env(**OUTAGE_RETRIES), stdout=log, stderr=subprocess.STDOUT)
         client = mlflow_client(url)
         deadline = time.monotonic() + 120
-        while not trial_runs(client, "outage"):
+        while not (client.get_experiment_by_name("outage") and trial_runs(client, "outage")):
             assert study.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
             time.sleep(0.3)
         os.kill(server.pid, signal.SIGTERM)  # trial 0 trains: its evaluations, its run's end, the next trial's start meet no server
@@ -163,8 +164,3 @@ def test_a_study_survives_its_tracking_server_stopped_and_restarted_mid_trial(wr
             study.kill()
         if server.poll() is None:
             stop(server)
-
-
-def trial_runs(client, experiment: str) -> list:
-    found = client.get_experiment_by_name(experiment)
-    return client.search_runs([found.experiment_id], "tags.`workbench.role` = 'trial'") if found else []

@@ -6,13 +6,12 @@ import json
 
 import pytest
 
+from helpers import tracking_client, trial_runs
 from workbench.cli import main
 
 
 @pytest.mark.slow
 def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
-    from workbench.tracking import mlflow_client
-
     import workbench
     from workbench.lineage import git_commit
 
@@ -20,9 +19,8 @@ def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     assert main(["study", "run", str(study), "--no-register"]) == 0
     capsys.readouterr()
     uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
-    client = mlflow_client(uri)
-    experiment = client.get_experiment_by_name("tiny").experiment_id
-    (found,) = client.search_runs([experiment], "tags.`workbench.role` = 'trial'")
+    client = tracking_client(uri)
+    (found,) = trial_runs(client)
     run_id = found.info.run_id
     trial = client.get_run(run_id)  # with its inputs
     assert trial.info.status == "FINISHED", trial.data.tags.get("mlflow.note.content")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import tracking_client
 from workbench.cli import main
 from workbench.promotion import TAG, mcnemar_exact, paired_bootstrap
 
@@ -36,35 +37,31 @@ def test_paired_bootstrap_interval_excludes_zero_only_for_a_real_difference():
     assert paired_bootstrap("loss", labels, better, champion, maximize=False, alpha=0.05).significant
 
 
-def _client(registry):
-    from workbench.tracking import mlflow_client
-
-    return mlflow_client(registry.tracking_uri)
-
-
 def _set_aliases(registry, **versions):
-    """champion=2, previous_champion=None (deleted) ..."""
-    client = _client(registry)
+    """champion=2, previous_champion=None (deleted; deleting an alias the model lacks does nothing) ..."""
+    client = tracking_client(registry.tracking_uri)
     for alias, version in versions.items():
         alias = alias.replace("_", "-")
         if version is None:
-            try:
-                client.delete_registered_model_alias(registry.name, alias)
-            except Exception:
-                pass
+            client.delete_registered_model_alias(registry.name, alias)
         else:
             client.set_registered_model_alias(registry.name, alias, str(version))
 
 
 def _alias(registry, alias):
+    """The version `alias` points to, or None when the model has no such alias."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        return str(_client(registry).get_model_version_by_alias(registry.name, alias).version)
-    except Exception:
+        return str(tracking_client(registry.tracking_uri).get_model_version_by_alias(registry.name, alias).version)
+    except MlflowException as e:
+        if e.message != f"Registered model alias {alias} not found.":
+            raise
         return None
 
 
 def _tags(registry, version):
-    tags = _client(registry).get_model_version(registry.name, str(version)).tags
+    tags = tracking_client(registry.tracking_uri).get_model_version(registry.name, str(version)).tags
     return {k.removeprefix(TAG): v for k, v in tags.items() if k.startswith(TAG)}
 
 

@@ -151,31 +151,36 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def cmd_study_run(args) -> int:
-    from workbench.study import RunOptions, run_study
+    from workbench import distributed
+    from workbench.api import result_of, run_study
+    from workbench.study import RunOptions
     from workbench.study_file import load_study_file
 
-    if args.trials is not None and args.trials < 0:
-        raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
     spec = load_study_file(args.study_file, _parse_sets(args.set))
-    options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
     show = lambda line: print(line, flush=True)  # noqa: E731
-    from workbench import distributed
-
     distributed.install_interrupt_handler()
     if args.workers is not None or args.workers_per_gpu is not None:
         from workbench.workers import plan_workers, run_workers, visible_gpus
 
+        if args.trials is not None and args.trials < 0:
+            raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
+        options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
         plans = plan_workers(args.workers, args.workers_per_gpu, visible_gpus())
         outcome = run_workers(args.study_file, spec, options, plans, args.set, debug=args.debug, progress=show)
+        result = result_of(spec, outcome, args.storage)
     else:
-        outcome = run_study(spec, options, progress=show)
+        result = run_study(
+            spec, trials=args.trials, storage=args.storage, tracking_uri=args.tracking_uri, register=not args.no_register, progress=show
+        )
     if distributed.is_main():
-        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.states.items()))
-        print(f"study {outcome.study_name}: ran {outcome.trials_run} trials" + (f"; in total {states}" if states else ""))
-        if outcome.best_trial is not None:
-            print(f"best: trial {outcome.best_trial}, {spec.study.metric}={outcome.best_value:.4f}")
-        if outcome.registered:
-            print(f"registered {outcome.registered} as @challenger; next: workbench promote {spec.registry.model_name}")
+        states = result.trials["state"].value_counts() if len(result.trials) else {}
+        summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(dict(states).items()))
+        print(f"study {result.study_name}: ran {result.trials_run} trials" + (f"; in total {summary}" if summary else ""))
+    if distributed.is_main() and distributed.worker_id() is None:  # a worker of --workers: its launcher concludes
+        if result.best_trial is not None:
+            print(f"best: trial {result.best_trial.number}, {result.metric}={result.best_value:.4f}")
+        if result.registered:
+            print(f"registered {result.registered} as @challenger; next: workbench promote {spec.registry.model_name}")
     return 0
 
 

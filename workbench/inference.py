@@ -14,9 +14,10 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from workbench import modeling
+from workbench.modeling import register_auto_classes
 from workbench.errors import DataError, RegistryError, first_line
 from workbench.tables import read_table
+from workbench.user_code import import_object, read_model_class
 
 TEXT_COLUMN = "text"
 
@@ -34,7 +35,7 @@ class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self.model = modeling.WorkbenchForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        self.model = load_classifier(model_dir)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         return self
 
@@ -54,7 +55,8 @@ class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
         import torch
 
         out = [np.zeros((0, len(self.labels)))]
-        limit = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
+        positions = getattr(self.model.config, "max_position_embeddings", None)  # a user's model may have no such limit
+        limit = min(self.tokenizer.model_max_length, positions or self.tokenizer.model_max_length)
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
                 batch = self.tokenizer(
@@ -63,6 +65,16 @@ class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 out.append(torch.softmax(logits.float(), -1).numpy())
         return np.concatenate(out)
+
+
+def load_classifier(model_dir: str | Path):
+    """A saved sequence classifier in eval mode: a user's class (recorded beside it), ours, or a transformers model."""
+    from transformers import AutoModelForSequenceClassification
+
+    ref = read_model_class(Path(model_dir))
+    register_auto_classes()
+    cls = import_object(ref, model_dir, "model class") if ref else AutoModelForSequenceClassification
+    return cls.from_pretrained(str(model_dir), local_files_only=True).eval()
 
 
 def _texts(model_input: Any) -> list[str]:

@@ -24,6 +24,7 @@ import workbench
 from workbench import distributed
 from workbench.data import TrialData, prepare_data
 from workbench.errors import DataError, RegistryError, ReproductionMismatch, first_line
+from workbench.pretrained import resolve_checkpoint
 from workbench.study_file import StudySpec, apply_overrides, validate_study
 from workbench.tracking import NullTrialRun, TrialRun, mlflow_client
 from workbench.training import train_trial
@@ -35,6 +36,7 @@ REQUIREMENTS_ARTIFACT = "requirements.txt"
 TOKENIZER_ARTIFACT = "tokenizer"
 VERSION_TAG, COMMIT_TAG = "workbench.version", "workbench.git_commit"
 DIGEST_TAG, SOURCE_TAG = "workbench.data_digest", "workbench.data_source"
+PRETRAINED_TAG, WEIGHTS_TAG = "workbench.pretrained", "workbench.pretrained_sha256"
 TOLERANCE = 1e-6  # CPU, fixed seeds: a reproduced trial matches to this
 
 
@@ -53,6 +55,10 @@ def study_lineage(spec: StudySpec, data: TrialData) -> StudyLineage:
     commit = git_commit()
     if commit:
         tags[COMMIT_TAG] = commit
+    if spec.model.get("pretrained"):  # the weights a trial starts from, as the data: source and digest
+        checkpoint = resolve_checkpoint(spec.model["pretrained"], spec.source_dir)
+        tags[PRETRAINED_TAG] = f"{checkpoint.name} ({checkpoint.location})"
+        tags[WEIGHTS_TAG] = checkpoint.sha256 or "unknown (hub download)"
     inputs = (
         dataset_input(splits.frame("train"), "train", _source(spec), splits.digest, "training"),
         dataset_input(splits.frame("validation"), "validation", _source(spec), splits.digest, "validation"),
@@ -115,6 +121,8 @@ def _source(spec: StudySpec):
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
         return HuggingFaceDatasetSource(data.hub.path, config_name=data.hub.name, revision=data.hub.revision)
+    if data.source == "python":
+        return CodeDatasetSource({"workbench.source": "data given to workbench.run_study"})
     return CodeDatasetSource({"workbench.synthetic": data.synthetic.model_dump_json()})
 
 
@@ -191,7 +199,8 @@ def reproduce(run_id: str, tracking_uri: str) -> Reproduction:
     distributed.set_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = client.download_artifacts(run_id, TOKENIZER_ARTIFACT, tmp)
-        data = prepare_data(apply_overrides(spec, {"tokenizer": {"path": tokenizer}}))  # the trial's own tokenizer
+        own = {} if spec.model.get("pretrained") else {"tokenizer": {"path": tokenizer}}  # the trial's own tokenizer
+        data = prepare_data(apply_overrides(spec, own))
         if data.splits.digest != record["data"]["digest"]:
             raise DataError(
                 f"run {run_id}: the data at {record['data']['source']} changed since the trial "

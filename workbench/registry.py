@@ -18,6 +18,7 @@ from workbench.errors import RegistryError, first_line
 from workbench.inference import WorkbenchClassifier
 from workbench.storage import RUN_ID_ATTR, WORKER_ATTR
 from workbench.study_file import StudySpec
+from workbench.user_code import code_paths, import_object, read_model_class
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -83,11 +84,13 @@ def log_pyfunc_model(model_dir: Path, eval_data: Path):
     example = pd.DataFrame({"text": EXAMPLE_TEXTS})
     output = WorkbenchClassifier().load(model_dir).predict(None, example)
     package = Path(workbench.__file__).parent
+    ref = read_model_class(model_dir)
+    user = code_paths(import_object(ref, model_dir, "model.class")) if ref else []  # a user's model class travels too
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package / "mlflow_model.py"),
         artifacts={"model": str(model_dir), "eval_data": str(eval_data)},
-        code_paths=[str(package)],  # the model's code travels with it: no trust_remote_code
+        code_paths=[str(package), *user],  # the model's code travels with it: no trust_remote_code
         signature=infer_signature(example, output),
         input_example=example,
         pip_requirements=requirements(),

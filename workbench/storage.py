@@ -30,6 +30,7 @@ GRACE_S = int(os.environ.get("WORKBENCH_GRACE_S", "60"))
 # Study attributes: what a resumed study must keep.
 SPACE_ATTR = "workbench.search_space"
 METRIC_ATTR = "workbench.metric"
+ELAPSED_ATTR = "workbench.elapsed_s"  # wall time the study has run, over every session: study.timeout counts it
 # Trial attributes: the trial's MLflow run, where it ran, and why it did not complete.
 RUN_ID_ATTR = "mlflow_run_id"
 WORKER_ATTR = "worker"

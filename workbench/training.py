@@ -15,22 +15,17 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from workbench import distributed
-from workbench.builders import build_model_config, build_training_args
+from workbench.builders import build_model, build_training_args
 from workbench.callbacks import TrialCallback
 from workbench.data import TrialData
 from workbench.metrics import classification_metrics
-from workbench.modeling import WorkbenchForSequenceClassification
 from workbench.study_file import StudySpec
+from workbench.user_code import write_model_class
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
     from workbench.tracking import TrialRun
-
-
-def build_model(spec: StudySpec, data: TrialData) -> WorkbenchForSequenceClassification:
-    """A freshly initialised model sized to the tokenizer and the labels."""
-    return WorkbenchForSequenceClassification(build_model_config(spec, data.tokenizer, data.label_names))
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -52,7 +47,7 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
         callbacks = [stopper, *callbacks]
     set_seed(args.seed)  # the initial weights too, not only the data order: a trial reproduces from its record
     trainer = Trainer(
-        model=build_model(spec, data),
+        model=build_model(spec, data.tokenizer, data.label_names),
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
@@ -94,16 +89,18 @@ def train_trial(
         if reporter.best is None:
             raise RuntimeError("the trial never evaluated: set training.eval_strategy to 'epoch' or 'steps'")
         model_dir = trial_dir / "model"
-        distributed.on_main(lambda: save_model(trainer, model_dir))  # the best checkpoint, restored at the end
+        distributed.on_main(lambda: save_model(trainer, model_dir, spec.model.get("class")))  # the best checkpoint, restored at the end
         return TrialResult(reporter.best, reporter.evaluations, model_dir if is_main else None)
     finally:
         # after `together(trainer.train)`: no rank still loads the best checkpoint from here
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
 
 
-def save_model(trainer: Trainer, model_dir: Path) -> None:
-    """The trained model and tokenizer, readable by a tracking server run by another user."""
+def save_model(trainer: Trainer, model_dir: Path, model_class: Optional[str] = None) -> None:
+    """The trained model and tokenizer (and the user's model class, if any), readable by a server run by another user."""
     trainer.save_model(str(model_dir))
+    if model_class:
+        write_model_class(model_dir, model_class)
     (model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the args are logged as params
     readable(model_dir)
 
