@@ -111,7 +111,7 @@ def train_trial(
             lambda: build_trainer(spec, data, build_training_args(spec, trial_dir / "checkpoints"), [reporter])
         )
         distributed.on_main(lambda: log_params(run, trainer, spec))
-        distributed.together(trainer.train)
+        distributed.together(trainer.train, in_step=True)  # a rank failing alone in a step stops the job within seconds
         if reporter.pruned_at is not None:  # the same evaluation on every rank: the decision was shared
             raise optuna.TrialPruned(f"pruned at evaluation {reporter.pruned_at}")
         if reporter.best is None:
