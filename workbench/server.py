@@ -69,15 +69,23 @@ STOP_GRACE_S = 20  # seconds the server's processes get to exit after SIGTERM, t
 
 
 def run_server(spec: ServerSpec) -> int:
-    """Run `mlflow server` in the foreground until it exits, SIGTERM or Ctrl-C; returns its exit code.
-
-    The server runs in its own process group (mlflow starts uvicorn, uvicorn its workers): a
-    SIGTERM or SIGINT to this process stops the whole group and waits, so nothing keeps the port.
-    """
+    """Run `mlflow server` in the foreground until it exits, SIGTERM or Ctrl-C; returns its exit code."""
     command, env = build_server_command(spec)
     host = socket.gethostname() if spec.host == "0.0.0.0" else spec.host
     print(f"mlflow server on {spec.host}:{spec.port} (backend {mask_url(env[BACKEND_ENV])})", flush=True)
     print(f"workers: workbench --tracking-uri http://{host}:{spec.port} study run FILE --storage postgresql://...", flush=True)
+    code, stopped = run_until_stopped(command, env)
+    if stopped:
+        print("server stopped", flush=True)
+    return code
+
+
+def run_until_stopped(command: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """Run a server command in its own process group until it exits, or SIGTERM / Ctrl-C stops it.
+
+    mlflow starts uvicorn and uvicorn its workers: a SIGTERM or SIGINT to this process stops
+    the whole group and waits, so nothing keeps the port. Returns (exit code, stopped by a signal).
+    """
     proc = subprocess.Popen(command, env=os.environ | env, start_new_session=True)
     stop_requested_at: list[float] = []
 
@@ -102,10 +110,7 @@ def run_server(spec: ServerSpec) -> int:
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
         _signal_group(proc.pid, signal.SIGKILL)  # a worker its parent left behind would keep the port
-    if stop_requested_at:
-        print("server stopped", flush=True)
-        return 0
-    return proc.returncode
+    return (0 if stop_requested_at else proc.returncode), bool(stop_requested_at)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
