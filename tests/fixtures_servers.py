@@ -1,4 +1,4 @@
-"""Fixtures: a real `workbench server` for the session, and a fresh PostgreSQL database per test."""
+"""Fixtures: a real `workbench server` for the session, a fresh PostgreSQL database per test, a PostgreSQL cluster of a test's own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import free_port, stop, wait_until_up
+from servers import PostgresCluster, free_port, stop, wait_until_up
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,14 @@ def postgres_url():
     yield base.rsplit("/", 1)[0] + f"/{name}"
     admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL cluster of this test's own (see servers.PostgresCluster): the test may restart it."""
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

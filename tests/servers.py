@@ -1,11 +1,14 @@
-"""Real server processes the tests start: a free loopback port, a wait until one answers, a stop, the processes below one."""
+"""Real server processes the tests start: a free loopback port, a wait until one answers, a stop, the processes below one,
+a PostgreSQL cluster of a test's own."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -66,3 +69,46 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of a test's own (initdb in a temp folder, a free loopback port), to restart at will.
+
+    The shared test cluster (.ci/postgres.sh) must not be restarted under other tests. As root
+    the server runs as the `postgres` user, as .ci/postgres.sh does.
+    """
+
+    def __init__(self):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+        if not bins:
+            pytest.skip("PostgreSQL's initdb is not installed (`source .ci/postgres.sh` installs it)")
+        self.bin = bins[-1].parent
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        self.data = Path(tempfile.mkdtemp(prefix="workbench-pg-own-"))
+        if os.getuid() == 0:
+            shutil.chown(self.data, "postgres", "postgres")
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._pg("initdb", "-D", self.data, "-A", "trust", "-U", "postgres")
+
+    def _pg(self, tool: str, *args) -> None:
+        subprocess.run([*self.as_user, str(self.bin / tool), *map(str, args)], check=True, capture_output=True, timeout=120)
+
+    def _ctl(self, action: str, *args) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg("pg_ctl", "-D", self.data, "-l", self.data / "server.log", "-w", "-o", options, *args, action)
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop at once (`-m fast`: every open connection is cut), stay down `down_s` seconds, start; returns once it accepts connections."""
+        if not down_s:
+            return self._ctl("restart", "-m", "fast")
+        self._pg("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+        time.sleep(down_s)
+        self.start()
+
+    def stop(self) -> None:
+        self._pg("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.data, ignore_errors=True)

@@ -164,3 +164,98 @@ def test_a_study_survives_its_tracking_server_stopped_and_restarted_mid_trial(wr
             study.kill()
         if server.poll() is None:
             stop(server)
+
+
+# --- the Optuna store (PostgreSQL) restarts mid-study -----------------------------------------
+
+
+def running_trial_with_evaluations(url: str) -> int | None:
+    """The number of a RUNNING trial that has reported at least one evaluation, read with a connection of our own."""
+    import psycopg2
+
+    with psycopg2.connect(url) as con, con.cursor() as cur:
+        cur.execute("select to_regclass('trials')")
+        if cur.fetchone()[0] is None:  # the study has not created its tables yet
+            return None
+        cur.execute("select t.number from trials t join trial_intermediate_values v using (trial_id) where t.state = 'RUNNING' limit 1")
+        row = cur.fetchone()
+    con.close()
+    return row[0] if row else None
+
+
+PG_STUDY = {"study": {"name": "pg-restart", "n_trials": 3}, "training": {"num_train_epochs": 4}, "data": {"synthetic": {"n_examples": 1200}}}
+
+
+def run_through_postgres_restart(path: Path, cluster, down_s: float, log: Path, **extra_env) -> tuple[int, int]:
+    """`study run` on `cluster`; the server goes down for `down_s` seconds while a trial trains.
+
+    Returns the exit code and the number of the trial that was cut off.
+    """
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "study", "run", str(path), "--storage", cluster.url],
+                                cwd=path.parent, env=env(**extra_env), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline, cut = time.monotonic() + 180, None
+        while cut is None:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            cut = running_trial_with_evaluations(cluster.url)
+            time.sleep(0.1)
+        cluster.restart(down_s)  # every connection of the study is cut, and refused while it is down
+        return proc.wait(timeout=300), cut
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def check_all_trials_complete(url: str, tracking_root: Path, n_trials: int, epochs: int) -> None:
+    """Every trial COMPLETE with all its evaluations, each with one FINISHED run."""
+    import optuna
+
+    from workbench.db import driver_url
+    from workbench.tracking import mlflow_client
+
+    trials = optuna.load_study(study_name="pg-restart", storage=driver_url(url)).trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == n_trials, [(t.state.name, t.user_attrs) for t in trials]
+    assert all(len(t.intermediate_values) == epochs for t in complete)
+    runs = trial_runs(mlflow_client(f"sqlite:///{tracking_root}/mlruns/mlflow.db"), "pg-restart")
+    finished = {t.user_attrs["mlflow_run_id"] for t in complete}
+    assert finished <= {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    assert all(r.info.status in ("FINISHED", "FAILED", "KILLED") for r in runs)  # none left RUNNING
+
+
+@pytest.mark.slow
+def test_a_study_survives_its_postgresql_restarted_mid_trial(write_study, own_postgres, tmp_path):
+    """A restart (seconds down): the running trial waits for the server and goes on; nothing is lost or repeated."""
+    path, log = write_study(**PG_STUDY), tmp_path / "study.log"
+    code, cut = run_through_postgres_restart(path, own_postgres, 5, log)
+    printed = log.read_text()
+    assert code == 0, printed[-3000:]
+    assert "Connection refused" in printed and "retrying" in printed  # the study met the outage
+    check_all_trials_complete(own_postgres.url, tmp_path, 3, 4)
+    assert len(optuna_trials(own_postgres.url)) == 3  # no retry was needed: the cut-off trial went on
+
+
+@pytest.mark.slow
+def test_an_outage_longer_than_the_retries_stops_the_study_and_the_same_command_resumes_it(write_study, own_postgres, tmp_path):
+    fast = {"WORKBENCH_RECONNECT_S": "2", "WORKBENCH_HEARTBEAT_S": "1", "WORKBENCH_GRACE_S": "3"}
+    path, log = write_study(**PG_STUDY), tmp_path / "study.log"
+    code, cut = run_through_postgres_restart(path, own_postgres, 8, log, **fast)
+    printed = log.read_text()
+    assert code == 2, printed[-3000:]
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "unreachable for over 2 s" in last and "run the same command to resume" in last, printed[-3000:]
+    assert "Traceback" not in printed
+
+    resumed = subprocess.run([sys.executable, "-m", "workbench", "study", "run", str(path), "--storage", own_postgres.url],
+                             cwd=tmp_path, env=env(**fast), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    check_all_trials_complete(own_postgres.url, tmp_path, 3, 4)  # the cut-off trial was run again, not counted as the study's
+
+
+def optuna_trials(url: str) -> list:
+    import optuna
+
+    from workbench.db import driver_url
+
+    return optuna.load_study(study_name="pg-restart", storage=driver_url(url)).trials

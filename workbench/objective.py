@@ -23,7 +23,9 @@ from workbench.data import TrialData
 from workbench.errors import StoreError, error_chain, first_line
 from workbench.lineage import StudyLineage, log_trial_lineage, study_lineage
 from workbench.search_space import suggest_params
-from workbench.storage import FAIL_REASON_ATTR, INTERRUPTED_ATTR, RUN_ID_ATTR, STORE_ERROR_ATTR, WORKER_ATTR, best_trial
+from workbench.storage import (
+    FAIL_REASON_ATTR, INTERRUPTED_ATTR, RECONNECT_S, RUN_ID_ATTR, STORE_ERROR_ATTR, WORKER_ATTR, best_trial, lost_connection,
+)
 from workbench.study_file import StudySpec, apply_overrides
 from workbench.tracking import NullTrialRun, StudyTracking, TrialRun
 from workbench.training import TrialResult, train_trial
@@ -169,6 +171,11 @@ def classify_failure(e: BaseException, number: int) -> tuple[str, Optional[Excep
     reason = distributed.failure_reason(e)
     if isinstance(e, StoreError):
         return str(e), StoreError(f"trial {number}: {e}")
+    lost = lost_connection(e)
+    if lost is not None:  # the Optuna storage stayed unreachable (workbench.storage retried it)
+        return f"Optuna storage unreachable: {lost}", StoreError(
+            f"trial {number}: the Optuna storage stayed unreachable for over {RECONNECT_S:g} s ({lost}): run the same command to resume"
+        )
     if _is_disk_full(e):
         return f"disk full: {first_line(e)}", StoreError(
             f"trial {number}: disk full ({first_line(e)}): free space under mlruns/ and run the same command to resume"

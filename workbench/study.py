@@ -26,7 +26,8 @@ from workbench.plots import log_study_plots
 from workbench.search_space import describe_space
 from workbench.registry import register_best
 from workbench.storage import (
-    ELAPSED_ATTR, TrialCounts, best_trial, build_storage, check_stored, count_trials, fail_stale, open_study, resolve_storage, running_trials,
+    ELAPSED_ATTR, TrialCounts, best_trial, build_storage, check_stored, count_trials, fail_stale, open_study, outage_stops_study,
+    resolve_storage, running_trials,
 )
 from workbench.study_file import StudySpec
 from workbench.tracking import StudyTracking, check_tracking_store, configure_mlflow, resolve_tracking_uri
@@ -139,12 +140,13 @@ class StudySession:
 
     def run_trials(self) -> None:
         """Trials until the target is met: rank 0 runs each through Optuna, the other ranks follow it."""
-        while distributed.on_main(self._wait_for_work):
-            if distributed.is_main():
-                self._run_one()
-            else:
-                self.runner.follow()
-            self.outcome.trials_run += 1
+        with outage_stops_study(self.stores.storage_url if self.stores else ""):
+            while distributed.on_main(self._wait_for_work):
+                if distributed.is_main():
+                    self._run_one()
+                else:
+                    self.runner.follow()
+                self.outcome.trials_run += 1
 
     def out_of_time(self) -> bool:
         """True once the study's time budget (`study.timeout`, over every session) is spent."""
