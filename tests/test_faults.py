@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -122,7 +123,6 @@ def start_server(port: int, root: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_a_study_survives_its_tracking_server_stopped_and_restarted_mid_trial(write_study, tmp_path):
-    import signal
 
     import optuna
     from servers import free_port, stop
@@ -259,3 +259,68 @@ def optuna_trials(url: str) -> list:
     from workbench.db import driver_url
 
     return optuna.load_study(study_name="pg-restart", storage=driver_url(url)).trials
+
+
+# --- a worker preempted (SIGTERM) mid-trial ----------------------------------------------------
+
+
+def evaluations_of_running_trial(db: Path, number: int) -> int:
+    """How many evaluations trial `number` reported while RUNNING (0 when it is not running or the store is busy)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            row = con.execute("select count(*) from trials t join trial_intermediate_values v using (trial_id) "
+                              "where t.number = ? and t.state = 'RUNNING'", (number,)).fetchone()
+        con.close()
+        return row[0]
+    except sqlite3.OperationalError:  # not created yet, or locked by the writer
+        return 0
+
+
+@pytest.mark.slow
+def test_a_preempted_worker_saves_its_trial_and_the_retry_resumes_from_that_checkpoint(write_study, tmp_path):
+    import optuna
+
+    from workbench.tracking import mlflow_client
+
+    epochs = 6
+    path = write_study(study={"name": "preempt", "n_trials": 2}, training={"num_train_epochs": epochs}, data={"synthetic": {"n_examples": 1200}})
+    command = [sys.executable, "-m", "workbench", "study", "run", str(path)]
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while evaluations_of_running_trial(tmp_path / "mlruns" / "optuna.db", 1) < 2:  # trial 0 done, trial 1 mid-way
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # what a spot instance, Slurm or Kubernetes sends, SIGKILL following
+        code = proc.wait(timeout=30)  # within a grace period
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    printed = log.read_text()
+    assert code == 143, printed[-3000:]
+    assert printed.strip().splitlines()[-1].startswith("error: preempted (SIGTERM): trial 1 saved at step "), printed[-3000:]
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "not found" not in resumed.stdout + resumed.stderr, resumed.stdout + resumed.stderr
+
+    trials = optuna.load_study(study_name="preempt", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]  # no completed trial lost, the preempted one retried
+    first, retry = trials[1], trials[2]
+    step = int(first.user_attrs["preempted"].removeprefix("preempted at step "))
+    assert retry.params == first.params and retry.user_attrs["retry_of"] == 1
+    assert sorted(first.intermediate_values) + sorted(retry.intermediate_values) == list(range(1, epochs + 1))  # evaluations go on counting
+
+    client = mlflow_client(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = {r.info.run_id: r for r in trial_runs(client, "preempt")}
+    first_run, retry_run = runs[first.user_attrs["mlflow_run_id"]], runs[retry.user_attrs["mlflow_run_id"]]
+    assert first_run.info.status == "KILLED" and retry_run.info.status == "FINISHED"
+    assert retry_run.data.tags["workbench.retry_of_run"] == first_run.info.run_id  # the retry links to the first run
+    before = [m.step for m in client.get_metric_history(first_run.info.run_id, "eval_accuracy")]
+    after = [m.step for m in client.get_metric_history(retry_run.info.run_id, "eval_accuracy")]
+    assert 0 < max(before) <= step < min(after)  # the retry started from the saved step, not 0, and goes on numbering
+    assert len(before) + len(after) == epochs  # no evaluation interval lost or repeated

@@ -1,4 +1,5 @@
-"""The trial's `TrainerCallback`: on every evaluation, log to MLflow, report to Optuna, prune.
+"""The trial's `TrainerCallback`: on every evaluation, log to MLflow, report to Optuna, prune;
+on SIGTERM, save a resumable checkpoint and stop.
 
 It holds the trial and the trial's MLflow run; it never opens a run. Under DDP every rank
 runs it and sees the same metrics (the Trainer gathers predictions from all ranks), but only
@@ -38,10 +39,28 @@ class TrialCallback(TrainerCallback):
         self.evaluations = 0  # Optuna step: comparable across trials, unlike global_step
         self.best: Optional[float] = None  # best value of `metric` so far
         self.pruned_at: Optional[int] = None  # evaluation index where the pruner stopped the trial
+        self.preempted_at: Optional[int] = None  # global step of the checkpoint saved on SIGTERM
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A trial resumed from a checkpoint goes on counting from its evaluations (the Trainer restored `state`)."""
+        values = [e[self.metric] for e in state.log_history if self.metric in e]
+        if values:
+            self.evaluations = len(values)
+            self.best = max(values) if self.maximize else min(values)
 
     def on_step_end(self, args, state, control, **kwargs):
         if distributed.stop_requested():  # a Ctrl-C that Python swallowed in a finalizer: stop at a safe point
             raise KeyboardInterrupt
+        if distributed.preempted() and self.preempted_at is None:
+            # save this step's checkpoint with the optimizer, scheduler and RNG state (what resuming needs), then stop
+            args.save_only_model = False
+            args.save_total_limit = None  # with 1, the end of train() deletes every checkpoint but the best
+            control.should_save = control.should_training_stop = True
+            self.preempted_at = state.global_step
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.preempted_at is not None:  # stopped mid-epoch: no extra evaluation or save inside the grace period
+            control.should_evaluate = control.should_save = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")  # averaged over all ranks: every rank sees the same value

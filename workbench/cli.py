@@ -198,6 +198,7 @@ def cmd_study_run(args) -> int:
     spec = load_study_file(args.study_file, _parse_sets(args.set))
     show = lambda line: print(line, flush=True)  # noqa: E731
     distributed.install_interrupt_handler()
+    distributed.install_preemption_handler()
     if args.workers is not None or args.workers_per_gpu is not None:
         from workbench.workers import plan_workers, run_workers, visible_gpus
 

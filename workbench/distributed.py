@@ -36,6 +36,7 @@ _sync = None  # the same, giving up after SYNC_TIMEOUT_S: `together` learns when
 WORKER_ENV = "WORKBENCH_WORKER_ID"  # set by `study run --workers` in each worker process
 WORKERS_ENV = "WORKBENCH_WORKERS"  # how many workers share this machine's cores
 _stop_requested = threading.Event()
+_preempted = threading.Event()  # SIGTERM: save the running trial and leave
 _left_waiting = threading.Event()  # a gather for ranks that never came still runs in a thread
 
 
@@ -72,6 +73,23 @@ def install_interrupt_handler() -> None:
 
 def stop_requested() -> bool:
     return _stop_requested.is_set()
+
+
+def install_preemption_handler() -> None:
+    """SIGTERM (what a spot instance, Slurm or Kubernetes sends before SIGKILL) is remembered, not raised:
+    training saves a checkpoint at the end of the current step and the trial is queued for a retry."""
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: note_preemption())
+
+
+def note_preemption() -> None:
+    _preempted.set()
+
+
+def preempted() -> bool:
+    """True once this process got SIGTERM (see install_preemption_handler)."""
+    return _preempted.is_set()
 
 
 def exit_now_if_left_waiting(code: int) -> None:

@@ -49,6 +49,12 @@ class WorkersFailed(WorkbenchError):
     exit_code = 1
 
 
+class Preempted(WorkbenchError):
+    """SIGTERM stopped the study: the running trial was saved and queued for a retry; exit code 143 (128 + SIGTERM)."""
+
+    exit_code = 143
+
+
 def mask_secrets(text: str) -> str:
     """`text` with the password of every URL in it shown as ***: safe to print, log or record."""
     return _URL_PASSWORD.sub(r"\g<head>***@", text)

@@ -20,15 +20,16 @@ from typing import Any, Callable, Optional
 
 from workbench import distributed
 from workbench.data import TrialData
-from workbench.errors import StoreError, error_chain, first_line
+from workbench.errors import Preempted, StoreError, error_chain, first_line
 from workbench.lineage import StudyLineage, log_trial_lineage, study_lineage
 from workbench.search_space import suggest_params
 from workbench.storage import (
-    FAIL_REASON_ATTR, INTERRUPTED_ATTR, RECONNECT_S, RUN_ID_ATTR, STORE_ERROR_ATTR, WORKER_ATTR, best_trial, lost_connection,
+    FAIL_REASON_ATTR, INTERRUPTED_ATTR, PREEMPTED_ATTR, RECONNECT_S, RESUME_ATTR, RETRY_OF_ATTR, RETRY_RUN_ATTR, RUN_ID_ATTR,
+    STORE_ERROR_ATTR, WORKER_ATTR, best_trial, lost_connection,
 )
 from workbench.study_file import StudySpec, apply_overrides
 from workbench.tracking import NullTrialRun, StudyTracking, TrialRun
-from workbench.training import TrialResult, train_trial
+from workbench.training import TrialPreempted, TrialResult, train_trial
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class TrialRunner:
         self.started = 0.0
         self.diverged: Optional[distributed.RanksDiverged] = None  # set when the ranks lost step
         self.fatal: Optional[Exception] = None  # set when a trial fails for a reason that stops the study
+        self.preempted: Optional[Preempted] = None  # set when SIGTERM stopped a trial: its retry is queued, the worker leaves
         self.lineage: Optional[StudyLineage] = None  # built by the first trial (rank 0)
 
     def trial_dir(self, number: int) -> Path:
@@ -54,7 +56,7 @@ class TrialRunner:
         import optuna
 
         self.started = time.monotonic()
-        number, params, run_id = distributed.on_main(lambda: self._start(trial))
+        number, params, run_id, resume = distributed.on_main(lambda: self._start(trial))
         run = TrialRun(self.tracking.client, run_id) if distributed.is_main() else NullTrialRun()
         label = f"rank {distributed.rank()} trial {number}"
         logger.info("%s params %s", label, json.dumps(params, sort_keys=True))
@@ -62,13 +64,20 @@ class TrialRunner:
         try:
             trial_spec = distributed.together(lambda: apply_overrides(self.spec, params))
             distributed.on_main(lambda: self._record_lineage(run, trial_spec))
-            result = train_trial(trial_spec, self.data, trial, run, self.trial_dir(number), is_main=distributed.is_main(), label=label)
+            result = train_trial(
+                trial_spec, self.data, trial, run, self.trial_dir(number), is_main=distributed.is_main(), label=label,
+                resume_from=Path(resume) if resume else None,
+            )
             distributed.on_main(lambda: self._complete(run, result))  # a store fault here fails the trial
             state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
             return result.value
         except optuna.TrialPruned as e:
             state = "PRUNED"
             self._end_pruned(run, e)
+            raise
+        except TrialPreempted as e:
+            state, preempted = f"PREEMPTED at step {e.step}", e
+            distributed.on_main(lambda: self._record_preemption(trial, run, preempted))
             raise
         except Exception as e:
             state = "FAIL " + self._record_failure(trial, run, number, e)
@@ -80,8 +89,8 @@ class TrialRunner:
         finally:
             logger.info("%s %s", label, state)
 
-    def _start(self, trial) -> tuple[int, dict[str, Any], str]:
-        """Rank 0: sample the parameters and open the trial's run."""
+    def _start(self, trial) -> tuple[int, dict[str, Any], str, Optional[str]]:
+        """Rank 0: sample the parameters and open the trial's run; a preempted trial's retry also gets its checkpoint."""
         params = suggest_params(trial, self.spec.space)
         try:
             run = self.tracking.start_trial_run(trial.number, params)
@@ -91,7 +100,24 @@ class TrialRunner:
             raise
         trial.set_user_attr(RUN_ID_ATTR, run.run_id)
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")  # where it ran, for the logs and tests
-        return trial.number, params, run.run_id
+        resume = trial.user_attrs.get(RESUME_ATTR)
+        if resume is not None:
+            run.set_tags({"workbench.retry_of_trial": trial.user_attrs.get(RETRY_OF_ATTR), "workbench.retry_of_run": trial.user_attrs.get(RETRY_RUN_ATTR)})
+            if not Path(resume, "trainer_state.json").is_file():  # another machine, or cleaned up: train from step 0
+                logger.warning("trial %d: checkpoint %s not found; training from the start", trial.number, resume)
+                resume = None
+        return trial.number, params, run.run_id, resume
+
+    def _record_preemption(self, trial, run: TrialRun, e: TrialPreempted) -> None:
+        """Rank 0: the trial failed as preempted (not counted), and a retry with its params resumes from its checkpoint."""
+        reason = str(e)
+        _quietly(trial.set_user_attr, PREEMPTED_ATTR, reason)
+        retry = {RESUME_ATTR: str(e.checkpoint.resolve()), RETRY_OF_ATTR: trial.number, RETRY_RUN_ATTR: run.run_id}
+        trial.study.enqueue_trial(trial.params, user_attrs=retry)
+        _quietly(run.end, "KILLED", note=f"Preempted (SIGTERM) at step {e.step}: a retry of trial {trial.number} resumes from {e.checkpoint}")
+        self.preempted = Preempted(
+            f"preempted (SIGTERM): trial {trial.number} saved at step {e.step} and queued for a retry; run the same command to resume"
+        )
 
     def _record_lineage(self, run: TrialRun, trial_spec: StudySpec) -> None:
         """Rank 0: what `reproduce` needs."""
@@ -143,7 +169,7 @@ class TrialRunner:
             seconds = time.monotonic() - self.started
             value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
             release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
-            reason = frozen.user_attrs.get(FAIL_REASON_ATTR, "") or frozen.user_attrs.get(STORE_ERROR_ATTR, "")
+            reason = next((frozen.user_attrs[k] for k in (FAIL_REASON_ATTR, STORE_ERROR_ATTR, PREEMPTED_ATTR) if k in frozen.user_attrs), "")
             params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
             progress(f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s")
             best = best_trial(study)
@@ -151,7 +177,7 @@ class TrialRunner:
                 self.tracking.parent.log_metrics(
                     {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value}, step=frozen.number
                 )
-            if best is None or best.number != frozen.number:
+            if (best is None or best.number != frozen.number) and PREEMPTED_ATTR not in frozen.user_attrs:  # its retry resumes from there
                 shutil.rmtree(self.trial_dir(frozen.number), ignore_errors=True)
 
         return callback

@@ -52,6 +52,10 @@ WORKER_ATTR = "worker"
 FAIL_REASON_ATTR = "fail_reason"  # the trial's own failure: it counts toward the target
 STORE_ERROR_ATTR = "store_error"  # a store fault, not the trial's doing: run again on resume
 INTERRUPTED_ATTR = "interrupted"
+PREEMPTED_ATTR = "preempted"  # "preempted at step S": SIGTERM; not counted, its retry is queued
+RESUME_ATTR = "resume_from"  # on a queued retry: the checkpoint directory it resumes from
+RETRY_OF_ATTR = "retry_of"  # on a queued retry: the number of the preempted trial
+RETRY_RUN_ATTR = "retry_of_run"  # on a queued retry: the preempted trial's MLflow run id
 
 
 def resolve_storage(explicit: Optional[str] = None) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 from workbench import distributed
 from workbench.data import TrialData, prepare_data
 from workbench.db import STORE_DIR, check_sqlite_writable, mask_url
-from workbench.errors import first_line
+from workbench.errors import Preempted, first_line
 from workbench.objective import TrialRunner
 from workbench.plots import log_study_plots
 from workbench.search_space import describe_space
@@ -161,11 +161,15 @@ class StudySession:
             raise runner.diverged
         if runner.fatal is not None:  # a store or disk fault: this trial failed, the next would too
             raise runner.fatal
+        if runner.preempted is not None:  # SIGTERM: the trial's retry is queued; leave within the grace period
+            raise runner.preempted
 
     def _wait_for_work(self) -> bool:
         """True when a trial should start here; waits while other workers' trials may still fail and need a retry."""
         study, target = self.stores.study, self.stores.target
         while True:
+            if distributed.preempted():
+                raise Preempted("preempted (SIGTERM) between trials; run the same command to resume")
             if self.out_of_time():
                 self.progress(f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial")
                 return False
@@ -183,7 +187,7 @@ class StudySession:
         status = "FINISHED"
         try:
             yield
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Preempted):
             status = "KILLED"
             raise
         except BaseException:

@@ -88,6 +88,15 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
     return trainer
 
 
+class TrialPreempted(Exception):
+    """SIGTERM stopped training after saving a checkpoint (optimizer state included) to resume from."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"preempted at step {step}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
 @dataclass(frozen=True)
 class TrialResult:
     value: float  # best evaluation of the study metric
@@ -96,9 +105,11 @@ class TrialResult:
 
 
 def train_trial(
-    spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True, label: str = "trial"
+    spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True, label: str = "trial",
+    resume_from: Optional[Path] = None,
 ) -> TrialResult:
-    """Train one trial; returns its result or raises optuna.TrialPruned. Cleans checkpoints up.
+    """Train one trial (from `resume_from`, a checkpoint, when given); returns its result, or raises
+    optuna.TrialPruned, or TrialPreempted (its checkpoints kept). Cleans checkpoints up.
 
     Under DDP every rank calls it: a failure on any rank while building or training fails the
     trial on every rank, and rank 0 saves the model once every rank has finished training.
@@ -106,12 +117,18 @@ def train_trial(
     import optuna
 
     reporter = TrialCallback(trial, run, spec.study.metric, maximize=spec.study.direction == "maximize", label=label)
+    keep_checkpoints = False
     try:
         trainer = distributed.together(
             lambda: build_trainer(spec, data, build_training_args(spec, trial_dir / "checkpoints"), [reporter])
         )
         distributed.on_main(lambda: log_params(run, trainer, spec))
-        distributed.together(trainer.train, in_step=True)  # a rank failing alone in a step stops the job within seconds
+        resume = str(resume_from) if resume_from is not None else None
+        # a rank failing alone in a step stops the job within seconds
+        distributed.together(lambda: trainer.train(resume_from_checkpoint=resume), in_step=True)
+        if reporter.preempted_at is not None:
+            keep_checkpoints = True
+            raise TrialPreempted(reporter.preempted_at, trial_dir / "checkpoints" / f"checkpoint-{reporter.preempted_at}")
         if reporter.pruned_at is not None:  # the same evaluation on every rank: the decision was shared
             raise optuna.TrialPruned(f"pruned at evaluation {reporter.pruned_at}")
         if reporter.best is None:
@@ -121,7 +138,8 @@ def train_trial(
         return TrialResult(reporter.best, reporter.evaluations, model_dir if is_main else None)
     finally:
         # after `together(trainer.train)`: no rank still loads the best checkpoint from here
-        shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+        if not keep_checkpoints:
+            shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
 
 
 def save_model(trainer: Trainer, model_dir: Path, model_class: Optional[str] = None) -> None:

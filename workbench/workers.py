@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from workbench import distributed
-from workbench.errors import WorkbenchError, WorkersFailed
+from workbench.errors import Preempted, WorkbenchError, WorkersFailed
 from workbench.storage import STORAGE_ENV, count_trials, fail_stale
 from workbench.study import RunOptions, StudyOutcome, StudySession
 from workbench.study_file import StudySpec
@@ -105,7 +105,9 @@ def run_workers(
             progress(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
     fail_stale(stores.study)
     after = count_trials(stores.study)
-    if after.counted < stores.target and not session.out_of_time():
+    if distributed.preempted():
+        raise Preempted(f"preempted (SIGTERM): the workers saved their trials and queued them for a retry at {after.summary(stores.target)}; run the same command to resume")
+    if (after.counted < stores.target or after.queued) and not session.out_of_time():  # a queued retry has not run yet
         raise WorkersFailed(
             f"study {spec.study.name}: the workers stopped at {after.counted}/{stores.target} trials; run the same command to resume"
         )
@@ -117,6 +119,14 @@ def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[
     """Start one process per plan, relay their output with a `[wN]` prefix, wait for all; Ctrl-C stops all."""
     procs, readers = [], []
     lock = threading.Lock()
+
+    def forward_sigterm(signum, frame):  # preemption: each worker saves its trial and queues a retry
+        distributed.note_preemption()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         for plan in plans:
             # Own session: a terminal's Ctrl-C reaches the launcher only, which forwards it once.
@@ -139,6 +149,8 @@ def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[
         _stop(procs)
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for reader in readers:
             reader.join(timeout=5)
     return codes
