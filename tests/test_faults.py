@@ -324,3 +324,40 @@ def test_a_preempted_worker_saves_its_trial_and_the_retry_resumes_from_that_chec
     after = [m.step for m in client.get_metric_history(retry_run.info.run_id, "eval_accuracy")]
     assert 0 < max(before) <= step < min(after)  # the retry started from the saved step, not 0, and goes on numbering
     assert len(before) + len(after) == epochs  # no evaluation interval lost or repeated
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_workers_launcher_saves_every_running_trial_and_the_same_command_resumes_them(write_study, tmp_path):
+    import optuna
+
+    epochs = 6
+    path = write_study(study={"name": "preempt", "n_trials": 3}, training={"num_train_epochs": epochs}, data={"synthetic": {"n_examples": 1200}})
+    command = [sys.executable, "-m", "workbench", "study", "run", str(path), "--workers", "2"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while max(evaluations_of_running_trial(tmp_path / "mlruns" / "optuna.db", n) for n in range(3)) < 1:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # the launcher forwards it to every worker
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    printed = log.read_text()
+    assert code == 143, printed[-3000:]
+    assert printed.strip().splitlines()[-1].startswith("error: preempted (SIGTERM)"), printed[-3000:]
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "not found" not in resumed.stdout + resumed.stderr  # every retry found its checkpoint
+    trials = optuna.load_study(study_name="preempt", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials
+    preempted = [t for t in trials if "preempted" in t.user_attrs]
+    retries = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    assert preempted and sorted(retries) == [t.number for t in preempted]  # each preempted trial was retried once
+    for t in preempted:  # each retry resumed: together they evaluated once per epoch
+        assert retries[t.number].state.name == "COMPLETE"
+        assert sorted(t.intermediate_values) + sorted(retries[t.number].intermediate_values) == list(range(1, epochs + 1))
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3

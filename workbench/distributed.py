@@ -77,9 +77,12 @@ def stop_requested() -> bool:
 
 def install_preemption_handler() -> None:
     """SIGTERM (what a spot instance, Slurm or Kubernetes sends before SIGKILL) is remembered, not raised:
-    training saves a checkpoint at the end of the current step and the trial is queued for a retry."""
+    training saves a checkpoint at the end of the current step and the trial is queued for a retry.
 
-    if threading.current_thread() is threading.main_thread():
+    Not under torchrun: its ranks would each see the signal at another step and lose step; there
+    SIGTERM ends the job as before, and the heartbeat retries the trial from its start.
+    """
+    if threading.current_thread() is threading.main_thread() and world_size() == 1:
         signal.signal(signal.SIGTERM, lambda signum, frame: note_preemption())
 
 

@@ -100,13 +100,13 @@ def run_workers(
         command += ["--set", pair]
     with session.parent_run():
         codes = _supervise(command, plans, progress, store_env)
+        if distributed.preempted():  # the workers saved their running trials and queued retries
+            raise Preempted("preempted (SIGTERM): the workers' running trials were saved and queued for a retry; run the same command to resume")
     for plan, code in zip(plans, codes):
         if code != 0:
             progress(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
     fail_stale(stores.study)
     after = count_trials(stores.study)
-    if distributed.preempted():
-        raise Preempted(f"preempted (SIGTERM): the workers saved their trials and queued them for a retry at {after.summary(stores.target)}; run the same command to resume")
     if (after.counted < stores.target or after.queued) and not session.out_of_time():  # a queued retry has not run yet
         raise WorkersFailed(
             f"study {spec.study.name}: the workers stopped at {after.counted}/{stores.target} trials; run the same command to resume"
