@@ -27,3 +27,18 @@ def test_training_args_take_the_study_file_and_keep_ours(write_study, tmp_path):
     assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"], "metrics go through our callback only"
     assert args.metric_for_best_model == "eval_accuracy" and args.greater_is_better
     assert args.load_best_model_at_end and args.disable_tqdm
+
+
+def test_batches_pad_to_the_study_files_multiple(write_study, tmp_path):
+    """`data.pad_to_multiple_of` rounds each batch's length up (8 suits GPU tensor cores); absent, no rounding."""
+    from workbench.data import prepare_data
+    from workbench.training import build_trainer
+
+    for multiple, expected in ((None, lambda n: n), (8, lambda n: -(-n // 8) * 8)):
+        spec = load_study_file(write_study(data={"pad_to_multiple_of": multiple} if multiple else {}))
+        data = prepare_data(spec)
+        trainer = build_trainer(spec, data, build_training_args(spec, tmp_path / "out"), [])
+        rows = [data.train[i] for i in range(5)]
+        longest = max(len(r["input_ids"]) for r in rows)
+        batch = trainer.data_collator(rows)
+        assert batch["input_ids"].shape[1] == expected(longest)

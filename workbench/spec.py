@@ -84,6 +84,7 @@ class DataSpec(_Frozen):
     label_column: str = "label"
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # when no validation split is given
     max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
+    pad_to_multiple_of: Optional[int] = Field(default=None, ge=1)  # batches pad to their longest text, rounded up (8: GPU tensor cores)
     seed: int = 0
 
     @model_validator(mode="after")

@@ -56,7 +56,7 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=DataCollatorWithPadding(data.tokenizer),
+        data_collator=DataCollatorWithPadding(data.tokenizer, pad_to_multiple_of=spec.data.pad_to_multiple_of),
         processing_class=data.tokenizer,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
