@@ -63,7 +63,7 @@ class TrialCallback(TrainerCallback):
             self.evaluations += 1
 
         def log_report_prune() -> bool:  # rank 0 only
-            self.run.log_metrics(numbers, step=state.global_step, wait=False)  # flushed when the trial's run ends
+            self.run.log_metrics(numbers, step=state.global_step)
             if problem is not None:
                 return False
             self.trial.report(value, self.evaluations)

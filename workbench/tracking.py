@@ -117,33 +117,16 @@ class TrialRun:
     def __init__(self, client: MlflowClient, run_id: str):
         self.client = client
         self.run_id = run_id
-        self.pending: list = []  # mlflow RunOperations of metrics logged without waiting; `end` waits for them
 
     @_store_write
-    def log_metrics(
-        self, metrics: dict[str, float], step: int, model_id: Optional[str] = None, dataset: Optional[tuple[str, str]] = None,
-        wait: bool = True,
-    ) -> None:
-        """`model_id` links the metrics to a logged model, `dataset` (name, digest) to the data they were measured on.
-
-        `wait=False` queues them in MLflow's async logger (<1 ms instead of ~5-30 ms a call): a store
-        fault then surfaces at `flush` or `end`.
-        """
+    def log_metrics(self, metrics: dict[str, float], step: int, model_id: Optional[str] = None, dataset: Optional[tuple[str, str]] = None) -> None:
+        """`model_id` links the metrics to a logged model, `dataset` (name, digest) to the data they were measured on."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         name, digest = dataset or (None, None)
         items = [Metric(k, v, now, step, model_id=model_id, dataset_name=name, dataset_digest=digest) for k, v in metrics.items()]
-        operations = self.client.log_batch(self.run_id, metrics=items, synchronous=wait)
-        if not wait:
-            self.pending.append(operations)
-
-    @_store_write
-    def flush(self) -> None:
-        """Wait for the metrics logged with `wait=False`; raises the first store fault among them."""
-        pending, self.pending = self.pending, []
-        for operations in pending:
-            operations.wait()
+        self.client.log_batch(self.run_id, metrics=items)
 
     @_store_write
     def log_params(self, params: dict[str, Any]) -> None:
@@ -170,11 +153,8 @@ class TrialRun:
         tags = {STATE_TAG: state}
         if note:
             tags["mlflow.note.content"] = note
-        try:
-            self.flush()
-        finally:  # the run is closed even when queued metrics were lost
-            self.set_tags(tags)
-            self.client.set_terminated(self.run_id, status=RUN_STATUS[state])
+        self.set_tags(tags)
+        self.client.set_terminated(self.run_id, status=RUN_STATUS[state])
 
 
 class NullTrialRun(TrialRun):
@@ -182,10 +162,8 @@ class NullTrialRun(TrialRun):
 
     def __init__(self):
         self.run_id = ""
-        self.pending = []
 
-    def log_metrics(self, metrics, step, model_id=None, dataset=None, wait=True): ...
-    def flush(self): ...
+    def log_metrics(self, metrics, step, model_id=None, dataset=None): ...
     def log_params(self, params): ...
     def set_tags(self, tags): ...
     def log_dict(self, data, name): ...
