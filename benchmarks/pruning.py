@@ -69,13 +69,14 @@ def steps_to_reach(trials: list[list[float]], target: float, steps_per_eval: int
 
 def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
     """{pruner: (steps ratio, reached, pruned best)} against the unpruned study."""
-    from workbench import distributed
     from workbench.study import RunOptions, run_study
     from workbench.study_file import validate_study
     from workbench.tables import read_table, write_table
 
+    import torch
+
     quiet()
-    distributed.set_threads()
+    torch.set_num_threads(1)  # as data_pipeline.py: on a shared machine, 2 threads' barrier waits swamp every timing
     rows, dev_rows, trials, epochs = (480, 200, 8, 4) if quick else (4000, 872, 20, 6)
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
