@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
 
 from benchmarks import data_pipeline, first_trial, pruning, trial_overhead, workers
-from benchmarks.common import Figure
+from benchmarks.common import Figure, env
 
 BENCHMARKS = {  # cheapest first: a run cut short still has the quick figures
     "data_pipeline": data_pipeline.figures,
@@ -26,6 +27,10 @@ BENCHMARKS = {  # cheapest first: a run cut short still has the quick figures
     "pruning_compute": pruning.figures,
     "vs_hf_hpsearch": workers.figures,
 }
+
+
+def first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else ""
 
 
 def progress(line: str) -> None:
@@ -49,6 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small studies, fewer repeats")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run these benchmarks only")
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE (a JSON list)")
+    parser.add_argument("--child", choices=sorted(BENCHMARKS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import warnings
@@ -57,14 +63,24 @@ def main(argv=None) -> int:
     figures: list[Figure] = []
     failed = 0
     start = time.monotonic()
-    for name in args.only or BENCHMARKS:
-        progress(f"{name} ({time.monotonic() - start:.0f} s)")
+    if args.child:  # one benchmark in its own process: no MLflow store cache, frozen heap or thread setting carries over
         try:
-            new = BENCHMARKS[name](args.quick, progress)
+            for figure in BENCHMARKS[args.child](args.quick, progress):
+                print(figure.line(), flush=True)
         except Exception as e:  # one broken benchmark must not hide the others' figures
             traceback.print_exc()
+            print(Figure(args.child, None, None, "", f"failed: {e.__class__.__name__}: {first_line(e)}").line(), flush=True)
+            return 1
+        return 0
+    for name in args.only or BENCHMARKS:
+        progress(f"{name} ({time.monotonic() - start:.0f} s)")
+        child = [sys.executable, "-m", "benchmarks", "--child", name] + (["--quick"] if args.quick else [])
+        done = subprocess.run(child, stdout=subprocess.PIPE, text=True, env=env())
+        new = [Figure(**json.loads(line)) for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0:
             failed += 1
-            new = [Figure(name, None, None, "", f"failed: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}")]
+            if not new:
+                new = [Figure(name, None, None, "", f"failed: exit code {done.returncode}")]
         for figure in new:
             print(figure.line(), flush=True)
         figures += new

@@ -28,6 +28,9 @@ PAD_TO = 128  # the tutorial's fixed length
 BATCH = 32
 
 
+HIDDEN = {"hidden_size": 64, "num_layers": 2, "num_heads": 2}  # the demo study's model
+
+
 def _model(tokenizer):
     import torch
 
@@ -35,7 +38,7 @@ def _model(tokenizer):
 
     torch.manual_seed(0)
     config = WorkbenchConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, max_position_embeddings=PAD_TO,
-                             hidden_size=64, num_layers=2, num_heads=2, dropout=0.1)
+                             dropout=0.1, **HIDDEN)
     return WorkbenchForSequenceClassification(config)
 
 
@@ -127,11 +130,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=4096)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--hidden", type=int, help="a wider model than the demo's (hidden size; 4 layers, 4 heads)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if sst2_missing():
         print(sst2_missing())
         return
+    if args.hidden:
+        HIDDEN.update(hidden_size=args.hidden, num_layers=4, num_heads=4)
     ratio, mine, theirs = measure(args.examples, args.epochs, args.repeats)
     print(f"data_pipeline: {ratio:.2f}x ({mine:.0f} vs {theirs:.0f} samples/s)")
 
