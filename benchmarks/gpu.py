@@ -121,11 +121,11 @@ def loop_rate(spec, data, cfg: dict) -> float:
     import torch
     from transformers import DataCollatorWithPadding, set_seed
 
-    from workbench.training import build_model
+    from workbench.builders import build_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     set_seed(0)
-    model = build_model(spec, data).to(device)
+    model = build_model(spec, data.tokenizer, data.label_names).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     step_model = torch.compile(model, dynamic=True) if cfg["compile"] else model
     columns = [c for c in ("input_ids", "attention_mask", "label") if c in data.train.column_names]

@@ -23,7 +23,7 @@ def rss_mib() -> float:
 def main() -> None:
     import os
 
-    from conftest import TINY, merge
+    from helpers import TINY, merge
     from workbench.study import RunOptions, run_study
     from workbench.study_file import validate_study
 

@@ -72,7 +72,6 @@ def main() -> None:
     results = [queue.get() for _ in procs]
     for p in procs:
         p.join()
-    total = args.workers * args.trials
     locked = sum(r[0] for r in results)
     other = sum(r[1] for r in results)
     print(f"{args.workers} workers x {args.trials} trials: {locked} lock errors, {other} other errors, {time.monotonic() - start:.0f}s")

@@ -122,7 +122,8 @@ def hf_worker(trials: int, tokenizer: Optional[str], sets: Sequence[str] = ()) -
     from workbench.data import prepare_data
     from workbench.storage import build_pruner, build_sampler
     from workbench.study_file import apply_overrides, load_study_file
-    from workbench.training import build_model, build_training_args, compute_metrics
+    from workbench.builders import build_model, build_training_args
+    from workbench.training import compute_metrics
 
     distributed.set_threads()  # the same share of the cores as a workbench worker
     spec = load_study_file(DEMO, {**parse_sets(sets), **({"tokenizer.path": tokenizer} if tokenizer else {})})
@@ -133,7 +134,7 @@ def hf_worker(trials: int, tokenizer: Optional[str], sets: Sequence[str] = ()) -
 
     def model_init(trial):
         params = suggest_params(trial, spec.space) if trial is not None else {}
-        return build_model(apply_overrides(spec, {k: v for k, v in params.items() if k.startswith("model.")}), data)
+        return build_model(apply_overrides(spec, {k: v for k, v in params.items() if k.startswith("model.")}), data.tokenizer, data.label_names)
 
     from transformers import DataCollatorWithPadding
 

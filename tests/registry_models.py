@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import TINY, merge
+from helpers import TINY, merge
 
 NAME = "keyword-classifier"
 POSITIVE = "good great superb lovely wonderful".split()

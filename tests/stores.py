@@ -1,16 +1,17 @@
-"""Helpers for error tests: a seeded pair of stores, and a snapshot to prove a refused run changed nothing."""
+"""Helpers for error tests: seeding a pair of stores, and a snapshot to prove a refused run changed nothing.
+
+The `seeded` and `stores` fixtures built from these live in fixtures_stores.py.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from pathlib import Path
 
-import pytest
 import yaml
 
-from conftest import TINY, merge
+from helpers import TINY, merge
 
 # What a refused command must leave as it was: every row of both stores, statuses included.
 OPTUNA_TABLES = ("studies", "trials", "trial_values", "trial_params", "trial_user_attributes", "study_user_attributes")
@@ -48,42 +49,6 @@ def copy_stores(source: Path, target: Path) -> None:
     (target / "mlruns").mkdir(exist_ok=True)
     for db in ("optuna.db", "mlflow.db"):
         shutil.copy2(source / "mlruns" / db, target / "mlruns" / db)
-
-
-_SEEDED: dict[str, Path] = {}
-
-
-@pytest.fixture(scope="session")
-def seeded():
-    """A store holding the tiny study (2 trials) and a registered version, made once per session.
-
-    Outside pytest's numbered temp dirs: another pytest session on the machine rotates those away.
-    """
-    import tempfile
-
-    from workbench.cli import main
-
-    if "root" not in _SEEDED:  # imported by several test modules: seed once
-        root = Path(tempfile.mkdtemp(prefix="workbench-seeded-"))
-        cwd, uri = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)  # mlflow.set_tracking_uri exports it
-        os.chdir(root)
-        try:
-            seed(root, main)
-        finally:
-            os.chdir(cwd)
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-            if uri is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = uri
-        _SEEDED["root"] = root
-    yield _SEEDED["root"]
-    shutil.rmtree(_SEEDED.pop("root", ""), ignore_errors=True)
-
-
-@pytest.fixture
-def stores(seeded, workdir):
-    """The seeded stores copied into this test's directory; returns their snapshot before the test."""
-    copy_stores(seeded, workdir)
-    return snapshot(workdir)
 
 
 def refused(capsys, argv: list[str]) -> str:

@@ -66,3 +66,18 @@ def test_local_tokenizer_directory(tmp_path):
     trained.save_pretrained(tmp_path / "tok")
     loaded = build_tokenizer(TokenizerSpec(path="tok"), [], 32, tmp_path)
     assert loaded("the plot is dull")["input_ids"] == trained("the plot is dull")["input_ids"]
+
+
+def test_many_imbalanced_classes_with_non_ascii_text_split_stratified(tmp_path):
+    rows = []
+    for k in range(21):  # 21 classes, from 60 rows down to 4
+        rows += [{"text": f"crème brûlée &amp; café n°{k} — 東京 {i}", "topic": f"topic-{k:02d}"} for i in range(max(4, 60 - 3 * k))]
+    pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
+    spec = DataSpec(source="files", files={"train": "train.parquet"}, label_column="topic", validation_fraction=0.25)
+    splits = load_splits(spec, tmp_path)
+    assert len(splits.label_names) == 21 and splits.label_names[0] == "topic-00"
+    assert set(splits.validation["label"]) == set(range(21)), "every class, even a 4-row one, reaches validation"
+    assert "東京" in splits.train["text"][0] and "&amp;" in splits.train["text"][0]  # text kept as written
+    subset = load_splits(spec.model_copy(update={"max_train_examples": 200}), tmp_path)
+    assert len(subset.train) == 200 and subset.validation["text"] == splits.validation["text"]
+    assert set(subset.train["label"]) == set(range(21)), "the subset is stratified"

@@ -8,10 +8,8 @@ import sys
 
 import pytest
 
+from helpers import study_runs, tracking_client, trial_runs
 from workbench.cli import main
-from workbench.tracking import mlflow_client, resolve_tracking_uri
-
-pytestmark = pytest.mark.slow
 
 
 def run_cli(*args, cwd):
@@ -19,16 +17,16 @@ def run_cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "workbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_study_to_registered_model_to_prediction_to_promotion(write_study, workdir, capsys):
     path = write_study(study={"n_trials": 2})
     assert main(["study", "run", str(path)]) == 0
     out = capsys.readouterr().out
     assert "registered tiny-classifier version 1 as @challenger" in out
 
-    client = mlflow_client(resolve_tracking_uri())
-    experiment = client.get_experiment_by_name("tiny")
-    parent = client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'study'")[0]
-    trials = client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'trial'")
+    client = tracking_client()
+    parent = study_runs(client)[0]
+    trials = trial_runs(client)
     assert len(trials) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
     for run in trials:

@@ -6,8 +6,10 @@ import logging
 
 import pytest
 
-from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
+from stores import refused, snapshot
 from workbench.cli import main
+
+# Tests on the seeded stores are marked slow: the `seeded` fixture trains the tiny study (once per session).
 
 TEXTS = ["a charming film", "dull and tedious", "moving and bright", "a tedious mess"] * 10
 LABELS = ["pos", "neg", "pos", "neg"] * 10
@@ -23,12 +25,14 @@ def files_study(write_study, **data):
     return write_study(study={"name": "from-files"}, data={"source": "files", **data})
 
 
+@pytest.mark.slow
 def test_missing_file(stores, write_study, workdir, capsys):
     path = files_study(write_study, files={"train": "nowhere.csv"})
     assert "data.files.train: file not found: " in refused(capsys, ["study", "run", str(path)])
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_not_utf8(stores, write_study, workdir, capsys):
     (workdir / "train.csv").write_bytes(("text,label\n" + "".join(f"café {t},{l}\n" for t, l in zip(TEXTS, LABELS))).encode("utf-16"))
     path = files_study(write_study, files={"train": "train.csv"})
@@ -36,6 +40,7 @@ def test_not_utf8(stores, write_study, workdir, capsys):
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_missing_text_column_lists_the_columns(stores, write_study, workdir, capsys):
     train = csv(workdir / "train.csv", zip(TEXTS, LABELS), header="sentence,label")
     path = files_study(write_study, files={"train": train})
@@ -46,12 +51,14 @@ def test_missing_text_column_lists_the_columns(stores, write_study, workdir, cap
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_numbers_are_not_text(stores, write_study, workdir, capsys):
     path = files_study(write_study, files={"train": csv(workdir / "train.csv", zip(range(40), LABELS))})
     assert "data.text_column: column 'text' holds int64 values, not text" in refused(capsys, ["study", "run", str(path)])
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_empty_split(stores, write_study, workdir, capsys):
     train = csv(workdir / "train.csv", zip(TEXTS, LABELS))
     (workdir / "validation.csv").write_text("text,label\n")
@@ -61,12 +68,14 @@ def test_empty_split(stores, write_study, workdir, capsys):
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_single_class(stores, write_study, workdir, capsys):
     path = files_study(write_study, files={"train": csv(workdir / "train.csv", ((t, "pos") for t in TEXTS))})
     assert "data.label_column: the training data has a single class (pos): a classifier needs two or more" in refused(capsys, ["study", "run", str(path)])
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_validation_label_unseen_in_training(stores, write_study, workdir, capsys):
     train = csv(workdir / "train.csv", zip(TEXTS, LABELS))
     validation = csv(workdir / "validation.csv", [("so so", "meh"), ("great", "pos")])
@@ -84,6 +93,7 @@ def test_empty_and_missing_texts_are_dropped_with_a_count(write_study, workdir, 
     assert "data: dropped 3 of 43 train rows with an empty text or label" in caplog.text
 
 
+@pytest.mark.slow
 def test_only_empty_texts_is_refused(stores, write_study, workdir, capsys):
     path = files_study(write_study, files={"train": csv(workdir / "train.csv", [(" ", "pos"), (" ", "neg")])})
     assert "data: the train split has no rows with a text and a label: give it some" in refused(capsys, ["study", "run", str(path)])

@@ -14,9 +14,11 @@ import weakref
 import pytest
 import yaml
 
-from conftest import TINY, merge
-from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
+from helpers import TINY, merge, tracking_client
+from stores import refused, snapshot
 from workbench.cli import main
+
+# Tests on the seeded stores are marked slow: the `seeded` fixture trains the tiny study (once per session).
 
 
 def grid_study(workdir, space: dict, **changes):
@@ -36,12 +38,11 @@ def trials_by(param: str):
 
 
 def mlflow_run(trial):
-    from workbench.tracking import mlflow_client
-
-    # an absolute URI: MLflow caches one store per URI string, across tests' directories
-    return mlflow_client(f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}").get_run(trial.user_attrs["mlflow_run_id"])
+    """The MLflow run of `trial`, in the store `study run` used here."""
+    return tracking_client().get_run(trial.user_attrs["mlflow_run_id"])
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_the_trial_alone(workdir, capsys):
     path = grid_study(workdir, {"training.learning_rate": {"choices": [3.0e-3, 1.0e6]}})
     assert main(["study", "run", str(path)]) == 0
@@ -62,6 +63,7 @@ def test_nan_loss_fails_the_trial_alone(workdir, capsys):
         (None, "out of memory: OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"),
     ],
 )
+@pytest.mark.slow
 def test_fault_in_model_code_fails_the_trial_alone_and_memory_is_released(fault, reason, workdir, monkeypatch, capsys):
     """Fault injection into our own model class (in-process), for trials with hidden_size 32."""
     import torch
@@ -95,6 +97,7 @@ def test_fault_in_model_code_fails_the_trial_alone_and_memory_is_released(fault,
     assert alive_at_start == [0, 0, 0]  # each trial's model was freed before the next was built
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_server_fails_fast_with_one_line(stores, write_study, workdir):
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -123,6 +126,7 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(stores, write_stud
         (["--tracking-uri", "nosuch://x", "study", "run", "study.yaml"], "--tracking-uri nosuch://x: cannot reach the tracking store"),
     ],
 )
+@pytest.mark.slow
 def test_malformed_store_urls(argv, expected, stores, write_study, workdir, capsys):
     write_study()
     assert expected in refused(capsys, argv)
@@ -137,6 +141,7 @@ def in_namespace(script: str, workdir) -> subprocess.CompletedProcess:
     return subprocess.run(["unshare", "-rm", "sh", "-ec", script], capture_output=True, text=True, env=env, cwd=workdir, timeout=500)
 
 
+@pytest.mark.slow
 def test_read_only_mlruns(stores, write_study, workdir):
     """mlruns/ bind-mounted read-only (chmod does not stop root; a read-only mount does)."""
     write_study()
@@ -150,6 +155,7 @@ def test_read_only_mlruns(stores, write_study, workdir):
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_disk_full_during_a_trial_stops_the_study_cleanly(stores, write_study, workdir):
     """The trial checkpoints land on a 64 KiB tmpfs: the first save fills it."""
     write_study()
@@ -171,9 +177,8 @@ def test_disk_full_during_a_trial_stops_the_study_cleanly(stores, write_study, w
     assert after["aliases"] == stores["aliases"]
 
 
+@pytest.mark.slow
 def test_registry_errors(stores, workdir, capsys):
-    from workbench.tracking import mlflow_client
-
     assert "nope: no registered model of that name" in refused(capsys, ["promote", "nope"])
     assert "no version or alias 'rival'" in refused(capsys, ["promote", "tiny-classifier", "--candidate", "rival"])
     assert "models:/nope@champion: cannot load the model" in refused(capsys, ["predict", "models:/nope@champion", "--text", "hi"])
@@ -181,7 +186,7 @@ def test_registry_errors(stores, workdir, capsys):
     (workdir / "empty.txt").write_text("\n  \n")
     assert "--input empty.txt: the file holds no texts" in refused(capsys, ["predict", "models:/tiny-classifier@challenger", "--input", "empty.txt"])
     assert snapshot(workdir) == stores
-    mlflow_client(f"sqlite:///{workdir}/mlruns/mlflow.db").delete_registered_model_alias("tiny-classifier", "challenger")
+    tracking_client(f"sqlite:///{workdir}/mlruns/mlflow.db").delete_registered_model_alias("tiny-classifier", "challenger")
     before = snapshot(workdir)
     assert "no version or alias 'challenger'" in refused(capsys, ["promote", "tiny-classifier"])
     assert snapshot(workdir) == before

@@ -9,9 +9,11 @@ import sys
 import pytest
 import yaml
 
-from conftest import TINY, merge
-from stores import refused, seeded, snapshot, stores  # noqa: F401 (fixtures)
+from helpers import TINY, merge
+from stores import refused, snapshot
 from workbench.cli import main
+
+# Tests on the seeded stores are marked slow: the `seeded` fixture trains the tiny study (once per session).
 
 
 CASES = {
@@ -51,6 +53,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.slow
 def test_invalid_study_file_is_refused_and_changes_nothing(name, stores, write_study, workdir, capsys):
     changes, expected = CASES[name]
     path = write_study(**changes)
@@ -70,6 +73,7 @@ def test_invalid_study_file_is_refused_and_changes_nothing(name, stores, write_s
         ("study: !!python/object/new:os.system ['touch pwned']\n", "is not allowed: a study file holds plain YAML data only"),
     ],
 )
+@pytest.mark.slow
 def test_unreadable_study_file_is_refused(text, expected, stores, workdir, capsys):
     (workdir / "bad.yaml").write_text(text)
     err = refused(capsys, ["study", "run", "bad.yaml"])
@@ -78,6 +82,7 @@ def test_unreadable_study_file_is_refused(text, expected, stores, workdir, capsy
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_missing_and_non_utf8_study_files(stores, workdir, capsys):
     assert "nowhere.yaml: file not found: check the path" in refused(capsys, ["study", "run", "nowhere.yaml"])
     (workdir / "latin1.yaml").write_bytes(yaml.safe_dump(TINY).replace("name: tiny", "name: café").encode("latin-1"))
@@ -85,6 +90,7 @@ def test_missing_and_non_utf8_study_files(stores, workdir, capsys):
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_bad_set_override_is_refused(stores, write_study, workdir, capsys):
     path = write_study()
     err = refused(capsys, ["study", "run", str(path), "--set", "training.learning_rat=0.1"])
@@ -104,6 +110,7 @@ def test_bad_set_override_is_refused(stores, write_study, workdir, capsys):
         ),
     ],
 )
+@pytest.mark.slow
 def test_resumed_study_that_conflicts_with_the_stored_one(changes, expected, stores, write_study, workdir, capsys):
     path = write_study(**changes)
     err = refused(capsys, ["study", "run", str(path), "--trials", "1"])
@@ -111,6 +118,7 @@ def test_resumed_study_that_conflicts_with_the_stored_one(changes, expected, sto
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_search_space_combination_that_cannot_build_fails_the_trial_not_the_study(write_study, workdir, capsys):
     """Some sampled values cannot build the model: those trials FAIL with the reason, the rest run."""
     import optuna

@@ -7,13 +7,8 @@ import re
 import pytest
 import yaml
 
+from helpers import tracking_client
 from workbench.cli import main
-
-
-def _client(registry):
-    from workbench.tracking import mlflow_client
-
-    return mlflow_client(registry.tracking_uri)
 
 
 @pytest.mark.slow
@@ -26,7 +21,7 @@ def test_evaluate_logs_metrics_and_pictures_linked_to_the_version(keyword_regist
     name, uri = keyword_registry.name, keyword_registry.tracking_uri
     assert main(["--tracking-uri", uri, "evaluate", f"models:/{name}/1", "--data", str(keyword_registry.validation_csv)]) == 0
     out = capsys.readouterr().out
-    client = _client(keyword_registry)
+    client = tracking_client(keyword_registry.tracking_uri)
     version = client.get_model_version(name, "1")
     run_id = version.tags["workbench.evaluation_run"]
     assert f"logged to MLflow run {run_id} (linked to version 1)" in out

@@ -6,13 +6,17 @@ import json
 
 import pytest
 
+from helpers import tracking_client, trial_runs
 from workbench.cli import main
 
 
 @pytest.mark.slow
-def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
-    from workbench.tracking import mlflow_client
+def refused_line(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
 
+
+def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     import workbench
     from workbench.lineage import git_commit
 
@@ -20,9 +24,8 @@ def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     assert main(["study", "run", str(study), "--no-register"]) == 0
     capsys.readouterr()
     uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
-    client = mlflow_client(uri)
-    experiment = client.get_experiment_by_name("tiny").experiment_id
-    (found,) = client.search_runs([experiment], "tags.`workbench.role` = 'trial'")
+    client = tracking_client(uri)
+    (found,) = trial_runs(client)
     run_id = found.info.run_id
     trial = client.get_run(run_id)  # with its inputs
     assert trial.info.status == "FINISHED", trial.data.tags.get("mlflow.note.content")
@@ -44,9 +47,12 @@ def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     assert any(line.startswith("torch==") for line in requirements.splitlines())
     assert "tokenizer/tokenizer.json" in {a.path for a in client.list_artifacts(run_id, "tokenizer")}
 
-    assert main(["--tracking-uri", uri, "reproduce", run_id]) == 0
+    assert main(["reproduce", "tiny:0", "--tracking-uri", uri]) == 0  # STUDY:TRIAL finds the run
     out = capsys.readouterr().out
+    assert f"reproducing run {run_id} (study tiny, trial 0)" in out and "training:" in out, "progress while it works"
     assert f"run {run_id}: eval_loss recorded" in out and "matches within 1e-06" in out
+    assert client.get_run(run_id).data.tags["workbench.reproduced.matches"] == "True"
+    assert "has no trial 5" in refused_line(capsys, ["--tracking-uri", uri, "reproduce", "tiny:5"])
 
     parent = trial.data.tags["mlflow.parentRunId"]
     assert main(["--tracking-uri", uri, "reproduce", parent]) == 2

@@ -5,11 +5,12 @@ import subprocess
 import sys
 
 import pytest
-from servers import free_port, stop, wait_until_up
 
+from helpers import tracking_client, trial_runs
+from servers import free_port, stop, wait_until_up
 from workbench.study import RunOptions, run_study
 from workbench.study_file import load_study_file
-from workbench.tracking import mlflow_client, resolve_tracking_uri
+from workbench.tracking import resolve_tracking_uri
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -48,9 +49,9 @@ def render(url: str) -> str:
 def test_study_and_trial_runs_show_in_the_mlflow_ui(write_study, ui):
     spec = load_study_file(write_study(study={"n_trials": 1}))
     run_study(spec, RunOptions(register=False), progress=lambda line: None)
-    client = mlflow_client(resolve_tracking_uri())
+    client = tracking_client()
     experiment = client.get_experiment_by_name("tiny")
-    (trial,) = client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'trial'")
+    (trial,) = trial_runs(client)
 
     page = render(f"{ui}/#/experiments/{experiment.experiment_id}/runs")
     assert "study-tiny" in page, "the parent run is listed in the study's experiment"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import tracking_client
 from workbench.cli import main
 from workbench.promotion import TAG, mcnemar_exact, paired_bootstrap
 
@@ -36,35 +37,31 @@ def test_paired_bootstrap_interval_excludes_zero_only_for_a_real_difference():
     assert paired_bootstrap("loss", labels, better, champion, maximize=False, alpha=0.05).significant
 
 
-def _client(registry):
-    from workbench.tracking import mlflow_client
-
-    return mlflow_client(registry.tracking_uri)
-
-
 def _set_aliases(registry, **versions):
-    """champion=2, previous_champion=None (deleted) ..."""
-    client = _client(registry)
+    """champion=2, previous_champion=None (deleted; deleting an alias the model lacks does nothing) ..."""
+    client = tracking_client(registry.tracking_uri)
     for alias, version in versions.items():
         alias = alias.replace("_", "-")
         if version is None:
-            try:
-                client.delete_registered_model_alias(registry.name, alias)
-            except Exception:
-                pass
+            client.delete_registered_model_alias(registry.name, alias)
         else:
             client.set_registered_model_alias(registry.name, alias, str(version))
 
 
 def _alias(registry, alias):
+    """The version `alias` points to, or None when the model has no such alias."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        return str(_client(registry).get_model_version_by_alias(registry.name, alias).version)
-    except Exception:
+        return str(tracking_client(registry.tracking_uri).get_model_version_by_alias(registry.name, alias).version)
+    except MlflowException as e:
+        if e.message != f"Registered model alias {alias} not found.":
+            raise
         return None
 
 
 def _tags(registry, version):
-    tags = _client(registry).get_model_version(registry.name, str(version)).tags
+    tags = tracking_client(registry.tracking_uri).get_model_version(registry.name, str(version)).tags
     return {k.removeprefix(TAG): v for k, v in tags.items() if k.startswith(TAG)}
 
 
@@ -179,3 +176,27 @@ def test_unknown_model_or_bad_data_is_one_line_and_exit_2(keyword_registry, caps
     err = capsys.readouterr().err
     assert "Traceback" not in err and "no label column" in err.strip().splitlines()[-1]
     assert _alias(keyword_registry, "champion") == "1"
+
+
+@pytest.mark.slow
+def test_history_keeps_every_promotion_refusal_and_rollback(keyword_registry, capsys):
+    from workbench.registry import read_history
+
+    _set_aliases(keyword_registry, champion=None, previous_champion=None)
+    client = tracking_client(keyword_registry.tracking_uri)
+    before = len(read_history(client, keyword_registry.name))
+    assert _promote(keyword_registry, "--candidate", "1") == 0  # no champion yet
+    assert _promote(keyword_registry, "--candidate", "2") == 0  # clearly better than the weak v1
+    assert _promote(keyword_registry, "--candidate", "1") == 1  # worse: refused
+    assert main(["--tracking-uri", keyword_registry.tracking_uri, "rollback", keyword_registry.name]) == 0
+    capsys.readouterr()
+    events = read_history(client, keyword_registry.name)[before:]
+    assert [(e["action"], e["version"], e["champion_before"], e["champion_after"]) for e in events] == [
+        ("promoted", "1", None, "1"), ("promoted", "2", "1", "2"), ("refused", "1", "2", "2"), ("rollback", "1", "2", "1"),
+    ]
+    assert [e["n"] for e in events] == list(range(before + 1, before + 5)), "numbered, none overwritten"
+    v1 = client.get_model_version(keyword_registry.name, "1").description
+    v2 = client.get_model_version(keyword_registry.name, "2").description
+    assert v1.index("promoted") < v1.index("replaced as @champion by v2") < v1.index("refused") < v1.index("@champion again by rollback")
+    assert v2.index("promoted") < v2.index("rolled back")
+    assert _tags(keyword_registry, 2)["decision"] == "rolled back"

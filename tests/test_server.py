@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import tracking_client
 from workbench.server import ServerSpec, build_server_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +47,9 @@ def test_bad_server_options_are_one_line_usage_errors(workdir):
 
 @pytest.mark.slow
 def test_server_listens_on_loopback_only_and_stores_runs_and_artifacts(mlflow_server, tmp_path):
-    from workbench.tracking import mlflow_client
-
     port = int(mlflow_server.url.rsplit(":", 1)[1])
     assert listening_addresses(port) == {"127.0.0.1"}
-    client = mlflow_client(mlflow_server.url)
+    client = tracking_client(mlflow_server.url)
     experiment = client.create_experiment("through-the-server")
     assert client.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:")
     run = client.create_run(experiment)

@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import tracking_client
 from servers import free_port, stop, wait_until_up
 
 SERVER_START_S = 240  # a loaded 2-core machine needs a while to import torch and transformers
-
-
-def _client(registry):
-    from workbench.tracking import mlflow_client
-
-    return mlflow_client(registry.tracking_uri)
 
 
 @pytest.mark.slow
@@ -36,7 +31,7 @@ def test_registered_model_holds_no_pickle_and_carries_weights_and_tokenizer(keyw
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_raw_text(keyword_registry, tmp_path):
-    _client(keyword_registry).set_registered_model_alias(keyword_registry.name, "champion", "2")
+    tracking_client(keyword_registry.tracking_uri).set_registered_model_alias(keyword_registry.name, "champion", "2")
     port = free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     env = {**os.environ, "MLFLOW_TRACKING_URI": keyword_registry.tracking_uri}

@@ -3,24 +3,18 @@
 import optuna
 import pytest
 
+from helpers import study_runs, tracking_client, trial_runs
 from workbench.cli import main
 from workbench.storage import open_study, resolve_storage
 from workbench.study import RunOptions, run_study
 from workbench.study_file import load_study_file
-from workbench.tracking import mlflow_client, resolve_tracking_uri
-
-pytestmark = pytest.mark.slow
 
 
 def stored_trials(name="tiny"):
     return optuna.load_study(study_name=name, storage=resolve_storage()).trials
 
 
-def trial_runs(client, name="tiny"):
-    experiment = client.get_experiment_by_name(name)
-    return client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'trial'")
-
-
+@pytest.mark.slow
 def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, capsys):
     # a categorical parameter too: its stored description (JSON lists) must match on resume
     path = write_study(study={"n_trials": 2}, search_space={
@@ -34,19 +28,20 @@ def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, c
     assert "ran 0 trials" in capsys.readouterr().out
     assert main(["study", "run", str(path), "--trials", "2", "--no-register"]) == 0
     assert len(stored_trials()) == 4
-    client = mlflow_client(resolve_tracking_uri())
-    parents = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.`workbench.role` = 'study'")
+    client = tracking_client()
+    parents = study_runs(client)
     assert len(parents) == 1, "the parent run is found again on resume"
     runs = trial_runs(client)
     assert sorted(int(r.data.tags["optuna.trial.number"]) for r in runs) == [0, 1, 2, 3]
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in runs)
 
 
+@pytest.mark.slow
 def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
     spec = load_study_file(write_study(study={"n_trials": 1}))
     outcome = run_study(spec, RunOptions(register=False), progress=lambda line: None)
     assert outcome.states == {"COMPLETE": 1}
-    client = mlflow_client(resolve_tracking_uri())
+    client = tracking_client()
     (run,) = trial_runs(client)
     assert run.info.status == "FINISHED"
     assert run.data.tags["optuna.study"] == "tiny" and run.data.tags["optuna.trial.state"] == "COMPLETE"
@@ -59,6 +54,7 @@ def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
     assert stored_trials()[0].value == pytest.approx(max(m.value for m in history)), "the trial's value is its best evaluation"
 
 
+@pytest.mark.slow
 def test_failing_and_pruned_trials_are_recorded_and_the_study_goes_on(write_study):
     # num_heads 3 does not divide hidden_size 16: those trials fail in model construction
     path = write_study(
@@ -71,13 +67,13 @@ def test_failing_and_pruned_trials_are_recorded_and_the_study_goes_on(write_stud
     assert len(trials) == 4 and len(failed) == 2
     assert all(t.params["model.num_heads"] == 3 for t in failed)
     assert all("divisible" in t.user_attrs["fail_reason"] for t in failed)
-    client = mlflow_client(resolve_tracking_uri())
+    client = tracking_client()
     by_number = {int(r.data.tags["optuna.trial.number"]): r for r in trial_runs(client)}
     for t in trials:
         run = by_number[t.number]
         assert run.data.tags["optuna.trial.state"] == t.state.name
-        expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[t.state.name]
-        assert run.info.status == expected
+        expected = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}[t.state.name]
+        assert run.info.status == expected  # pruned: stopped on purpose, not a failure nor a Ctrl-C
     assert "divisible" in by_number[failed[0].number].data.tags["mlflow.note.content"]
     assert outcome.best_trial is not None
 
@@ -90,3 +86,14 @@ def test_resumed_study_with_another_direction_is_refused(write_study):
 
     with pytest.raises(StudyFileError, match="study.direction: minimize differs from the stored study"):
         open_study(changed, resolve_storage())
+
+
+def test_timeout_starts_no_trial_after_the_budget_and_resume_counts_time_spent(write_study, capsys):
+    path = write_study(study={"n_trials": 50, "timeout": 1}, search_space={})
+    assert main(["study", "run", str(path), "--no-register"]) == 0
+    out = capsys.readouterr().out
+    assert "time budget of 1 s is spent; no new trial" in out
+    assert len(stored_trials()) == 1, "the first trial outlasts the budget: no second one starts"
+    assert main(["study", "run", str(path), "--no-register"]) == 0  # resumed: the second spent already
+    assert "ran 0 trials" in capsys.readouterr().out
+    assert len(stored_trials()) == 1

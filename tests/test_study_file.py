@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from workbench.errors import StudyFileError
@@ -28,7 +29,7 @@ def test_sections_are_typed_and_frozen(write_study):
     spec = load_study_file(write_study())
     assert isinstance(spec.space["training.learning_rate"], RangeSpec)
     assert spec.space["training.learning_rate"].log
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="Instance is frozen"):
         spec.study.n_trials = 5
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import tracking_client, trial_runs
 from workbench.db import driver_url
 from workbench.errors import WorkbenchError
 from workbench.workers import WorkerPlan, plan_workers, worker_env
@@ -35,19 +38,6 @@ def load(storage: str = "sqlite:///mlruns/optuna.db", name: str = "tiny"):
     return optuna.load_study(study_name=name, storage=driver_url(storage))
 
 
-def local_store() -> str:
-    """The default tracking store of the test's cwd, as an absolute URI (MLflow caches stores by URI)."""
-    return f"sqlite:///{Path.cwd()}/mlruns/mlflow.db"
-
-
-def trial_runs(tracking_uri: str, name: str = "tiny") -> list:
-    from workbench.tracking import mlflow_client
-
-    client = mlflow_client(tracking_uri)
-    experiment = client.get_experiment_by_name(name)
-    return client.search_runs([experiment.experiment_id], filter_string="tags.`workbench.role` = 'trial'", max_results=1000)
-
-
 def wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -58,15 +48,23 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def running_trials(storage: str = "sqlite:///mlruns/optuna.db"):
+def study_created(name: str = "tiny", db: str = "mlruns/optuna.db") -> bool:
+    """Whether the launcher has created the study, read without writing: Optuna's own load would
+    create the database's tables, racing the launcher that is creating them."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute("select 1 from studies where study_name = ?", (name,)).fetchone() is not None
+    except sqlite3.OperationalError:  # no database file yet, or no tables in it yet
+        return False
+
+
+def running_trials():
     """RUNNING trials whose worker has opened the MLflow run (so they are mid-trial)."""
     from optuna.trial import TrialState
 
-    try:
-        trials = load(storage).get_trials(states=(TrialState.RUNNING,))
-    except Exception:  # the launcher has not created the study yet
+    if not study_created():
         return []
-    return [t for t in trials if "worker" in t.user_attrs]
+    return [t for t in load().get_trials(states=(TrialState.RUNNING,)) if "worker" in t.user_attrs]
 
 
 def alive(pid: int) -> bool:
@@ -107,8 +105,6 @@ def test_workers_per_gpu_without_gpus_is_a_one_line_usage_error(write_study):
 
 @pytest.mark.slow
 def test_three_workers_share_one_study_on_postgres_and_an_mlflow_server(write_study, postgres_url, mlflow_server):
-    from workbench.tracking import mlflow_client
-
     path = write_study(study={"n_trials": 9}, training={"num_train_epochs": 1})
     server = mlflow_server.url
     result = cli("--tracking-uri", server, "study", "run", str(path), "--workers", "3", "--storage", postgres_url, timeout=400)
@@ -119,9 +115,9 @@ def test_three_workers_share_one_study_on_postgres_and_an_mlflow_server(write_st
     assert sorted(t.number for t in trials) == list(range(9))
     not_complete = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials if t.state.name != "COMPLETE"]
     assert not not_complete, result.stdout[-3000:]
-    runs = trial_runs(server)
+    client = tracking_client(server)
+    runs = trial_runs(client)
     assert sorted(int(r.data.tags["optuna.trial.number"]) for r in runs) == list(range(9))  # 9 runs, no duplicates
-    client = mlflow_client(server)
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert len(parents) == 1  # one parent run, though four processes looked for it
     by_run = {t.user_attrs["mlflow_run_id"]: t for t in trials}
@@ -157,7 +153,7 @@ def test_four_local_workers_on_the_default_stores_meet_the_target_without_lock_e
     assert len(trials) == 8 and {t.state.name for t in trials} == {"COMPLETE"}
     assert trials[0].params == {"training.learning_rate": 0.002}
     assert len({tuple(t.params.items()) for t in trials}) == 8  # seeded samplers differ per worker
-    runs = trial_runs(local_store())
+    runs = trial_runs(tracking_client())
     assert sorted(int(r.data.tags["optuna.trial.number"]) for r in runs) == list(range(8))
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert "study tiny: ran 8 trials; in total 8 complete" in result.stdout
@@ -183,7 +179,7 @@ def test_a_worker_killed_mid_trial_is_failed_closed_and_retried(write_study):
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == killed.params
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 3  # the target, reached anyway
-    runs = {r.info.run_id: r for r in trial_runs(local_store())}
+    runs = {r.info.run_id: r for r in trial_runs(tracking_client())}
     assert runs[killed.user_attrs["mlflow_run_id"]].info.status == "FAILED"
     assert "RUNNING" not in {r.info.status for r in runs.values()}
 
@@ -203,7 +199,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_next_run_resumes(write_study)
     assert not any(alive(pid) for pid in pids)
     trials = load().get_trials()
     assert {t.state.name for t in trials} == {"FAIL"} and all(t.user_attrs.get("interrupted") for t in trials)
-    assert {r.info.status for r in trial_runs(local_store())} == {"KILLED"}
+    assert {r.info.status for r in trial_runs(tracking_client())} == {"KILLED"}
 
     resumed = cli("study", "run", str(path), "--no-register", "--set", "training.num_train_epochs=1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from transformers import TrainerCallback
 
 from workbench import distributed
+from workbench.tracking import OBJECTIVE_METRIC
 
 if TYPE_CHECKING:
     from workbench.tracking import TrialRun
@@ -62,8 +63,12 @@ class TrialCallback(TrainerCallback):
                 self.best = value
             self.evaluations += 1
 
+        logged = dict(numbers)
+        if problem is None:  # the score so far, under one name in every run (a pruned run keeps its best)
+            logged.update({OBJECTIVE_METRIC: self.best, f"best_{self.metric}": self.best})
+
         def log_report_prune() -> bool:  # rank 0 only
-            self.run.log_metrics(numbers, step=state.global_step)
+            self.run.log_metrics(logged, step=state.global_step)
             if problem is not None:
                 return False
             self.trial.report(value, self.evaluations)

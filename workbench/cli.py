@@ -14,6 +14,18 @@ from typing import Optional, Sequence
 
 from workbench.errors import WorkbenchError, first_line
 
+DESCRIPTION = """Hyperparameter studies for Hugging Face transformers models, tracked in MLflow.
+
+  workbench study run studies/demo.yaml      run (or resume) a study: Optuna samples, Trainer trains
+  workbench study show demo                  its trials, the best one, the registered model
+  workbench ui                               the MLflow UI on this folder's stores
+  workbench promote demo-classifier          @challenger -> @champion, if better and not by chance
+  workbench predict demo-classifier --text "a charming film"
+
+Stores: mlruns/mlflow.db (MLflow) and mlruns/optuna.db (Optuna) in the current folder, unless
+--tracking-uri / --storage say otherwise. Exit codes: 0 done, 1 refused (a gate, a mismatch),
+2 bad input, 130 interrupted."""
+MODEL_HELP = "NAME (its @champion), NAME@ALIAS, NAME/VERSION, models:/..., or a model folder"
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -25,24 +37,41 @@ QUIET_ENV = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _global_options(storage: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the subcommand (SUPPRESS: an option not given never hides one given earlier)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and library logs")
+    options.add_argument("--tracking-uri", default=argparse.SUPPRESS, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    if storage:
+        options.add_argument("--storage", default=argparse.SUPPRESS, help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
+    return options
 
-    study = commands.add_parser("study", help="run or resume a hyperparameter study").add_subparsers(dest="action", required=True)
-    run = study.add_parser("run", help="run a study file until its n_trials target is met (resumes)")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=DESCRIPTION, parents=[_global_options(storage=True)],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(debug=False, tracking_uri=None, storage=None)
+    common, with_storage = [_global_options(storage=False)], [_global_options(storage=True)]
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    study = commands.add_parser("study", help="run, list or show hyperparameter studies").add_subparsers(dest="action", required=True)
+    run = study.add_parser("run", parents=with_storage, help="run a study file until its n_trials target is met (resumes)")
     run.add_argument("study_file", type=Path)
     run.add_argument("--trials", type=int, help="run this many more trials, beyond what the study holds")
-    run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study-file value, e.g. training.num_train_epochs=2")
     run.add_argument("--no-register", action="store_true", help="do not register the best model")
     run.add_argument("--workers", type=int, help="run N worker processes on this machine that share the study (spread over visible GPUs)")
     run.add_argument("--workers-per-gpu", type=int, metavar="K", help="pack K workers on each visible GPU (default --workers: K x GPUs)")
     run.set_defaults(handler=cmd_study_run)
+    listing = study.add_parser("list", parents=with_storage, help="the studies in the store: trials by state, best value, last activity")
+    _format_options(listing)
+    listing.set_defaults(handler=cmd_study_list)
+    show = study.add_parser("show", parents=with_storage, help="one study's trials: state, score, evaluations, parameters, MLflow run; the registry")
+    show.add_argument("name", help="the study's name (study.name in its file)")
+    _format_options(show)
+    show.set_defaults(handler=cmd_study_show)
 
-    server = commands.add_parser("server", help="start an mlflow server that many workers and machines can share")
+    server = commands.add_parser("server", parents=common, help="start an mlflow server that many workers and machines can share")
     server.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
     server.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
     server.add_argument("--backend-store-uri", help="database for runs and models (default: sqlite:///mlruns/mlflow.db)")
@@ -51,10 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--allowed-hosts", help="extra Host headers to accept when --host is not loopback, e.g. trainhost:5000")
     server.set_defaults(handler=cmd_server)
 
-    promote = commands.add_parser("promote", help="move @champion to a candidate that is better, and not by chance")
+    ui = commands.add_parser("ui", parents=common, help="the MLflow UI on this folder's stores, at http://127.0.0.1:PORT")
+    ui.add_argument("--port", type=int, default=5000, help="port to listen on, on 127.0.0.1 only (default: 5000)")
+    ui.set_defaults(handler=cmd_ui)
+
+    promote = commands.add_parser("promote", parents=common, help="move @champion to a candidate that is better, and not by chance")
     promote.add_argument("model_name")
     promote.add_argument("--candidate", default="challenger", help="alias or version number to promote (default: challenger)")
-    promote.add_argument("--to", default="champion", choices=["champion"], help="the alias to move (default: champion)")
     promote.add_argument("--data", help="evaluation data: a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the candidate's validation data)")
     promote.add_argument("--min-delta", type=float, default=0.0, help="the smallest improvement of the study metric that counts (default: 0)")
     promote.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default: 0.05)")
@@ -62,26 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--force", action="store_true", help="promote even if the gate refuses; recorded as forced")
     promote.set_defaults(handler=cmd_promote)
 
-    rollback = commands.add_parser("rollback", help="move @champion back to @previous-champion")
+    rollback = commands.add_parser("rollback", parents=common, help="move @champion back to @previous-champion")
     rollback.add_argument("model_name")
     rollback.set_defaults(handler=cmd_rollback)
 
-    evaluate = commands.add_parser("evaluate", help="metrics and pictures of a model on labelled data, logged to MLflow")
-    evaluate.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
+    evaluate = commands.add_parser("evaluate", parents=common, help="metrics and pictures of a model on labelled data, logged to MLflow")
+    evaluate.add_argument("model", help=MODEL_HELP)
     evaluate.add_argument("--data", help="a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the version's validation data)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    reproduce = commands.add_parser("reproduce", help="re-run a trial from its MLflow run's record and compare its metric")
-    reproduce.add_argument("run_id")
+    reproduce = commands.add_parser("reproduce", parents=common, help="re-run a trial from its MLflow run's record and compare its metric")
+    reproduce.add_argument("run", metavar="RUN_ID|STUDY:TRIAL", help="a trial's MLflow run id, or the study name and trial number, e.g. demo:7")
     reproduce.set_defaults(handler=cmd_reproduce)
 
-    predict = commands.add_parser("predict", help="predict labels for raw texts with a registered model")
-    predict.add_argument("model_uri", help="e.g. models:/demo-classifier@champion")
+    predict = commands.add_parser("predict", parents=common, help="predict labels for raw texts with a registered model")
+    predict.add_argument("model", help=MODEL_HELP)
     predict.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
-    predict.add_argument("--input", type=Path, help="a file of texts: .txt (one per line), or csv/tsv/jsonl/parquet with a `text` column")
+    predict.add_argument("--input", type=Path, help="a file of texts: .txt (one per line), or csv/tsv/jsonl/parquet with a `text` column (other columns are kept)")
     predict.add_argument("--output", type=Path, help="write predictions here (.csv, .jsonl or .parquet) instead of printing")
     predict.set_defaults(handler=cmd_predict)
     return parser
+
+
+def _format_options(command: argparse.ArgumentParser) -> None:
+    formats = command.add_mutually_exclusive_group()
+    formats.add_argument("--json", dest="format", action="store_const", const="json", help="print JSON")
+    formats.add_argument("--csv", dest="format", action="store_const", const="csv", help="print CSV")
+    command.set_defaults(format="table")
 
 
 def run() -> None:
@@ -147,32 +186,58 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def cmd_study_run(args) -> int:
-    from workbench.study import RunOptions, run_study
+    from workbench import distributed
+    from workbench.api import result_of, run_study
+    from workbench.study import RunOptions
     from workbench.study_file import load_study_file
 
-    if args.trials is not None and args.trials < 0:
-        raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
     spec = load_study_file(args.study_file, _parse_sets(args.set))
-    options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
     show = lambda line: print(line, flush=True)  # noqa: E731
-    from workbench import distributed
-
     distributed.install_interrupt_handler()
     if args.workers is not None or args.workers_per_gpu is not None:
         from workbench.workers import plan_workers, run_workers, visible_gpus
 
+        if args.trials is not None and args.trials < 0:
+            raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
+        options = RunOptions(storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register)
         plans = plan_workers(args.workers, args.workers_per_gpu, visible_gpus())
         outcome = run_workers(args.study_file, spec, options, plans, args.set, debug=args.debug, progress=show)
+        result = result_of(spec, outcome, args.storage)
     else:
-        outcome = run_study(spec, options, progress=show)
+        result = run_study(
+            spec, trials=args.trials, storage=args.storage, tracking_uri=args.tracking_uri, register=not args.no_register, progress=show
+        )
     if distributed.is_main():
-        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.states.items()))
-        print(f"study {outcome.study_name}: ran {outcome.trials_run} trials" + (f"; in total {states}" if states else ""))
-        if outcome.best_trial is not None:
-            print(f"best: trial {outcome.best_trial}, {spec.study.metric}={outcome.best_value:.4f}")
-        if outcome.registered:
-            print(f"registered {outcome.registered} as @challenger; next: workbench promote {spec.registry.model_name}")
+        states = result.trials["state"].value_counts() if len(result.trials) else {}
+        summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(dict(states).items()))
+        print(f"study {result.study_name}: ran {result.trials_run} trials" + (f"; in total {summary}" if summary else ""))
+    if distributed.is_main() and distributed.worker_id() is None:  # a worker of --workers: its launcher concludes
+        if result.best_trial is not None:
+            print(f"best: trial {result.best_trial.number}, {result.metric}={result.best_value:.4f}")
+        if result.registered:
+            print(f"registered {result.registered} as @challenger; next: workbench promote {spec.registry.model_name}")
     return 0
+
+
+def cmd_study_list(args) -> int:
+    from workbench.views import list_studies, render_list
+
+    print(render_list(list_studies(args.storage), args.format))
+    return 0
+
+
+def cmd_study_show(args) -> int:
+    from workbench.views import render_show, show_study
+
+    print(render_show(show_study(args.name, args.storage, args.tracking_uri), args.format))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from workbench.tracking import resolve_existing_tracking_uri
+    from workbench.views import run_ui
+
+    return run_ui(resolve_existing_tracking_uri(args.tracking_uri), args.port, on_start=lambda line: print(line, flush=True))
 
 
 def cmd_server(args) -> int:
@@ -182,13 +247,20 @@ def cmd_server(args) -> int:
     return run_server(spec)
 
 
+def _existing_store(args) -> str:
+    """The tracking store of a command that reads what a study made: never created when missing."""
+    from workbench.tracking import configure_mlflow, resolve_existing_tracking_uri
+
+    uri = resolve_existing_tracking_uri(args.tracking_uri)
+    configure_mlflow(uri)
+    return uri
+
+
 def cmd_promote(args) -> int:
     from workbench.errors import PromotionRefused
     from workbench.promotion import promote
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    configure_mlflow(uri)
+    uri = _existing_store(args)
     decision = promote(args.model_name, uri, args.candidate, args.data, args.min_delta, args.alpha, args.dry_run, args.force)
     print(decision.table())
     if not decision.promoted and not args.dry_run:
@@ -198,54 +270,47 @@ def cmd_promote(args) -> int:
 
 def cmd_rollback(args) -> int:
     from workbench.promotion import rollback
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    configure_mlflow(uri)
-    print(rollback(args.model_name, uri))
+    print(rollback(args.model_name, _existing_store(args)))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from workbench.evaluation import evaluate
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+    from workbench.inference import model_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    configure_mlflow(uri)
-    print(evaluate(args.model_uri, args.data, uri).table())
+    uri = _existing_store(args)
+    print(evaluate(model_uri(args.model), args.data, uri).table())
     return 0
 
 
 def cmd_reproduce(args) -> int:
     from workbench.lineage import reproduce
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    configure_mlflow(uri)
-    print(reproduce(args.run_id, uri).summary())
+    print(reproduce(args.run, _existing_store(args), progress=lambda line: print(line, flush=True)).summary())
     return 0
 
 
 def cmd_predict(args) -> int:
-    from workbench.inference import load_model, read_texts
-    from workbench.tables import write_table
-    from workbench.tracking import configure_mlflow, resolve_tracking_uri
+    import shutil
 
-    texts = list(args.text) + (read_texts(args.input) if args.input else [])
-    if not texts:
+    import pandas as pd
+
+    from workbench.inference import TEXT_COLUMN, format_predictions, load_model, model_uri, read_inputs
+    from workbench.tables import write_table
+
+    frames = ([pd.DataFrame({TEXT_COLUMN: args.text})] if args.text else []) + ([read_inputs(args.input)] if args.input else [])
+    if not frames:
         raise WorkbenchError("predict: give --text TEXT (repeatable) or --input FILE")
-    configure_mlflow(resolve_tracking_uri(args.tracking_uri))
-    frame = load_model(args.model_uri).predict(_frame(texts))
-    frame.insert(0, "text", texts)
+    uri = model_uri(args.model)
+    if uri.startswith(("models:/", "runs:/")):
+        _existing_store(args)
+    rows = pd.concat(frames, ignore_index=True)
+    predictions = load_model(uri).predict(rows[[TEXT_COLUMN]])
+    frame = pd.concat([rows, predictions.reset_index(drop=True)], axis=1)
     if args.output:
         write_table(frame, args.output, "--output")
         print(f"wrote {len(frame)} predictions to {args.output}")
     else:
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(format_predictions(frame, shutil.get_terminal_size().columns))
     return 0
-
-
-def _frame(texts: list[str]):
-    import pandas as pd
-
-    return pd.DataFrame({"text": texts})

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench import distributed
 from workbench.errors import DataError, first_line
+from workbench.pretrained import load_tokenizer, resolve_checkpoint
 from workbench.spec import DataSpec, StudySpec, TokenizerSpec
 from workbench.synthetic import LABELS, generate_examples
 from workbench.tables import read_table
@@ -62,23 +63,29 @@ class TrialData:
     splits: Splits  # the raw texts, for registration and lineage
 
 
-def prepare_data(spec: StudySpec) -> TrialData:
-    """Load, validate and tokenize the study's data once; every trial shares it."""
+def prepare_data(spec: StudySpec, given: Any = None) -> TrialData:
+    """Load (or take `given`), validate and tokenize the study's data once; every trial shares it."""
     # under torchrun a rank that cannot load the data fails every rank, with its reason
-    splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir))
-    # WordPiece training breaks frequency ties in no fixed order: every rank takes rank 0's vocabulary
-    tokenizer = distributed.on_main(
-        lambda: build_tokenizer(spec.tokenizer, list(splits.train["text"]), spec.data.max_length, spec.source_dir)
-    )
+    splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir, given))
+    if spec.model.get("pretrained"):  # a pretrained model reads text with its own tokenizer
+        checkpoint = resolve_checkpoint(spec.model["pretrained"], spec.source_dir)
+        tokenizer = distributed.together(lambda: load_tokenizer(checkpoint, spec.data.max_length))
+    else:  # every rank takes rank 0's vocabulary, whatever the trainer does with ties
+        texts = list(splits.train["text"])
+        tokenizer = distributed.on_main(lambda: build_tokenizer(spec.tokenizer, texts, spec.data.max_length, spec.source_dir))
     train, validation = distributed.together(lambda: tokenize_splits(splits, tokenizer, spec.data.max_length))
     return TrialData(train, validation, tokenizer, splits.label_names, splits)
 
 
-def load_splits(spec: DataSpec, base_dir: str | Path = ".") -> Splits:
-    """Load the study's data and return validated train/validation splits."""
+def load_splits(spec: DataSpec, base_dir: str | Path = ".", given: Any = None) -> Splits:
+    """Load the study's data (or take `given`, data made in Python) and return validated train/validation splits."""
     from datasets import DatasetDict
 
-    if spec.source == "synthetic":
+    if given is not None:
+        raw, source = _from_python(given, spec), f"python:{type(given).__name__}"
+    elif spec.source == "python":
+        raise DataError("data.source: python: pass the data itself, workbench.run_study(spec, data=...)")
+    elif spec.source == "synthetic":
         raw, source = _load_synthetic(spec), f"synthetic(n={spec.synthetic.n_examples}, seed={spec.synthetic.seed})"
     elif spec.source == "files":
         raw, source = _load_files(spec, Path(base_dir)), ", ".join(f"{k}={v}" for k, v in spec.files.items())
@@ -92,11 +99,46 @@ def load_splits(spec: DataSpec, base_dir: str | Path = ".") -> Splits:
     label_names, raw = _encode_labels(raw, spec)
     if "validation" not in raw:
         raw = _split_validation(raw["train"], spec)
+    if spec.max_train_examples is not None and len(raw["train"]) > spec.max_train_examples:
+        raw["train"] = _subset(raw["train"], spec.max_train_examples, spec.seed)
     splits = Splits(raw["train"], raw["validation"], label_names, source, _digest(raw))
     for name in ("train", "validation"):
         if len(getattr(splits, name)) == 0:
             raise DataError(f"data: the {name} split has no rows with a text and a label: give it some")
     return splits
+
+
+def _from_python(given: Any, spec: DataSpec):
+    """A DatasetDict from a datasets.Dataset/DatasetDict, a pandas DataFrame, a torch Dataset yielding
+    (text, label) or {text, label}, or a dict of those by split name."""
+    from datasets import DatasetDict
+
+    if isinstance(given, (DatasetDict, dict)):
+        unknown = sorted(set(given) - {"train", "validation"})
+        if "train" not in given or unknown:
+            raise DataError(f"data: give the splits as {{'train': ..., 'validation': ...}} (got {', '.join(map(str, given))})")
+        return DatasetDict({name: _as_dataset(part, spec) for name, part in given.items()})
+    return DatasetDict({"train": _as_dataset(given, spec)})
+
+
+def _as_dataset(part: Any, spec: DataSpec):
+    from datasets import Dataset
+
+    if isinstance(part, Dataset):
+        return part
+    if hasattr(part, "to_dict") and hasattr(part, "columns"):  # a pandas DataFrame
+        return Dataset.from_pandas(part, preserve_index=False)
+    if not (hasattr(part, "__len__") and hasattr(part, "__getitem__")):
+        raise DataError(f"data: a {type(part).__name__} is not a dataset: give a datasets.Dataset, a DataFrame or a torch Dataset")
+    rows = [part[i] for i in range(len(part))]  # a map-style torch Dataset, as the tutorial writes one
+    if rows and not isinstance(rows[0], dict):
+        rows = [dict(zip((spec.text_column, spec.label_column), row)) for row in rows]
+    return Dataset.from_list([{k: _plain(v) for k, v in row.items()} for row in rows])
+
+
+def _plain(value: Any) -> Any:
+    """A tensor or numpy scalar (a label from a torch Dataset) as a Python value."""
+    return value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value
 
 
 def _load_synthetic(spec: DataSpec):
@@ -200,6 +242,14 @@ def _split_validation(train: Dataset, spec: DataSpec):
     except ValueError:  # a class too small to stratify: fall back to a plain seeded split
         parts = train.train_test_split(test_size=spec.validation_fraction, seed=spec.seed)
     return DatasetDict({"train": parts["train"], "validation": parts["test"]})
+
+
+def _subset(train: Dataset, n: int, seed: int) -> Dataset:
+    """`n` training rows, seeded and stratified by label (a plain seeded sample when a class is too small)."""
+    try:
+        return train.train_test_split(train_size=n, seed=seed, stratify_by_column="label")["train"]
+    except ValueError:
+        return train.shuffle(seed=seed).select(range(n))
 
 
 def _digest(raw) -> str:

@@ -46,6 +46,20 @@ def absolute_sqlite(uri: str, flag: str) -> str:
     return f"sqlite:///{db}"
 
 
+def existing_sqlite(uri: str, flag: str, what: str) -> str:
+    """An absolute SQLite URI for a read-only command; StoreError (naming the file) when it does not exist.
+
+    Opening a missing SQLite file would create it (and the folder): a command that only reads
+    must not leave an empty store behind in the wrong directory.
+    """
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+        return uri
+    db = Path(uri.removeprefix("sqlite:///")).absolute()
+    if not db.is_file():
+        raise StoreError(f"{flag}: no {what} at {db} (run the command in the folder that holds mlruns/, or pass {flag})")
+    return f"sqlite:///{db}"
+
+
 def check_sqlite_writable(uri: str, flag: str) -> None:
     """A SQLite store in a read-only folder (or file) fails on its first write: say so up front."""
     db = Path(uri.removeprefix("sqlite:///"))

@@ -14,9 +14,10 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from workbench import modeling
+from workbench.modeling import register_auto_classes
 from workbench.errors import DataError, RegistryError, first_line
 from workbench.tables import read_table
+from workbench.user_code import import_object, read_model_class
 
 TEXT_COLUMN = "text"
 
@@ -34,7 +35,7 @@ class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self.model = modeling.WorkbenchForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        self.model = load_classifier(model_dir)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         return self
 
@@ -54,7 +55,8 @@ class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
         import torch
 
         out = [np.zeros((0, len(self.labels)))]
-        limit = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
+        positions = getattr(self.model.config, "max_position_embeddings", None)  # a user's model may have no such limit
+        limit = min(self.tokenizer.model_max_length, positions or self.tokenizer.model_max_length)
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
                 batch = self.tokenizer(
@@ -63,6 +65,16 @@ class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 out.append(torch.softmax(logits.float(), -1).numpy())
         return np.concatenate(out)
+
+
+def load_classifier(model_dir: str | Path):
+    """A saved sequence classifier in eval mode: a user's class (recorded beside it), ours, or a transformers model."""
+    from transformers import AutoModelForSequenceClassification
+
+    ref = read_model_class(Path(model_dir))
+    register_auto_classes()
+    cls = import_object(ref, model_dir, "model class") if ref else AutoModelForSequenceClassification
+    return cls.from_pretrained(str(model_dir), local_files_only=True).eval()
 
 
 def _texts(model_input: Any) -> list[str]:
@@ -87,11 +99,36 @@ def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
         raise RegistryError(f"{uri}: cannot load the model: {first_line(e)}") from None
 
 
-def read_texts(path: str | Path) -> list[str]:
-    """Texts from a file: one per line (.txt), or the `text` column of a csv/tsv/jsonl/parquet."""
+def model_uri(ref: str, alias: str = "champion") -> str:
+    """What the user typed -> a model URI: `NAME` means `models:/NAME@champion`; `NAME@ALIAS` and
+    `NAME/VERSION` get `models:/`; URIs (`models:/`, `runs:/`, ...) and existing folders stay as they are."""
+    if ":/" in ref or Path(ref).exists():
+        return ref
+    return f"models:/{ref}" if ("@" in ref or "/" in ref) else f"models:/{ref}@{alias}"
+
+
+def read_inputs(path: str | Path) -> pd.DataFrame:
+    """The rows to predict, every column kept: one text per line (.txt), or a csv/tsv/jsonl/parquet with a `text` column."""
     frame = read_table(Path(path), "--input", lines_as=TEXT_COLUMN)
     if TEXT_COLUMN not in frame.columns:
         raise DataError(f"--input {path}: no {TEXT_COLUMN!r} column (columns: {', '.join(map(str, frame.columns))})")
     if frame.empty:
         raise DataError(f"--input {path}: the file holds no texts: give one text per line or row")
-    return _texts(frame)
+    return frame
+
+
+def format_predictions(frame: pd.DataFrame, width: int) -> str:
+    """One line per prediction for a terminal: label, score, and the text cut to fit `width` characters."""
+    labels = frame["label"].astype(str)
+    w = max(5, labels.str.len().max() if len(frame) else 0)
+    lines = [f"{'label':<{w}}  score  text"]
+    room = max(20, width - w - 9)
+    for label, score, text in zip(labels, frame["score"], frame[TEXT_COLUMN].astype(str)):
+        text = " ".join(text.split())
+        lines.append(f"{label:<{w}}  {score:.3f}  {text if len(text) <= room else text[: room - 1] + '…'}")
+    return "\n".join(lines)
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """The texts of `read_inputs(path)`."""
+    return _texts(read_inputs(path))

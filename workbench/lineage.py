@@ -24,8 +24,9 @@ import workbench
 from workbench import distributed
 from workbench.data import TrialData, prepare_data
 from workbench.errors import DataError, RegistryError, ReproductionMismatch, first_line
+from workbench.pretrained import resolve_checkpoint
 from workbench.study_file import StudySpec, apply_overrides, validate_study
-from workbench.tracking import NullTrialRun, TrialRun, mlflow_client
+from workbench.tracking import OBJECTIVE_METRIC, STATE_TAG, NullTrialRun, TrialRun, mlflow_client
 from workbench.training import train_trial
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ REQUIREMENTS_ARTIFACT = "requirements.txt"
 TOKENIZER_ARTIFACT = "tokenizer"
 VERSION_TAG, COMMIT_TAG = "workbench.version", "workbench.git_commit"
 DIGEST_TAG, SOURCE_TAG = "workbench.data_digest", "workbench.data_source"
+PRETRAINED_TAG, WEIGHTS_TAG = "workbench.pretrained", "workbench.pretrained_sha256"
 TOLERANCE = 1e-6  # CPU, fixed seeds: a reproduced trial matches to this
 
 
@@ -53,6 +55,10 @@ def study_lineage(spec: StudySpec, data: TrialData) -> StudyLineage:
     commit = git_commit()
     if commit:
         tags[COMMIT_TAG] = commit
+    if spec.model.get("pretrained"):  # the weights a trial starts from, as the data: source and digest
+        checkpoint = resolve_checkpoint(spec.model["pretrained"], spec.source_dir)
+        tags[PRETRAINED_TAG] = f"{checkpoint.name} ({checkpoint.location})"
+        tags[WEIGHTS_TAG] = checkpoint.sha256 or "unknown (hub download)"
     inputs = (
         dataset_input(splits.frame("train"), "train", _source(spec), splits.digest, "training"),
         dataset_input(splits.frame("validation"), "validation", _source(spec), splits.digest, "validation"),
@@ -115,6 +121,8 @@ def _source(spec: StudySpec):
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
         return HuggingFaceDatasetSource(data.hub.path, config_name=data.hub.name, revision=data.hub.revision)
+    if data.source == "python":
+        return CodeDatasetSource({"workbench.source": "data given to workbench.run_study"})
     return CodeDatasetSource({"workbench.synthetic": data.synthetic.model_dump_json()})
 
 
@@ -178,28 +186,62 @@ def load_trial_spec(client, run_id: str) -> tuple[StudySpec, dict]:
     return validate_study({**record["spec"], "source_dir": record["source_dir"]}, f"run {run_id}"), record
 
 
-def reproduce(run_id: str, tracking_uri: str) -> Reproduction:
-    """Re-run a trial from its run's record; raises ReproductionMismatch beyond TOLERANCE."""
+def find_trial_run(client, ref: str) -> str:
+    """A run id from `ref`: a run id as it is, or `STUDY:TRIAL` (the study's latest run of that trial number)."""
+    study, sep, number = ref.rpartition(":")
+    if not sep or not number.isdigit() or not study:
+        return ref
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        raise RegistryError(f"{ref}: no study {study!r} in the tracking store (`workbench study list` shows them)")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`workbench.role` = 'trial' and tags.`optuna.trial.number` = '{number}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if not runs:
+        raise RegistryError(f"{ref}: study {study!r} has no trial {number} (`workbench study show {study}` lists them)")
+    return runs[0].info.run_id
+
+
+def reproduce(ref: str, tracking_uri: str, progress=lambda line: None) -> Reproduction:
+    """Re-run a trial (`ref`: a run id or STUDY:TRIAL) from its run's record; raises ReproductionMismatch beyond TOLERANCE.
+
+    `progress` gets one line per step; the outcome is also recorded on the run (`workbench.reproduced.*` tags).
+    """
     import optuna
 
     client = mlflow_client(tracking_uri)
+    run_id = find_trial_run(client, ref)
     spec, record = load_trial_spec(client, run_id)
     metric = spec.study.metric
-    recorded = client.get_run(run_id).data.metrics.get(f"best_{metric}")
-    if recorded is None:
-        raise RegistryError(f"run {run_id}: no best_{metric} recorded: only completed trials can be reproduced")
+    run = client.get_run(run_id).data
+    recorded = run.metrics.get(OBJECTIVE_METRIC, run.metrics.get(f"best_{metric}"))
+    if recorded is None or run.tags.get(STATE_TAG, "COMPLETE") != "COMPLETE":
+        state = run.tags.get(STATE_TAG, "without a score")
+        raise RegistryError(f"run {run_id}: the trial is {state}: only completed trials can be reproduced")
+    progress(f"reproducing run {run_id} (study {spec.study.name}, trial {run.tags.get('optuna.trial.number', '?')}): {metric} recorded {recorded:.6f}")
     distributed.set_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = client.download_artifacts(run_id, TOKENIZER_ARTIFACT, tmp)
-        data = prepare_data(apply_overrides(spec, {"tokenizer": {"path": tokenizer}}))  # the trial's own tokenizer
+        progress(f"  data: {record['data']['source']}" + ("" if spec.model.get("pretrained") else " with the trial's own tokenizer"))
+        own = {} if spec.model.get("pretrained") else {"tokenizer": {"path": tokenizer}}  # the trial's own tokenizer
+        data = prepare_data(apply_overrides(spec, own))
         if data.splits.digest != record["data"]["digest"]:
             raise DataError(
                 f"run {run_id}: the data at {record['data']['source']} changed since the trial "
                 f"(digest {data.splits.digest[:12]} now, {record['data']['digest'][:12]} recorded)"
             )
+        progress(f"  training: {spec.training.get('num_train_epochs', '?')} epochs on {len(data.train)} examples ...")
+        started = time.monotonic()
         # a FixedTrial never prunes: the trial is retrained as far as it went
         result = train_trial(spec, data, optuna.trial.FixedTrial({}), NullTrialRun(), Path(tmp) / "trial", is_main=True)
+        progress(f"  trained in {time.monotonic() - started:.1f}s, {result.evaluations} evaluations")
     outcome = Reproduction(run_id, metric, recorded, result.value)
+    TrialRun(client, run_id).set_tags({
+        "workbench.reproduced.value": result.value, "workbench.reproduced.difference": outcome.difference,
+        "workbench.reproduced.matches": outcome.matches, "workbench.reproduced.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
     if not outcome.matches:
         raise ReproductionMismatch(outcome.summary())
     return outcome

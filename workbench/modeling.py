@@ -7,7 +7,6 @@ Auto classes so `AutoModelForSequenceClassification.from_pretrained(dir)` finds 
 
 from __future__ import annotations
 
-import inspect
 from typing import Optional
 
 import torch
@@ -58,12 +57,6 @@ class WorkbenchConfig(PretrainedConfig):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
         super().__init__(pad_token_id=pad_token_id, **kwargs)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """Keys a study file may set under `model:` (ours plus the label maps)."""
-        own = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")]
-        return own + ["num_labels", "id2label", "label2id", "problem_type"]
 
 
 class SelfAttention(nn.Module):
@@ -170,5 +163,11 @@ class WorkbenchForSequenceClassification(WorkbenchPreTrainedModel):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-AutoConfig.register(WorkbenchConfig.model_type, WorkbenchConfig, exist_ok=True)
-AutoModelForSequenceClassification.register(WorkbenchConfig, WorkbenchForSequenceClassification, exist_ok=True)
+def register_auto_classes() -> None:
+    """Let `AutoConfig` / `AutoModelForSequenceClassification.from_pretrained(dir)` find our encoder."""
+    AutoConfig.register(WorkbenchConfig.model_type, WorkbenchConfig, exist_ok=True)
+    AutoModelForSequenceClassification.register(WorkbenchConfig, WorkbenchForSequenceClassification, exist_ok=True)
+
+
+register_auto_classes()
+

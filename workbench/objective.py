@@ -99,12 +99,12 @@ class TrialRunner:
         log_trial_lineage(run, trial_spec, self.data, self.lineage)
 
     def _complete(self, run: TrialRun, result: TrialResult) -> None:
-        run.log_metrics({f"best_{self.spec.study.metric}": result.value}, step=result.evaluations)
-        run.end("COMPLETE")
+        run.end("COMPLETE")  # `objective` and `best_<metric>` were logged with each evaluation (TrialCallback)
 
     def _end_pruned(self, run: TrialRun, e: BaseException) -> None:
         try:
-            run.end("PRUNED", note=f"Pruned by {self.spec.study.pruner.type} pruner: {e}")
+            note = f"Pruned by the {self.spec.study.pruner.type} pruner ({e}): stopped early on purpose, not a failure; `objective` is the best {self.spec.study.metric} it reached"
+            run.end("PRUNED", note=note)
         except StoreError as store:
             self.fatal = store
 

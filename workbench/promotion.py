@@ -15,9 +15,9 @@ from typing import Optional
 
 import numpy as np
 
-from workbench.errors import RegistryError
+from workbench.errors import PromotionRefused, RegistryError
 from workbench.evaluation import Scores, score_model
-from workbench.registry import CHALLENGER, CHAMPION, DIRECTION_TAG, METRIC_TAG, PREVIOUS_CHAMPION, alias_or_none, get_version
+from workbench.registry import CHALLENGER, CHAMPION, DIRECTION_TAG, METRIC_TAG, PREVIOUS_CHAMPION, alias_or_none, get_version, record_event
 from workbench.tracking import mlflow_client
 
 TAG = "workbench.promotion."
@@ -175,7 +175,7 @@ def promote(
     cand = get_version(client, name, candidate)
     champ = alias_or_none(client, name, CHAMPION)
     if champ is not None and champ.version == cand.version:
-        raise RegistryError(f"{name}: version {cand.version} is already @{CHAMPION}")
+        raise PromotionRefused(f"{name}: version {cand.version} is already @{CHAMPION}: nothing to promote")
     metric = cand.tags.get(METRIC_TAG, "eval_accuracy").removeprefix("eval_")
     maximize = cand.tags.get(DIRECTION_TAG, "maximize") == "maximize"
     cand_scores, eval_data = score_model(f"models:/{name}/{cand.version}", data)
@@ -218,7 +218,7 @@ def _gate(metric: str, cand: Scores, champ: Scores, maximize: bool, min_delta: f
 
 
 def _apply(client, decision: Decision) -> None:
-    """Write the decision on the candidate version and move the aliases."""
+    """Write the decision on the candidate version, move the aliases, append it to the history."""
     name = decision.name
     for key, value in decision.tags().items():
         client.set_model_version_tag(name, decision.candidate, key, value)
@@ -226,6 +226,17 @@ def _apply(client, decision: Decision) -> None:
         if decision.champion is not None:
             client.set_registered_model_alias(name, PREVIOUS_CHAMPION, decision.champion)
         client.set_registered_model_alias(name, CHAMPION, decision.candidate)
+    action = "forced" if decision.forced else "promoted" if decision.promoted else "refused"
+    scores = f"{decision.metric} {decision.candidate_score:.4f}" + (f" vs {decision.champion_score:.4f}" if decision.champion_score is not None else "")
+    lines = {str(decision.candidate): f"{action} (@{CHAMPION} {f'v{decision.champion}' if decision.champion else 'none'} before): {decision.reason}; {scores}"}
+    if decision.promoted and decision.champion is not None:
+        lines[str(decision.champion)] = f"replaced as @{CHAMPION} by v{decision.candidate}; now @{PREVIOUS_CHAMPION}"
+    record_event(client, name, {
+        "action": action, "version": str(decision.candidate), "champion_before": _str(decision.champion),
+        "champion_after": str(decision.candidate) if decision.promoted else _str(decision.champion), "reason": decision.reason,
+        "metric": decision.metric, "candidate_score": decision.candidate_score, "champion_score": decision.champion_score,
+        "p_value": decision.test.p_value if decision.test else None, "data_digest": decision.data_digest,
+    }, lines)
 
 
 def rollback(name: str, tracking_uri: str) -> str:
@@ -238,7 +249,18 @@ def rollback(name: str, tracking_uri: str) -> str:
         raise RegistryError(f"{name}: no @{PREVIOUS_CHAMPION} to roll back to (it is set when a promotion replaces a champion)")
     client.set_registered_model_alias(name, CHAMPION, previous.version)
     client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    lines = {str(previous.version): f"@{CHAMPION} again by rollback (was v{current.version if current else 'none'})"}
     if current is not None:
         client.set_model_version_tag(name, current.version, TAG + "rolled_back", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        client.set_model_version_tag(name, current.version, TAG + "decision", "rolled back")  # no longer reads "promoted"
+        lines[str(current.version)] = f"rolled back: @{CHAMPION} returned to v{previous.version}"
+    record_event(client, name, {
+        "action": "rollback", "version": str(previous.version), "champion_before": _str(current.version if current else None),
+        "champion_after": str(previous.version),
+    }, lines)
     was = f"v{current.version}" if current else "none"
     return f"{name}: @{CHAMPION} is v{previous.version} again (was {was}); promote again to undo"
+
+
+def _str(version) -> Optional[str]:
+    return None if version is None else str(version)

@@ -6,9 +6,12 @@ A new version gets the alias `challenger`; `workbench.promotion` decides whether
 
 from __future__ import annotations
 
+import getpass
+import json
 import logging
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -18,6 +21,7 @@ from workbench.errors import RegistryError, first_line
 from workbench.inference import WorkbenchClassifier
 from workbench.storage import RUN_ID_ATTR, WORKER_ATTR
 from workbench.study_file import StudySpec
+from workbench.user_code import code_paths, import_object, read_model_class
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -28,6 +32,8 @@ CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous-ch
 STUDY_TAG, TRIAL_TAG, METRIC_TAG, VALUE_TAG, DIRECTION_TAG = (
     "workbench.study", "workbench.trial", "workbench.metric", "workbench.value", "workbench.direction",
 )
+# The registered model's history: one tag per event (promotion, refusal, rollback), numbered, never overwritten.
+HISTORY_TAG = "workbench.history."
 EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is tedious"]
 
 
@@ -59,6 +65,9 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
     }
     version = register_model_dir(name, model_dir, data.splits.frame("validation"), tags, run_id)
     client.set_registered_model_alias(name, CHALLENGER, version)
+    origin = (f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.value:.4f} "
+              f"({spec.study.direction}; the best trial when registered), MLflow run {run_id}.")
+    client.update_model_version(name, version, description=origin)
     return f"{name} version {version}"
 
 
@@ -83,11 +92,13 @@ def log_pyfunc_model(model_dir: Path, eval_data: Path):
     example = pd.DataFrame({"text": EXAMPLE_TEXTS})
     output = WorkbenchClassifier().load(model_dir).predict(None, example)
     package = Path(workbench.__file__).parent
+    ref = read_model_class(model_dir)
+    user = code_paths(import_object(ref, model_dir, "model.class")) if ref else []  # a user's model class travels too
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package / "mlflow_model.py"),
         artifacts={"model": str(model_dir), "eval_data": str(eval_data)},
-        code_paths=[str(package)],  # the model's code travels with it: no trust_remote_code
+        code_paths=[str(package), *user],  # the model's code travels with it: no trust_remote_code
         signature=infer_signature(example, output),
         input_example=example,
         pip_requirements=requirements(),
@@ -124,3 +135,34 @@ def alias_or_none(client, name: str, alias: str):
         return client.get_model_version_by_alias(name, alias)
     except Exception:
         return None
+
+
+def record_event(client, name: str, event: dict, versions: dict[str, str]) -> int:
+    """Append `event` to the registered model's history; returns its number.
+
+    The history is one registered-model tag per event (`workbench.history.0001`, ...), so none
+    overwrites another; `versions` maps each version the event touched to the line appended to
+    its description (where it came from, then its promotion history).
+    """
+    number = len(read_history(client, name)) + 1
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record = {"n": number, "time": stamp, "user": _user(), **event}
+    client.set_registered_model_tag(name, f"{HISTORY_TAG}{number:04d}", json.dumps(record, default=str))
+    for version, line in versions.items():
+        old = client.get_model_version(name, version).description or ""
+        head = "" if "Promotion history:" in old else "\n\nPromotion history:"
+        client.update_model_version(name, version, description=f"{old}{head}\n- {stamp} {line}".lstrip())
+    return number
+
+
+def read_history(client, name: str) -> list[dict]:
+    """The registered model's events, oldest first."""
+    tags = client.get_registered_model(name).tags
+    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(HISTORY_TAG))]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a container without a passwd entry
+        return "unknown"

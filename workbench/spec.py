@@ -59,6 +59,7 @@ class StudySection(_Frozen):
     metric: str = "eval_loss"
     direction: Literal["maximize", "minimize"] = "minimize"
     n_trials: int = Field(default=10, ge=0)
+    timeout: Optional[float] = Field(default=None, gt=0)  # seconds; no new trial starts after it (resume counts time spent)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
 
@@ -76,13 +77,14 @@ class HubSpec(_Frozen):
 
 
 class DataSpec(_Frozen):
-    source: Literal["synthetic", "files", "hub"] = "synthetic"
+    source: Literal["synthetic", "files", "hub", "python"] = "synthetic"  # python: given to workbench.run_study(data=...)
     synthetic: SyntheticSpec = SyntheticSpec()
     files: dict[str, str] = {}  # split name ("train", "validation") -> path, relative to the study file
     hub: Optional[HubSpec] = None
     text_column: str = "text"
     label_column: str = "label"
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # when no validation split is given
+    max_train_examples: Optional[int] = Field(default=None, ge=2)  # a seeded, stratified subset of train (small machines)
     max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
     pad_to_multiple_of: Optional[int] = Field(default=None, ge=1)  # batches pad to their longest text, rounded up (8: GPU tensor cores)
     seed: int = 0

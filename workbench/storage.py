@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from workbench import distributed
-from workbench.db import absolute_sqlite, default_sqlite, driver_url
+from workbench.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite
 from workbench.errors import StoreError, StudyFileError, first_line
 from workbench.search_space import describe_space, grid_of
 from workbench.spec import PRUNERS, SAMPLERS, StudySpec
@@ -29,6 +29,7 @@ GRACE_S = int(os.environ.get("WORKBENCH_GRACE_S", "60"))
 # Study attributes: what a resumed study must keep.
 SPACE_ATTR = "workbench.search_space"
 METRIC_ATTR = "workbench.metric"
+ELAPSED_ATTR = "workbench.elapsed_s"  # wall time the study has run, over every session: study.timeout counts it
 # Trial attributes: the trial's MLflow run, where it ran, and why it did not complete.
 RUN_ID_ATTR = "mlflow_run_id"
 WORKER_ATTR = "worker"
@@ -39,6 +40,19 @@ INTERRUPTED_ATTR = "interrupted"
 
 def resolve_storage(explicit: Optional[str] = None) -> str:
     return absolute_sqlite(explicit or DEFAULT_STORAGE, "--storage")
+
+
+def open_storage_readonly(explicit: Optional[str] = None) -> optuna.storages.BaseStorage:
+    """The Optuna storage for a command that only reads: no file, folder or table is created."""
+    from optuna.storages import RDBStorage
+
+    url = existing_sqlite(explicit or DEFAULT_STORAGE, "--storage", "Optuna study store")
+    if "://" not in url:
+        raise StoreError(f"--storage {url!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)")
+    try:
+        return RDBStorage(driver_url(url), skip_table_creation=True)
+    except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver, not an Optuna database
+        raise StoreError(f"--storage {url}: cannot open the Optuna storage: {first_line(e)}") from None
 
 
 @contextmanager

@@ -23,9 +23,10 @@ from workbench.db import STORE_DIR, check_sqlite_writable, mask_url
 from workbench.errors import first_line
 from workbench.objective import TrialRunner, long_lived_frozen
 from workbench.plots import log_study_plots
+from workbench.search_space import describe_space
 from workbench.registry import register_best
 from workbench.storage import (
-    TrialCounts, best_trial, build_storage, check_stored, count_trials, fail_stale, open_study, resolve_storage, running_trials,
+    ELAPSED_ATTR, TrialCounts, best_trial, build_storage, check_stored, count_trials, fail_stale, open_study, resolve_storage, running_trials,
 )
 from workbench.study_file import StudySpec
 from workbench.tracking import StudyTracking, check_tracking_store, configure_mlflow, resolve_tracking_uri
@@ -64,13 +65,22 @@ class OpenedStores:
     tracking_uri: str
     counts: TrialCounts  # the study's trials before this run
     target: int  # the study's total once this run is over
+    elapsed_before: float = 0.0  # seconds the study ran in earlier sessions
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        """Wall time the study has run, this session included."""
+        return self.elapsed_before + time.monotonic() - self.opened_at
 
 
 class StudySession:
     """A study from open to conclude; rank 0 holds the stores, every rank holds the data."""
 
-    def __init__(self, spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print):
+    def __init__(
+        self, spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print, data: Any = None
+    ):
         self.spec = spec
+        self.given_data = data  # data made in Python (workbench.run_study(data=...)), else the spec's source
         self.options = options
         self.progress = progress
         self.outcome = StudyOutcome(spec.study.name)
@@ -81,7 +91,7 @@ class StudySession:
     def open(self) -> None:
         """Check both stores and the data, then create or resume the study: a refused study writes nothing."""
         urls = distributed.on_main(self._check_stores)
-        self.data = prepare_data(self.spec)  # bad data leaves no empty study or RUNNING run behind
+        self.data = prepare_data(self.spec, self.given_data)  # bad data leaves no empty study or RUNNING run behind
         distributed.on_main(lambda: self._open_stores(*urls))
         tracking = self.stores.tracking if self.stores else None
         self.runner = TrialRunner(self.spec, self.data, tracking, self.options.workdir / self.spec.study.name)
@@ -100,11 +110,26 @@ class StudySession:
         configure_mlflow(tracking_uri)
         tracking = StudyTracking(tracking_uri, self.spec.study.name)
         tracking.parent.log_dict(self.spec.to_dict(), "study_spec.json")
+        self._log_study_params(tracking)
         fail_stale(study)
         counts = count_trials(study)
         add = self.options.add_trials
         target = counts.counted + add if add is not None else self.spec.study.n_trials
-        self.stores = OpenedStores(study, tracking, storage_url, tracking_uri, counts, target)
+        elapsed = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
+        self.stores = OpenedStores(study, tracking, storage_url, tracking_uri, counts, target, elapsed)
+
+    def _log_study_params(self, tracking: StudyTracking) -> None:
+        """The search space, sampler, pruner and objective as the parent run's params (once: params never change)."""
+        study = self.spec.study
+        params = {"metric": study.metric, "direction": study.direction, "sampler": study.sampler.type, "pruner": study.pruner.type}
+        params.update({f"sampler.{k}": v for k, v in study.sampler.options.items()})
+        params.update({f"pruner.{k}": v for k, v in study.pruner.options.items()})
+        params.update({f"search_space.{k}": v for k, v in describe_space(self.spec.space).items()})
+        logged = tracking.client.get_run(tracking.parent_run_id).data.params
+        changed = sorted(k for k in params if k in logged and logged[k] != str(params[k]) and not isinstance(params[k], dict))
+        if changed:  # a resumed study with another sampler seed, say: the first values stay, the spec artifact has the new
+            logger.info("study params changed since the study started (kept as first logged): %s", ", ".join(changed))
+        tracking.parent.log_params({k: v for k, v in params.items() if k not in logged})
 
     def headline(self, workers: Optional[str] = None) -> str:
         """`study NAME: 3/12 trials done (stores)`, or `; WORKERS` instead: the first line; no password shown."""
@@ -122,9 +147,15 @@ class StudySession:
                     self.runner.follow()
                 self.outcome.trials_run += 1
 
+    def out_of_time(self) -> bool:
+        """True once the study's time budget (`study.timeout`, over every session) is spent."""
+        timeout = self.spec.study.timeout
+        return timeout is not None and self.stores.elapsed() >= timeout
+
     def _run_one(self) -> None:
-        runner = self.runner
-        self.stores.study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(self.progress)])
+        runner, study = self.runner, self.stores.study
+        study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(self.progress)])
+        study.set_user_attr(ELAPSED_ATTR, self.stores.elapsed())
         if runner.diverged is not None:  # recorded as failed; the other ranks cannot go on
             raise runner.diverged
         if runner.fatal is not None:  # a store or disk fault: this trial failed, the next would too
@@ -134,6 +165,9 @@ class StudySession:
         """True when a trial should start here; waits while other workers' trials may still fail and need a retry."""
         study, target = self.stores.study, self.stores.target
         while True:
+            if self.out_of_time():
+                self.progress(f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial")
+                return False
             fail_stale(study)
             counts = count_trials(study)
             if counts.queued or counts.counted < target:
@@ -181,14 +215,16 @@ class StudySession:
         self.runner.clean_up(keep=outcome.best_trial, running=running_trials(study))
 
 
-def run_study(spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print) -> StudyOutcome:
+def run_study(
+    spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print, data: Any = None
+) -> StudyOutcome:
     """Run or resume a study until its trial target is met; returns what happened.
 
     A worker of `--workers` runs trials only: its launcher owns the parent run and the conclusion.
     """
     distributed.init_distributed()
     distributed.set_threads()
-    session = StudySession(spec, options, progress)
+    session = StudySession(spec, options, progress, data)
     session.open()
     distributed.on_main(lambda: progress(session.headline()))
     launched = distributed.worker_id() is not None

@@ -1,8 +1,8 @@
 """Study files: YAML -> frozen, typed `StudySpec`, with every problem reported at once.
 
-Keys under `model:` are `WorkbenchConfig` fields and keys under `training:` are
-`TrainingArguments` fields, passed through unchanged; both are checked against the real
-classes. One function, `apply_overrides`, applies command-line and trial values on top.
+Keys under `model:` are `WorkbenchConfig` fields (or, with `model.pretrained`, fields of that
+checkpoint's config) and keys under `training:` are `TrainingArguments` fields, passed through
+unchanged; both are checked against the real classes. One function, `apply_overrides`, applies command-line and trial values on top.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from workbench.builders import build_model_config, build_training_args
-from workbench.errors import StudyFileError
-from workbench.modeling import WorkbenchConfig
+from workbench.builders import MODEL_KEYS, FieldSchema, build_model_config, build_training_args, model_schema, training_schema
+from workbench.errors import DataError, StudyFileError
 from workbench.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
-from workbench.spec import METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec
+from workbench.spec import METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec, TokenizerSpec
 
 def load_study_file(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> StudySpec:
     """Read and validate a study file; `overrides` are dotted keys (`training.seed`) set on top."""
@@ -54,18 +53,18 @@ def validate_study(raw: dict[str, Any], name: str = "<study>", *, exact: bool = 
     they are built as they are; otherwise search-space keys take sample values from their
     ranges, and the file is refused only when no sampled combination builds.
     """
-    problems: list[str] = []
     spec = None
     raw = dict(raw)
+    schemas, problems = _schemas(raw)
     for section in SECTIONS:  # unknown keys and types, from the raw dict: reported even when other sections fail
-        if isinstance(raw.get(section), dict):
-            raw[section], found = _check_values(section, raw[section])
+        if isinstance(raw.get(section), dict) and section in schemas:
+            raw[section], found = _check_values(section, raw[section], schemas[section])
             problems += found
     try:
         spec = StudySpec(**raw)
     except ValidationError as e:
         problems += [_pydantic_problem(err) for err in e.errors()]
-    problems += _check_sections(raw)  # also when pydantic failed: every problem at once
+    problems += _check_sections(raw, schemas)  # also when pydantic failed: every problem at once
     if spec is not None and not problems:
         problems += _check_buildable(spec, exact)
     if problems:
@@ -120,19 +119,33 @@ def _did_you_mean(name: str, known: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _check_sections(raw: dict[str, Any]) -> list[str]:
-    """Checks that need the real classes: TrainingArguments, WorkbenchConfig, Optuna."""
+def _schemas(raw: dict[str, Any]) -> tuple[dict[str, FieldSchema], list[str]]:
+    """The fields `model:` and `training:` may set; a pretrained checkpoint that cannot be had is a problem."""
+    schemas, problems = {"training": training_schema()}, []
+    model = _mapping(raw.get("model"))
+    pretrained = model.get("pretrained")
+    if pretrained is not None and not isinstance(pretrained, str):
+        return schemas, [f"model.pretrained: {pretrained!r} is not a directory, package:NAME or hub id"]
+    try:
+        schemas["model"] = model_schema(model, raw.get("source_dir", "."))
+    except DataError as e:
+        problems.append(str(e))
+    if pretrained and raw.get("tokenizer") not in (None, TokenizerSpec().model_dump()):
+        problems.append("tokenizer: a pretrained model brings its own tokenizer: remove the tokenizer section")
+    return schemas, problems
+
+
+def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> list[str]:
+    """Checks that need the real classes: TrainingArguments, the model's config, Optuna."""
     problems: list[str] = []
-    training_fields = _training_fields()
-    model_fields = _model_fields()
     for key, param in _mapping(raw.get("search_space")).items():
         section, _, field = str(key).partition(".")
-        known = {"model": model_fields, "training": training_fields}.get(section)
-        if known is None or not field:
+        schema = schemas.get(section)
+        known = schema.fields if schema else None
+        if section not in SECTIONS or not field:
             problems.append(f"search_space.{key}: must start with {' or '.join(s + '.' for s in SECTIONS)}")
-        elif field not in known:
-            owner = "WorkbenchConfig" if section == "model" else "TrainingArguments"
-            problems.append(f"search_space.{key}: not a {owner} field{_did_you_mean(field, known)}")
+        elif known is not None and field not in known:
+            problems.append(f"search_space.{key}: not a {schema.owner} field{_did_you_mean(field, known)}")
         try:
             parsed = parse_param(param)
         except (ValidationError, ValueError) as e:
@@ -140,7 +153,7 @@ def _check_sections(raw: dict[str, Any]) -> list[str]:
             continue
         if known is not None and field in known:
             values = parsed.choices if isinstance(parsed, CategoricalSpec) else (parsed.low, parsed.high)
-            problems += [f"search_space.{key}: {p}" for v in values if (p := _type_problem(section, field, v)[1])]
+            problems += [f"search_space.{key}: {p}" for v in values if (p := _type_problem(section, field, v, schema)[1])]
     study = _mapping(raw.get("study"))
     metric = study.get("metric", StudySection.model_fields["metric"].default)
     if isinstance(metric, str) and metric not in METRICS:
@@ -185,18 +198,6 @@ def _check_optuna_class(key: str, raw: Any, default: str, names: dict[str, str],
     ]
 
 
-def _training_fields() -> list[str]:
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    return [f.name for f in dataclasses.fields(TrainingArguments) if f.init and f.name != "output_dir"]
-
-
-def _model_fields() -> list[str]:
-    return WorkbenchConfig.field_names()
-
-
 # Numeric fields that must be positive: TrainingArguments accepts these and fails mid-trial.
 POSITIVE = {
     "training": ("per_device_train_batch_size", "per_device_eval_batch_size", "num_train_epochs", "gradient_accumulation_steps"),
@@ -205,24 +206,24 @@ POSITIVE = {
 MAX_COMBINATIONS = 16  # search-space combinations tried when checking that a study file builds
 
 
-def _check_values(section: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _check_values(section: str, values: dict[str, Any], schema: FieldSchema) -> tuple[dict[str, Any], list[str]]:
     """Unknown keys and wrong types under `model:` / `training:`; numbers given as strings are converted."""
-    known = _model_fields() if section == "model" else _training_fields()
-    owner = "WorkbenchConfig" if section == "model" else "TrainingArguments"
     out, problems = dict(values), []
     for key, value in values.items():
-        if key not in known:
-            problems.append(f"{section}.{key}: not a {owner} field{_did_you_mean(key, known)}")
+        if section == "model" and key in MODEL_KEYS:
             continue
-        out[key], problem = _type_problem(section, key, value)
+        if key not in schema.fields:
+            problems.append(f"{section}.{key}: not a {schema.owner} field{_did_you_mean(key, list(schema.fields))}")
+            continue
+        out[key], problem = _type_problem(section, key, value, schema)
         if problem:
             problems.append(f"{section}.{key}: {problem}")
     return out, problems
 
 
-def _type_problem(section: str, key: str, value: Any) -> tuple[Any, Optional[str]]:
+def _type_problem(section: str, key: str, value: Any, schema: FieldSchema) -> tuple[Any, Optional[str]]:
     """(value, converted when it was a number written as text, e.g. 1e-3) and the problem, if any."""
-    adapter = _field_types(section).get(key)
+    adapter = _field_types(schema).get(key)
     if adapter is None:
         return value, None
     try:
@@ -269,27 +270,19 @@ def _samples(param: ParamSpec) -> list[Any]:
     return [cast(param.low), cast(param.high)]
 
 
-def _field_types(section: str) -> dict[str, Any]:
+def _field_types(schema: FieldSchema) -> dict[str, Any]:
     """Field name -> pydantic TypeAdapter for the declared type (absent when it cannot be checked)."""
-    if section not in _TYPES:
-        import typing
-
+    if schema.owner not in _TYPES:
         from pydantic import TypeAdapter
 
-        if section == "model":
-            hints = typing.get_type_hints(WorkbenchConfig.__init__)
-        else:
-            from transformers import TrainingArguments
-
-            hints = typing.get_type_hints(TrainingArguments)
         adapters = {}
-        for name, hint in hints.items():
+        for name, hint in schema.types.items():
             try:
                 adapters[name] = TypeAdapter(hint)
             except Exception:  # an arbitrary class pydantic cannot check: left to the real constructor
                 pass
-        _TYPES[section] = adapters
-    return _TYPES[section]
+        _TYPES[schema.owner] = adapters
+    return _TYPES[schema.owner]
 
 
 _TYPES: dict[str, dict[str, Any]] = {}

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from workbench.db import absolute_sqlite, check_sqlite_writable, default_sqlite
+from workbench.db import absolute_sqlite, check_sqlite_writable, default_sqlite, existing_sqlite
 from workbench.errors import StoreError, first_line
 
 if TYPE_CHECKING:
@@ -27,14 +27,27 @@ ROLE_TAG = "workbench.role"
 STUDY_TAG = "optuna.study"
 TRIAL_TAG = "optuna.trial.number"
 STATE_TAG = "optuna.trial.state"
-# Optuna trial state -> MLflow run status: pruned runs read KILLED (stopped on purpose) at a glance.
-RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "KILLED": "KILLED"}
+# Optuna trial state -> MLflow run status. A pruned trial did its job (the pruner stopped it early):
+# FINISHED, told apart by its state tag and description; KILLED is kept for Ctrl-C.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
+# Every trial run's score: the best value of the study metric reached so far (the value Optuna
+# ranks once the trial completes; for a pruned trial, the best before pruning). The MLflow UI
+# shows a metric's last value: sort the runs by this column, not by the study metric itself.
+OBJECTIVE_METRIC = "objective"
+# The MLflow UI's mode for an experiment (3.x): model training, not GenAI traces and prompts.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(explicit: Optional[str] = None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite store under mlruns/."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     return absolute_sqlite(uri, "--tracking-uri")
+
+
+def resolve_existing_tracking_uri(explicit: Optional[str] = None) -> str:
+    """As resolve_tracking_uri, for commands that only read: a missing SQLite store is an error, never created."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return existing_sqlite(uri, "--tracking-uri", "MLflow tracking store")
 
 
 # The fail-fast check before a study: MLflow's own default retries for minutes.
@@ -185,7 +198,7 @@ def _experiment_id(client, tracking_uri: str, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=local_artifact_root(tracking_uri, name))
+    return client.create_experiment(name, artifact_location=local_artifact_root(tracking_uri, name), tags=EXPERIMENT_KIND)
 
 
 class StudyTracking:
@@ -206,10 +219,13 @@ class StudyTracking:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            for key, value in EXPERIMENT_KIND.items():
+                if key not in found.tags:  # made by an older workbench: the UI would guess GenAI
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         location = local_artifact_root(self.tracking_uri, self.study_name)
         try:
-            return self.client.create_experiment(self.study_name, artifact_location=location)
+            return self.client.create_experiment(self.study_name, artifact_location=location, tags=EXPERIMENT_KIND)
         except Exception:  # another worker created it first
             found = self.client.get_experiment_by_name(self.study_name)
             if found is None:

@@ -15,22 +15,17 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from workbench import distributed
-from workbench.builders import build_model_config, build_training_args
+from workbench.builders import build_model, build_training_args
 from workbench.callbacks import TrialCallback
 from workbench.data import TrialData
 from workbench.metrics import classification_metrics
-from workbench.modeling import WorkbenchForSequenceClassification
 from workbench.study_file import StudySpec
+from workbench.user_code import write_model_class
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
     from workbench.tracking import TrialRun
-
-
-def build_model(spec: StudySpec, data: TrialData) -> WorkbenchForSequenceClassification:
-    """A freshly initialised model sized to the tokenizer and the labels."""
-    return WorkbenchForSequenceClassification(build_model_config(spec, data.tokenizer, data.label_names))
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -52,7 +47,7 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
         callbacks = [stopper, *callbacks]
     set_seed(args.seed)  # the initial weights too, not only the data order: a trial reproduces from its record
     trainer = Trainer(
-        model=build_model(spec, data),
+        model=build_model(spec, data.tokenizer, data.label_names),
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
@@ -87,25 +82,41 @@ def train_trial(
         trainer = distributed.together(
             lambda: build_trainer(spec, data, build_training_args(spec, trial_dir / "checkpoints"), [reporter])
         )
-        distributed.on_main(lambda: run.log_params(_params(trainer)))
+        distributed.on_main(lambda: log_params(run, trainer, spec))
         distributed.together(trainer.train)
         if reporter.pruned_at is not None:  # the same evaluation on every rank: the decision was shared
             raise optuna.TrialPruned(f"pruned at evaluation {reporter.pruned_at}")
         if reporter.best is None:
             raise RuntimeError("the trial never evaluated: set training.eval_strategy to 'epoch' or 'steps'")
         model_dir = trial_dir / "model"
-        distributed.on_main(lambda: save_model(trainer, model_dir))  # the best checkpoint, restored at the end
+        distributed.on_main(lambda: save_model(trainer, model_dir, spec.model.get("class")))  # the best checkpoint, restored at the end
         return TrialResult(reporter.best, reporter.evaluations, model_dir if is_main else None)
     finally:
         # after `together(trainer.train)`: no rank still loads the best checkpoint from here
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
 
 
-def save_model(trainer: Trainer, model_dir: Path) -> None:
-    """The trained model and tokenizer, readable by a tracking server run by another user."""
+def save_model(trainer: Trainer, model_dir: Path, model_class: Optional[str] = None) -> None:
+    """The trained model and tokenizer (and the user's model class, if any), readable by a server run by another user."""
     trainer.save_model(str(model_dir))
+    if model_class:
+        write_model_class(model_dir, model_class)
     (model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the args are logged as params
     readable(model_dir)
+
+
+def log_params(run: TrialRun, trainer: Trainer, spec: StudySpec) -> None:
+    """The searched parameters and every value that differs from its default as params (a short list the
+    MLflow UI can show); every resolved value in `resolved_params.json`."""
+    full = _params(trainer)
+    defaults = _default_params(trainer)
+    shown = {k: v for k, v in full.items() if k in spec.space or (k not in UNSHOWN_PARAMS and _differs(v, defaults.get(k)))}
+    run.log_params(shown)
+    run.log_dict(full, "resolved_params.json")
+
+
+# Filled in by the library itself, never a choice of the study: only in resolved_params.json.
+UNSHOWN_PARAMS = {"training.hub_token", "training.accelerator_config", "training.output_dir"}
 
 
 def _params(trainer: Trainer) -> dict[str, Any]:
@@ -115,6 +126,29 @@ def _params(trainer: Trainer) -> dict[str, Any]:
     params = {f"model.{k}": v for k, v in config.items()}
     params.update({f"training.{k}": v for k, v in trainer.args.to_dict().items() if not k.startswith("_")})
     return params
+
+
+def _default_params(trainer: Trainer) -> dict[str, Any]:
+    """The defaults of the model config class and of TrainingArguments' fields (no object built: cheap, no side effects)."""
+    import dataclasses
+
+    try:
+        out = {f"model.{k}": v for k, v in type(trainer.model.config)().to_dict().items()}
+    except Exception:  # a user's config class that needs arguments: every model value is shown
+        out = {}
+    for f in dataclasses.fields(type(trainer.args)):
+        if f.default is not dataclasses.MISSING:
+            out[f"training.{f.name}"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f"training.{f.name}"] = f.default_factory()
+    return out
+
+
+def _differs(value: Any, default: Any) -> bool:
+    empty = (None, False, "", "none", [], {})
+    if value in empty and default in empty:
+        return False
+    return str(getattr(value, "value", value)) != str(getattr(default, "value", default))
 
 
 def readable(path: Path) -> None:

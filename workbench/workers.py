@@ -104,7 +104,7 @@ def run_workers(
             progress(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
     fail_stale(stores.study)
     after = count_trials(stores.study)
-    if after.counted < stores.target:
+    if after.counted < stores.target and not session.out_of_time():
         raise WorkersFailed(
             f"study {spec.study.name}: the workers stopped at {after.counted}/{stores.target} trials; run the same command to resume"
         )

@@ -1,0 +1,32 @@
+"""Fixtures: a fresh working directory per test, and the tiny study written into it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import TINY, merge
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """Run in a fresh directory: the default stores land in tmp_path/mlruns."""
+    monkeypatch.chdir(tmp_path)
+    # mlflow.set_tracking_uri / set_registry_uri export these: an earlier test's store must not leak in
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def write_study(workdir):
+    """write_study(**changes) -> path of a tiny study file with `changes` merged in."""
+
+    def write(name: str = "study.yaml", **changes) -> Path:
+        path = workdir / name
+        path.write_text(yaml.safe_dump(merge(TINY, changes), sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,57 @@
+"""Plain helpers the tests import (fixtures come from the fixtures_*.py plugins, see conftest.py):
+the tiny study and its merge, and an MLflow client with the reads of a study's runs."""
+
+from __future__ import annotations
+
+from workbench.tracking import mlflow_client, resolve_tracking_uri
+
+# A study that runs in seconds per trial; tests merge their changes into it.
+TINY = {
+    "study": {
+        "name": "tiny",
+        "metric": "eval_accuracy",
+        "direction": "maximize",
+        "n_trials": 3,
+        "sampler": {"type": "random", "seed": 0},
+        "pruner": {"type": "none"},
+    },
+    "data": {"source": "synthetic", "synthetic": {"n_examples": 240, "seed": 1}, "max_length": 32},
+    "tokenizer": {"vocab_size": 300},
+    "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0},
+    "training": {"num_train_epochs": 2, "per_device_train_batch_size": 32, "learning_rate": 3.0e-3, "seed": 0},
+    "search_space": {"training.learning_rate": {"low": 1.0e-3, "high": 5.0e-3, "log": True}},
+    "registry": {"model_name": "tiny-classifier"},
+}
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """Sections merge key by key; `search_space` is replaced whole."""
+    out = dict(base)
+    for key, value in changes.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict) and key != "search_space"
+        out[key] = merge(out[key], value) if nested else value
+    return out
+
+
+def tracking_client(tracking_uri: str | None = None):
+    """An MlflowClient whose registry is the same store: `tracking_uri`, else the store `study run` uses here.
+
+    Resolved as the CLI resolves it, so sqlite:///mlruns/mlflow.db means this directory's store
+    (MLflow caches one store per URI string: a relative one would stay on the first directory).
+    """
+    return mlflow_client(resolve_tracking_uri(tracking_uri))
+
+
+def trial_runs(client, study: str = "tiny") -> list:
+    """The study's trial runs (tag workbench.role = trial) in `client`'s store."""
+    return _runs(client, study, "trial")
+
+
+def study_runs(client, study: str = "tiny") -> list:
+    """The study's parent runs (tag workbench.role = study) in `client`'s store: one, found again on resume."""
+    return _runs(client, study, "study")
+
+
+def _runs(client, study: str, role: str) -> list:
+    experiment = client.get_experiment_by_name(study)
+    return client.search_runs([experiment.experiment_id], f"tags.`workbench.role` = '{role}'")
