@@ -1,7 +1,7 @@
 """Pruning compute: training steps a pruned study spends to reach an unpruned study's best, on SST-2.
 
-Three studies of the same trial count and TPE sampler seed on an SST-2 subset, one epoch per
-evaluation, no early stopping: one unpruned (`pruner: none`), one with the median pruner,
+Three studies of the same trial count, TPE sampler seed and tokenizer (trained once) on an
+SST-2 subset, one epoch per evaluation, no early stopping: one unpruned (`pruner: none`), one with the median pruner,
 one with Hyperband. Walking the pruned study's trials in order, evaluation by evaluation, the
 figure is the training steps spent until an evaluation first reaches the unpruned study's
 best value, over all the unpruned study's steps (a study that never reaches it reports its
@@ -30,12 +30,12 @@ PRUNERS = {
 }
 
 
-def study_dict(name: str, pruner: dict, trials: int, epochs: int, train: Path, dev: Path) -> dict:
+def study_dict(name: str, pruner: dict, trials: int, epochs: int, train: Path, dev: Path, tokenizer: Path | None = None) -> dict:
     return {
         "study": {"name": name, "metric": "eval_accuracy", "direction": "maximize", "n_trials": trials,
                   "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 4}, "pruner": pruner},
         "data": {"source": "files", "files": {"train": str(train), "validation": str(dev)}, "text_column": "sentence", "max_length": 64},
-        "tokenizer": {"vocab_size": 3000},
+        "tokenizer": {"path": str(tokenizer)} if tokenizer else {"vocab_size": 3000},
         "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "dropout": 0.1},
         "training": {"num_train_epochs": epochs, "per_device_train_batch_size": 32, "learning_rate": 1e-3, "seed": 0,
                      "load_best_model_at_end": False, "save_strategy": "no"},
@@ -69,6 +69,7 @@ def steps_to_reach(trials: list[list[float]], target: float, steps_per_eval: int
 
 def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
     """{pruner: (steps ratio, reached, pruned best)} against the unpruned study."""
+    from workbench.data import prepare_data
     from workbench.study import RunOptions, run_study
     from workbench.study_file import validate_study
     from workbench.tables import read_table, write_table
@@ -86,9 +87,12 @@ def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
             write_table(read_table(SST2 / "train.tsv", "sst2 train").sample(n=rows, random_state=0), train, "train")
             write_table(read_table(SST2 / "dev.tsv", "sst2 dev").head(dev_rows), dev, "dev")
             steps_per_eval = math.ceil(rows / 32)
+            # one tokenizer for the three studies: WordPiece training is not deterministic
+            tokenizer = Path(tmp) / "tokenizer"
+            prepare_data(validate_study(study_dict("tokenizer", {"type": "none"}, trials, epochs, train, dev))).tokenizer.save_pretrained(tokenizer)
             results = {}
             for name, pruner in [("none", {"type": "none"}), *PRUNERS.items()]:
-                spec = validate_study(study_dict(f"sst2-{name}", pruner, trials, epochs, train, dev))
+                spec = validate_study(study_dict(f"sst2-{name}", pruner, trials, epochs, train, dev, tokenizer))
                 run_study(spec, RunOptions(register=False), progress=lambda line: None)
                 results[name] = evaluations(f"sst2-{name}")
             unpruned = results.pop("none")
