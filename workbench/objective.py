@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -192,6 +193,23 @@ def _is_out_of_memory(e: BaseException) -> bool:
     return any(
         isinstance(x, (MemoryError, torch.OutOfMemoryError)) or any(w in str(x).lower() for w in words) for x in error_chain(e)
     )
+
+
+@contextmanager
+def long_lived_frozen():
+    """Trials run with what is alive now (libraries, data, stores) out of the collector's sight.
+
+    `gc.freeze` keeps those ~700k objects out of every collection, so `release_memory` after
+    each trial scans only what trials allocated (1.2 s -> ~0 s a trial on 2 CPU cores).
+    Unfrozen at the end: a process that goes on (tests, notebooks) can collect all of it again.
+    """
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def release_memory() -> None:

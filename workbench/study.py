@@ -21,7 +21,7 @@ from workbench import distributed
 from workbench.data import TrialData, prepare_data
 from workbench.db import STORE_DIR, check_sqlite_writable, mask_url
 from workbench.errors import first_line
-from workbench.objective import TrialRunner
+from workbench.objective import TrialRunner, long_lived_frozen
 from workbench.plots import log_study_plots
 from workbench.search_space import describe_space
 from workbench.registry import register_best
@@ -139,12 +139,13 @@ class StudySession:
 
     def run_trials(self) -> None:
         """Trials until the target is met: rank 0 runs each through Optuna, the other ranks follow it."""
-        while distributed.on_main(self._wait_for_work):
-            if distributed.is_main():
-                self._run_one()
-            else:
-                self.runner.follow()
-            self.outcome.trials_run += 1
+        with long_lived_frozen():
+            while distributed.on_main(self._wait_for_work):
+                if distributed.is_main():
+                    self._run_one()
+                else:
+                    self.runner.follow()
+                self.outcome.trials_run += 1
 
     def out_of_time(self) -> bool:
         """True once the study's time budget (`study.timeout`, over every session) is spent."""

@@ -79,7 +79,7 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=DataCollatorWithPadding(data.tokenizer),
+        data_collator=DataCollatorWithPadding(data.tokenizer, pad_to_multiple_of=spec.data.pad_to_multiple_of),
         processing_class=data.tokenizer,
         compute_metrics=partial(compute_metrics, label_names=data.label_names, positive=positive_id(data.label_names, data.positive_label)),
         callbacks=callbacks,
