@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study-file value, e.g. training.num_train_epochs=2")
     run.add_argument("--no-register", action="store_true", help="do not register the best model")
     run.add_argument("--workers", type=int, help="run N worker processes on this machine that share the study (spread over visible GPUs)")
+    run.add_argument("--quiet", action="store_true", help="print only failed trials, errors and the final summary")
     run.add_argument("--workers-per-gpu", type=int, metavar="K", help="pack K workers on each visible GPU (default --workers: K x GPUs)")
     run.set_defaults(handler=cmd_study_run)
     listing = study.add_parser("list", parents=with_storage, help="the studies in the store: trials by state, best value, last activity")
@@ -192,7 +193,7 @@ def cmd_study_run(args) -> int:
     from workbench.study_file import load_study_file
 
     spec = load_study_file(args.study_file, _parse_sets(args.set))
-    show = lambda line: print(line, flush=True)  # noqa: E731
+    show = _study_progress(args.quiet)
     distributed.install_interrupt_handler()
     if args.workers is not None or args.workers_per_gpu is not None:
         from workbench.workers import plan_workers, run_workers, visible_gpus
@@ -217,6 +218,16 @@ def cmd_study_run(args) -> int:
         if result.registered:
             print(f"registered {result.registered} as @challenger; next: workbench promote {spec.registry.model_name}")
     return 0
+
+
+def _study_progress(quiet: bool):
+    """--quiet: failures only; a terminal: the live display; a pipe or a file: one plain line per trial."""
+    from workbench.progress import LiveProgress, QuietProgress, StudyProgress
+
+    write = lambda line: print(line, flush=True)  # noqa: E731
+    if quiet:
+        return QuietProgress(write)
+    return LiveProgress() if sys.stdout.isatty() else StudyProgress(write)
 
 
 def cmd_study_list(args) -> int:
