@@ -245,10 +245,12 @@ def cmd_study_show(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from workbench.tracking import resolve_existing_tracking_uri
+    from workbench.tracking import adopt_moved_store, resolve_existing_tracking_uri
     from workbench.views import run_ui
 
-    return run_ui(resolve_existing_tracking_uri(args.tracking_uri), args.port, on_start=lambda line: print(line, flush=True))
+    uri = resolve_existing_tracking_uri(args.tracking_uri)
+    adopt_moved_store(uri)  # the UI shows this folder's artifacts, not a moved store's original
+    return run_ui(uri, args.port, on_start=lambda line: print(line, flush=True))
 
 
 def cmd_server(args) -> int:
@@ -259,10 +261,11 @@ def cmd_server(args) -> int:
 
 
 def _existing_store(args) -> str:
-    """The tracking store of a command that reads what a study made: never created when missing."""
-    from workbench.tracking import configure_mlflow, resolve_existing_tracking_uri
+    """The tracking store of a command that reads what a study made: never created when missing; a moved one adopted."""
+    from workbench.tracking import adopt_moved_store, configure_mlflow, resolve_existing_tracking_uri
 
     uri = resolve_existing_tracking_uri(args.tracking_uri)
+    adopt_moved_store(uri)
     configure_mlflow(uri)
     return uri
 

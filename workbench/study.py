@@ -30,7 +30,7 @@ from workbench.storage import (
     ELAPSED_ATTR, TrialCounts, best_trial, build_storage, check_stored, count_trials, fail_stale, open_study, resolve_storage, running_trials,
 )
 from workbench.study_file import StudySpec
-from workbench.tracking import StudyTracking, check_tracking_store, configure_mlflow, resolve_tracking_uri
+from workbench.tracking import StudyTracking, adopt_moved_store, check_tracking_store, configure_mlflow, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class StudySession:
             check_sqlite_writable(storage_url, "--storage")
         check_stored(self.spec, build_storage(storage_url))
         check_tracking_store(tracking_uri)
+        adopt_moved_store(tracking_uri)  # a copied mlruns/ never writes into the original's folder
         return storage_url, tracking_uri
 
     def _open_stores(self, storage_url: str, tracking_uri: str) -> None:
