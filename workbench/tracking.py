@@ -242,6 +242,13 @@ class TrialRun:
         self.set_tags(tags)
         self.client.set_terminated(self.run_id, status=RUN_STATUS[state])
 
+    @_store_write
+    def finish(self, note: Optional[str] = None) -> None:
+        """Close a run that is not a trial's (an evaluation): FINISHED, no Optuna tags."""
+        if note:
+            self.client.set_tag(self.run_id, "mlflow.note.content", note)
+        self.client.set_terminated(self.run_id, status="FINISHED")
+
 
 class NullTrialRun(TrialRun):
     """Logs nothing: stands in for the run on DDP ranks other than 0."""
@@ -254,6 +261,7 @@ class NullTrialRun(TrialRun):
     def set_tags(self, tags): ...
     def log_dict(self, data, name): ...
     def end(self, state, note=None): ...
+    def finish(self, note=None): ...
 
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, Any]) -> TrialRun:
