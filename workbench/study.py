@@ -220,7 +220,7 @@ class StudySession:
             outcome.best_value, outcome.best_trial = best.value, best.number
             tracking.parent.set_tags({"best_trial": best.number, f"best_{self.spec.study.metric}": best.value})
             tracking.parent.log_dict({"number": best.number, "value": best.value, "params": best.params}, "best_trial.json")
-        log_study_plots(study, tracking)
+        log_study_plots(study, tracking, self.spec.study.metric)
         if self.options.register and self.spec.registry.model_name and best is not None:
             outcome.registered = register_best(self.spec, best, self.data, tracking, self.runner.trial_dir(best.number))
         # other workers may be training in this directory right now
