@@ -49,7 +49,7 @@ def build_registry(root: Path) -> Registry:
     import optuna
 
     from workbench.data import prepare_data
-    from workbench.registry import DIRECTION_TAG, METRIC_TAG, register_model_dir
+    from workbench.registry import DIRECTION_TAG, METRIC_TAG, POSITIVE_TAG, register_model_dir
     from workbench.study_file import apply_overrides, validate_study
     from workbench.tracking import NullTrialRun, configure_mlflow, start_run
     from workbench.training import train_trial
@@ -80,6 +80,6 @@ def build_registry(root: Path) -> Registry:
         model_dirs[label] = result.model_dir
         run_ids[label] = start_run(tracking_uri, "keywords", label, {}).run_id
     for label, metric in (("weak", "eval_accuracy"), ("strong", "eval_accuracy"), ("strong2", "eval_accuracy"), ("strong", "eval_f1")):
-        tags = {METRIC_TAG: metric, DIRECTION_TAG: "maximize"}
+        tags = {METRIC_TAG: metric, DIRECTION_TAG: "maximize", POSITIVE_TAG: "positive"}
         register_model_dir(NAME, model_dirs[label], data.splits.frame("validation"), tags, run_ids[label])
     return Registry(root, tracking_uri, NAME, root / "validation.csv", run_ids)

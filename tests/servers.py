@@ -1,4 +1,4 @@
-"""Real server processes the tests start: a free loopback port, a wait until one answers, a stop."""
+"""Real server processes the tests start: a free loopback port, a wait until one answers, a stop, the processes below one."""
 
 from __future__ import annotations
 
@@ -43,3 +43,26 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def descendants(pid: int) -> set[int]:
+    """Pids of every living process below `pid` (from /proc's parent links)."""
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):  # exited while we looked
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parent_of.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

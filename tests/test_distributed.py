@@ -142,3 +142,41 @@ def test_a_failure_on_one_rank_reaches_every_rank_or_stops_the_job(tmp_path):
     # inside a step: rank 0 can never learn of it, so rank 1 stops the job instead of leaving it waiting
     assert rc != 0 and "never reached" not in out
     assert "rank 1: RuntimeError: CUDA out of memory; the ranks can no longer train in step" in err
+
+
+STEP_FAULT_SCRIPT = textwrap.dedent(
+    """
+    import functools, sys, time
+    from workbench import cli, distributed
+    from workbench.modeling import WorkbenchForSequenceClassification
+
+    forward, calls = WorkbenchForSequenceClassification.forward, []
+    @functools.wraps(forward)  # the Trainer keeps the columns forward's signature names
+    def failing_forward(self, *args, **kwargs):  # rank 1 only, in its third training step
+        if self.training and distributed.rank() == 1:
+            calls.append(1)
+            if len(calls) == 3:
+                print(f"fault at {time.time()}", file=sys.stderr, flush=True)
+                raise RuntimeError("injected fault in a training step")
+        return forward(self, *args, **kwargs)
+    WorkbenchForSequenceClassification.forward = failing_forward
+    sys.argv = ["workbench", "study", "run", sys.argv[1]]
+    cli.run()  # what `torchrun -m workbench study run FILE` calls
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_rank_failing_inside_a_training_step_ends_the_job_within_seconds_with_its_reason(write_study, workdir):
+    import time
+
+    script = workdir / "step_fault.py"
+    script.write_text(STEP_FAULT_SCRIPT)
+    path = write_study(training={"num_train_epochs": 3})
+    rc, out, err = torchrun([str(script), str(path)], cwd=workdir, timeout=240)  # WORKBENCH_SYNC_TIMEOUT_S stays 300 s
+    ended = time.time()
+    assert rc != 0, out[-3000:] + err[-3000:]
+    assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s*exitcode\s*: 1 ", err), err[-3000:]  # rank 1 stopped the job, with our exit code
+    assert "rank 1: RuntimeError: injected fault in a training step; the ranks can no longer train in step" in err
+    fault_at = float(re.search(r"fault at (\S+)", err).group(1))
+    assert ended - fault_at < 30, f"the job took {ended - fault_at:.0f} s to stop\n{err[-3000:]}"

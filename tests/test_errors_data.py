@@ -98,3 +98,25 @@ def test_only_empty_texts_is_refused(stores, write_study, workdir, capsys):
     path = files_study(write_study, files={"train": csv(workdir / "train.csv", [(" ", "pos"), (" ", "neg")])})
     assert "data: the train split has no rows with a text and a label: give it some" in refused(capsys, ["study", "run", str(path)])
     assert snapshot(workdir) == stores
+
+
+SPAM = ["cheap pills now", "lunch at noon", "win a prize", "see you at noon"] * 10
+SPAM_LABELS = ["spam", "ham", "spam", "ham"] * 10
+
+
+def test_binary_metric_of_string_labels_needs_the_positive_label(stores, write_study, workdir, capsys):
+    path = write_study(study={"name": "spam", "metric": "eval_f1"}, data={"source": "files", "files": {"train": csv(workdir / "train.csv", zip(SPAM, SPAM_LABELS))}})
+    err = refused(capsys, ["study", "run", str(path)])
+    assert "study.metric: eval_f1 is the f1 of one positive label, and the labels (ham, spam) do not say which: set data.positive_label" in err, err
+    path = write_study(study={"name": "spam", "metric": "eval_f1"}, data={"source": "files", "positive_label": "spma", "files": {"train": "train.csv"}})
+    assert "data.positive_label: 'spma' is not a label of the data (did you mean spam?) (labels: ham, spam)" in refused(capsys, ["study", "run", str(path)])
+    assert snapshot(workdir) == stores
+
+
+def test_per_class_metric_and_class_weights_are_checked_against_the_labels(stores, write_study, workdir, capsys):
+    train = csv(workdir / "train.csv", zip(SPAM, SPAM_LABELS))
+    path = write_study(study={"name": "spam", "metric": "eval_recall_spma"}, data={"source": "files", "files": {"train": train}})
+    assert "study.metric: 'eval_recall_spma' is not computed for labels ham, spam (did you mean eval_recall_spam?)" in refused(capsys, ["study", "run", str(path)])
+    path = write_study(study={"name": "spam"}, data={"source": "files", "files": {"train": train}}, loss={"class_weights": [1, 2, 3]})
+    assert "loss.class_weights: 3 weights for 2 classes: give one per class, in this order: ham, spam" in refused(capsys, ["study", "run", str(path)])
+    assert snapshot(workdir) == stores

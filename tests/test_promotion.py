@@ -31,9 +31,9 @@ def test_paired_bootstrap_interval_excludes_zero_only_for_a_real_difference():
     champion = np.where((np.arange(200) < 60)[:, None], wrong, right)  # wrong on 60 of 200
     better = np.where((np.arange(200) < 10)[:, None], wrong, right)
     nearly = np.where((np.arange(200) < 57)[:, None], wrong, right)
-    result = paired_bootstrap("f1", labels, better, champion, maximize=True, alpha=0.05)
+    result = paired_bootstrap("f1", labels, better, champion, maximize=True, alpha=0.05, positive=1)
     assert result.significant and result.ci[0] > 0
-    assert not paired_bootstrap("f1", labels, nearly, champion, maximize=True, alpha=0.05).significant
+    assert not paired_bootstrap("f1", labels, nearly, champion, maximize=True, alpha=0.05, positive=1).significant
     assert paired_bootstrap("loss", labels, better, champion, maximize=False, alpha=0.05).significant
 
 

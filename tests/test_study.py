@@ -1,5 +1,8 @@
 """Real studies on the tiny study: SQLite Optuna storage and MLflow store in tmp_path."""
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 
@@ -86,6 +89,22 @@ def test_resumed_study_with_another_direction_is_refused(write_study):
 
     with pytest.raises(StudyFileError, match="study.direction: minimize differs from the stored study"):
         open_study(changed, resolve_storage())
+
+
+def test_the_same_study_run_twice_gives_the_same_tokenizer_and_trial_values(write_study, tmp_path):
+    # a vocabulary smaller than the corpus asks for: the cut falls among pieces seen equally often
+    path = write_study(study={"n_trials": 2}, tokenizer={"vocab_size": 120})
+    values, tokenizers = [], []
+    for name in ("first", "second"):
+        where = tmp_path / name
+        where.mkdir()
+        subprocess.run([sys.executable, "-m", "workbench", "study", "run", str(path), "--no-register"], cwd=where, check=True)
+        trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{where}/mlruns/optuna.db").trials
+        values.append([t.value for t in trials])
+        best = max(trials, key=lambda t: t.value)
+        tokenizers.append((where / "mlruns" / "trials" / "tiny" / f"trial-{best.number}" / "model" / "tokenizer.json").read_bytes())
+    assert values[0] == values[1] and None not in values[0]
+    assert tokenizers[0] == tokenizers[1]
 
 
 def test_timeout_starts_no_trial_after_the_budget_and_resume_counts_time_spent(write_study, capsys):

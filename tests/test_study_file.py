@@ -74,3 +74,26 @@ def test_categorical_and_range_parsing(write_study):
     assert isinstance(space["model.hidden_size"], CategoricalSpec)
     assert space["model.num_layers"].is_int
     assert not space["training.weight_decay"].is_int
+
+
+def test_every_metric_a_trial_computes_is_accepted_per_class_ones_by_their_shape():
+    from helpers import TINY, merge
+    from workbench.errors import StudyFileError
+    from workbench.study_file import validate_study
+
+    for metric in ("eval_f1_macro", "eval_f1_weighted", "eval_recall", "eval_f1_positive", "eval_recall_any label"):
+        assert validate_study(merge(TINY, {"study": {"metric": metric}})).study.metric == metric
+    with pytest.raises(StudyFileError, match="did you mean eval_f1_macro"):
+        validate_study(merge(TINY, {"study": {"metric": "eval_f1macro"}}))
+
+
+def test_loss_section_is_checked():
+    from helpers import TINY, merge
+    from workbench.study_file import validate_study
+
+    assert validate_study(merge(TINY, {"loss": {"class_weights": "balanced"}})).loss.custom
+    assert validate_study(merge(TINY, {"loss": {"class_weights": [1, 3.5]}})).loss.class_weights == [1.0, 3.5]
+    with pytest.raises(StudyFileError, match="loss.class_weights: give one weight per class"):
+        validate_study(merge(TINY, {"loss": {"class_weights": [0, 0]}}))
+    with pytest.raises(StudyFileError, match="loss.label_smoothing: training.label_smoothing_factor is set too"):
+        validate_study(merge(TINY, {"loss": {"label_smoothing": 0.1}, "training": {"label_smoothing_factor": 0.1}}))

@@ -6,17 +6,23 @@ from workbench.study_file import load_study_file
 from workbench.training import build_training_args, compute_metrics
 
 
-def test_compute_metrics_binary_and_macro():
+def test_compute_metrics_binary_of_the_positive_label_macro_weighted_and_per_class():
     logits = np.array([[2.0, 0.0], [0.0, 2.0], [0.0, 2.0], [2.0, 0.0]])
-    metrics = compute_metrics(EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 0, 0])))
+    prediction = EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 0, 0]))
+    metrics = compute_metrics(prediction, ("ham", "spam"), positive=1)
     assert metrics["accuracy"] == pytest.approx(0.75)
     assert metrics["precision"] == pytest.approx(0.5)
     assert metrics["recall"] == pytest.approx(1.0)
     assert metrics["f1"] == pytest.approx(2 / 3)
+    assert metrics["f1_spam"] == pytest.approx(2 / 3) and metrics["recall_ham"] == pytest.approx(2 / 3)
+    assert compute_metrics(prediction, ("ham", "spam"), positive=0)["f1"] == pytest.approx(metrics["f1_ham"])
+    assert not {"f1", "precision", "recall"} & set(compute_metrics(prediction, ("ham", "spam"))), "no positive label: no guess"
     three = np.eye(3)[[0, 1, 2, 2]] * 3
-    macro = compute_metrics(EvalPrediction(predictions=three, label_ids=np.array([0, 1, 2, 1])))
+    macro = compute_metrics(EvalPrediction(predictions=three, label_ids=np.array([0, 1, 2, 1])), ("a", "b", "c/d"))
     assert macro["accuracy"] == pytest.approx(0.75)
-    assert macro["f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert macro["f1"] == macro["f1_macro"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert macro["f1_weighted"] == pytest.approx((1 + 2 * 2 / 3 + 2 / 3) / 4)
+    assert macro["recall_b"] == pytest.approx(0.5) and macro["f1_c_d"] == pytest.approx(2 / 3), "MLflow-safe label keys"
 
 
 def test_training_args_take_the_study_file_and_keep_ours(write_study, tmp_path):
@@ -27,3 +33,53 @@ def test_training_args_take_the_study_file_and_keep_ours(write_study, tmp_path):
     assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"], "metrics go through our callback only"
     assert args.metric_for_best_model == "eval_accuracy" and args.greater_is_better
     assert args.load_best_model_at_end and args.disable_tqdm
+
+
+def skewed_study(workdir, write_study, **changes):
+    """Keyword reviews (tests/registry_models.py) kept 90% negative / 10% positive, as a csv study of one trial."""
+    import pandas as pd
+
+    from registry_models import keyword_frame
+
+    frame = keyword_frame(1500, seed=0)
+    negative, positive = frame[frame.label == "negative"], frame[frame.label == "positive"]
+    frame = pd.concat([negative.iloc[:540], positive.iloc[:60]]).sample(frac=1.0, random_state=0)
+    frame.to_csv(workdir / "skewed.csv", index=False)
+    return load_study_file(write_study(
+        study={"name": "skewed", "metric": "eval_loss", "direction": "minimize", "n_trials": 1},
+        data={"source": "files", "files": {"train": "skewed.csv"}, "positive_label": "positive"},
+        training={"num_train_epochs": 2, "learning_rate": 3.0e-3, "seed": 0}, search_space={}, **changes,
+    ))
+
+
+@pytest.mark.slow
+def test_class_weights_make_the_minority_class_predicted_more_often(workdir, write_study):
+    from workbench.data import prepare_data
+    from workbench.training import WeightedLossTrainer, build_trainer
+
+    predicted = {}
+    for name, loss in (("plain", {}), ("balanced", {"class_weights": "balanced"})):
+        spec = skewed_study(workdir, write_study, loss=loss)
+        data = prepare_data(spec)
+        trainer = build_trainer(spec, data, build_training_args(spec, workdir / name), [])
+        assert isinstance(trainer, WeightedLossTrainer) == bool(loss)
+        trainer.train()
+        logits = trainer.predict(data.validation).predictions
+        predicted[name] = int((logits.argmax(-1) == data.label_names.index("positive")).sum())
+        if loss:
+            counts = np.bincount(data.splits.train["label"])
+            assert data.class_weights == pytest.approx(tuple(len(data.splits.train) / (2 * counts))), "as compute_class_weight"
+    assert predicted["balanced"] > predicted["plain"], predicted
+
+
+@pytest.mark.slow
+def test_class_weights_are_logged_on_the_trial_run(workdir, write_study):
+    from workbench.cli import main
+    from workbench.tracking import mlflow_client, resolve_tracking_uri
+
+    skewed_study(workdir, write_study, loss={"class_weights": [1.0, 4.0], "label_smoothing": 0.1})
+    assert main(["study", "run", str(workdir / "study.yaml"), "--no-register"]) == 0
+    client = mlflow_client(resolve_tracking_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("skewed").experiment_id], "tags.`workbench.role` = 'trial'")
+    params = run.data.params
+    assert (params["loss.class_weight.negative"], params["loss.class_weight.positive"], params["loss.label_smoothing"]) == ("1.0", "4.0", "0.1")

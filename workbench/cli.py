@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError, first_line, mask_secrets
 
 DESCRIPTION = """Hyperparameter studies for Hugging Face transformers models, tracked in MLflow.
 
@@ -34,6 +34,7 @@ QUIET_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run at http://user:password@host/...": a secret, and noise
 }
 
 
@@ -43,7 +44,7 @@ def _global_options(storage: bool) -> argparse.ArgumentParser:
     options.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and library logs")
     options.add_argument("--tracking-uri", default=argparse.SUPPRESS, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
     if storage:
-        options.add_argument("--storage", default=argparse.SUPPRESS, help="Optuna storage URL (default: sqlite:///mlruns/optuna.db)")
+        options.add_argument("--storage", default=argparse.SUPPRESS, help="Optuna storage URL (default: $WORKBENCH_STORAGE or sqlite:///mlruns/optuna.db)")
     return options
 
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", parents=common, help="start an mlflow server that many workers and machines can share")
     server.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
     server.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
-    server.add_argument("--backend-store-uri", help="database for runs and models (default: sqlite:///mlruns/mlflow.db)")
+    server.add_argument("--backend-store-uri", help="database for runs and models (default: $MLFLOW_BACKEND_STORE_URI or sqlite:///mlruns/mlflow.db)")
     server.add_argument("--artifacts-destination", help="where proxied artifacts are stored (default: mlruns/artifacts)")
     server.add_argument("--workers", type=int, default=1, help="server worker processes (default: 1, enough on small machines)")
     server.add_argument("--allowed-hosts", help="extra Host headers to accept when --host is not loopback, e.g. trainhost:5000")
@@ -133,8 +134,11 @@ def run() -> None:
     """
     import gc
 
+    from workbench import distributed
+
     code = main()
     gc.freeze()
+    distributed.exit_now_if_left_waiting(code)
     sys.exit(code)
 
 
@@ -151,7 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except WorkbenchError as e:
         if args.debug:
             raise
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
+        print("error: " + " ".join(mask_secrets(str(e)).split()), file=sys.stderr)  # one line, whatever the message holds
         return getattr(e, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("interrupted: the running trial was marked failed; run the same command to resume", file=sys.stderr)

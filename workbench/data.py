@@ -9,20 +9,23 @@ once per study process and returns the `TrialData` every trial shares.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from workbench import distributed
 from workbench.errors import DataError, first_line
+from workbench.metrics import BINARY, default_positive, metric_names, positive_id
 from workbench.pretrained import load_tokenizer, resolve_checkpoint
-from workbench.spec import DataSpec, StudySpec, TokenizerSpec
+from workbench.spec import DataSpec, LossSpec, StudySpec, TokenizerSpec
 from workbench.synthetic import LABELS, generate_examples
 from workbench.tables import read_table
+from workbench.wordpiece import train_wordpiece
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,20 +64,79 @@ class TrialData:
     tokenizer: PreTrainedTokenizerBase
     label_names: tuple[str, ...]
     splits: Splits  # the raw texts, for registration and lineage
+    positive_label: Optional[str] = None  # the label binary metrics are of (two classes only)
+    class_weights: Optional[tuple[float, ...]] = None  # per class id, for `loss.class_weights`
 
 
 def prepare_data(spec: StudySpec, given: Any = None) -> TrialData:
     """Load (or take `given`), validate and tokenize the study's data once; every trial shares it."""
     # under torchrun a rank that cannot load the data fails every rank, with its reason
     splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir, given))
+    # what needs the labels, checked before anything is written: every rank sees the same labels
+    positive = resolve_positive(spec.data, splits.label_names)
+    check_metric(spec.study.metric, splits.label_names, positive)
+    weights = class_weights(spec.loss, splits)
     if spec.model.get("pretrained"):  # a pretrained model reads text with its own tokenizer
         checkpoint = resolve_checkpoint(spec.model["pretrained"], spec.source_dir)
         tokenizer = distributed.together(lambda: load_tokenizer(checkpoint, spec.data.max_length))
-    else:  # every rank takes rank 0's vocabulary, whatever the trainer does with ties
+    else:  # built once, by rank 0, and shared (the build is deterministic: this only saves the other ranks the time)
         texts = list(splits.train["text"])
         tokenizer = distributed.on_main(lambda: build_tokenizer(spec.tokenizer, texts, spec.data.max_length, spec.source_dir))
     train, validation = distributed.together(lambda: tokenize_splits(splits, tokenizer, spec.data.max_length))
-    return TrialData(train, validation, tokenizer, splits.label_names, splits)
+    return TrialData(train, validation, tokenizer, splits.label_names, splits, positive, weights)
+
+
+def resolve_positive(spec: DataSpec, label_names: Sequence[str]) -> Optional[str]:
+    """The label binary metrics are of: `data.positive_label`, else "positive" for synthetic data, 1 for labels 0/1."""
+    if spec.positive_label is None:
+        return "positive" if spec.source == "synthetic" else default_positive(label_names)
+    if spec.positive_label not in label_names:
+        raise DataError(
+            f"data.positive_label: {spec.positive_label!r} is not a label of the data"
+            f"{_did_you_mean(spec.positive_label, label_names)} (labels: {', '.join(label_names)})"
+        )
+    if len(label_names) != 2:
+        raise DataError(
+            f"data.positive_label: the data has {len(label_names)} classes; a positive label is for two"
+            " (per class: study.metric eval_f1_<label> or eval_recall_<label>)"
+        )
+    return spec.positive_label
+
+
+def check_metric(metric: str, label_names: Sequence[str], positive: Optional[str]) -> None:
+    """DataError unless a trial computes `metric` for these labels (per-class names, binary metrics)."""
+    names = ["eval_" + m for m in metric_names(label_names, positive_id(label_names, positive))]
+    if metric in names:
+        return
+    if metric.removeprefix("eval_") in BINARY and len(label_names) == 2:
+        raise DataError(
+            f"study.metric: {metric} is the {metric.removeprefix('eval_')} of one positive label, and the labels"
+            f" ({', '.join(label_names)}) do not say which: set data.positive_label to one of them"
+        )
+    raise DataError(f"study.metric: {metric!r} is not computed for labels {', '.join(label_names)}{_did_you_mean(metric, names)}")
+
+
+def class_weights(spec: LossSpec, splits: Splits) -> Optional[tuple[float, ...]]:
+    """Per-class loss weights: as given, or balanced as scikit-learn's (n_samples / (n_classes * count))."""
+    import numpy as np
+
+    n = len(splits.label_names)
+    if spec.class_weights is None:
+        return None
+    if spec.class_weights == "balanced":
+        counts = np.bincount(np.asarray(splits.train["label"]), minlength=n)
+        return tuple(float(w) for w in np.where(counts > 0, counts.sum() / (n * np.maximum(counts, 1)), 0.0))
+    if len(spec.class_weights) != n:
+        raise DataError(
+            f"loss.class_weights: {len(spec.class_weights)} weights for {n} classes: give one per class,"
+            f" in this order: {', '.join(splits.label_names)}"
+        )
+    return tuple(float(w) for w in spec.class_weights)
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def load_splits(spec: DataSpec, base_dir: str | Path = ".", given: Any = None) -> Splits:
@@ -260,7 +322,7 @@ def _digest(raw) -> str:
 
 
 def build_tokenizer(spec: TokenizerSpec, texts: list[str], max_length: int, base_dir: str | Path = ".") -> PreTrainedTokenizerBase:
-    """Train a WordPiece tokenizer on `texts`, or load the local one at `spec.path`."""
+    """Train a WordPiece tokenizer on `texts` (deterministically), or load the local one at `spec.path`."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if spec.path is not None:
@@ -269,18 +331,7 @@ def build_tokenizer(spec: TokenizerSpec, texts: list[str], max_length: int, base
             return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as e:
             raise DataError(f"tokenizer.path: cannot load a tokenizer from {path}: {first_line(e)}") from None
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=spec.vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
+    tok = train_wordpiece(texts, spec.vocab_size, SPECIAL_TOKENS)  # the same texts give the same bytes
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",

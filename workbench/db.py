@@ -9,7 +9,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from workbench.errors import StoreError
+from workbench.errors import StoreError, mask_secrets
 
 STORE_DIR = "mlruns"  # local tracking state: both stores, artifacts, trial checkpoints
 
@@ -70,14 +70,4 @@ def check_sqlite_writable(uri: str, flag: str) -> None:
 
 def mask_url(url: str) -> str:
     """`url` with its password shown as ***: safe for terminals, logs, errors and MLflow."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return mask_secrets(url)

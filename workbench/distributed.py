@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
@@ -27,11 +28,15 @@ from workbench.errors import WorkbenchError, first_line
 T = TypeVar("T")
 # Seconds `together` waits for every rank; a rank stuck inside a DDP step never arrives.
 SYNC_TIMEOUT_S = float(os.environ.get("WORKBENCH_SYNC_TIMEOUT_S", "300"))
+# Seconds a rank that failed inside a training loop waits for the others: past it, they are stuck
+# in a DDP step that needs it, and it stops the job (torchrun ends them) instead of waiting SYNC_TIMEOUT_S.
+STEP_WAIT_S = float(os.environ.get("WORKBENCH_STEP_WAIT_S", "10"))
 _control = None  # a gloo group for our own messages (CPU objects), beside the training group
 _sync = None  # the same, giving up after SYNC_TIMEOUT_S: `together` learns when a rank is lost
 WORKER_ENV = "WORKBENCH_WORKER_ID"  # set by `study run --workers` in each worker process
 WORKERS_ENV = "WORKBENCH_WORKERS"  # how many workers share this machine's cores
 _stop_requested = threading.Event()
+_left_waiting = threading.Event()  # a gather for ranks that never came still runs in a thread
 
 
 class SharedFailure(WorkbenchError):
@@ -67,6 +72,15 @@ def install_interrupt_handler() -> None:
 
 def stop_requested() -> bool:
     return _stop_requested.is_set()
+
+
+def exit_now_if_left_waiting(code: int) -> None:
+    """Exit at once when a collective was left waiting for lost ranks: the interpreter's normal
+    shutdown would abort on the thread that runs it (SIGABRT instead of our exit code)."""
+    if _left_waiting.is_set():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def world_size() -> int:
@@ -155,25 +169,25 @@ def on_main(fn: Callable[[], T]) -> T:
     return result
 
 
-def together(fn: Callable[[], T]) -> T:
+def together(fn: Callable[[], T], *, in_step: bool = False) -> T:
     """fn() on every rank; when it raises on any rank, it raises on every rank.
 
     A rank that failed re-raises its own exception; the others raise `SharedFailure` naming
     the first failing rank. A rank that waits `SYNC_TIMEOUT_S` for the others (they are stuck
-    in a DDP collective it will never join) raises `RanksDiverged`.
+    in a DDP collective it will never join) raises `RanksDiverged`. With `in_step` (fn is a
+    training loop: every step is a collective), a rank that failed waits only `STEP_WAIT_S`:
+    a failure every rank shares (a pruner's or the tracking store's, a non-finite loss) reaches
+    them all in the same step, so the others are late only when they wait for this rank.
     """
     if not is_distributed():
         return fn()
-    import torch.distributed as dist
-
     result = error = None
     try:
         result = fn()
     except Exception as e:
         error = e
     try:
-        reasons: list = [None] * world_size()
-        dist.all_gather_object(reasons, failure_reason(error) if error is not None else None, group=_sync)
+        reasons = _gather(failure_reason(error) if error is not None else None, STEP_WAIT_S if in_step and error is not None else None)
     except RuntimeError as lost:
         why = failure_reason(error) if error is not None else f"lost the other ranks: {first_line(lost)}"
         raise RanksDiverged(
@@ -187,6 +201,33 @@ def together(fn: Callable[[], T]) -> T:
         first, reason = failed[0]
         raise SharedFailure(reason if first == 0 else f"rank {first}: {reason}")
     return result
+
+
+def _gather(reason: str | None, wait_s: float | None) -> list:
+    """Every rank's reason (None: no failure); RuntimeError when the others do not come within
+    `wait_s` (the gather goes on in a thread that the stopping job ends) or SYNC_TIMEOUT_S."""
+    import torch.distributed as dist
+
+    reasons: list = [None] * world_size()
+    if wait_s is None:
+        dist.all_gather_object(reasons, reason, group=_sync)
+        return reasons
+    done, lost = threading.Event(), []
+
+    def gather() -> None:
+        try:
+            dist.all_gather_object(reasons, reason, group=_sync)
+        except RuntimeError as e:
+            lost.append(e)
+        done.set()
+
+    threading.Thread(target=gather, daemon=True).start()
+    if not done.wait(wait_s):
+        _left_waiting.set()
+        raise RuntimeError(f"the other ranks did not answer within {wait_s:g} s")
+    if lost:
+        raise lost[0]
+    return reasons
 
 
 def set_threads() -> int:

@@ -1,5 +1,10 @@
 """Errors a user can act on. The CLI prints them as one line and exits with code 2."""
 
+import re
+
+# scheme://user:PASSWORD@host: the password runs to the last @ before the path (as urlsplit reads it)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][\w+.-]*://[^\s/:@]*:)[^\s/]*@")
+
 
 class WorkbenchError(Exception):
     """Base class: the message names the file or field and the fix."""
@@ -44,9 +49,18 @@ class WorkersFailed(WorkbenchError):
     exit_code = 1
 
 
+def mask_secrets(text: str) -> str:
+    """`text` with the password of every URL in it shown as ***: safe to print, log or record."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (library errors can span pages)."""
-    lines = str(e).strip().splitlines()
+    """The first line of an exception's message (library errors can span pages), URL passwords masked.
+
+    Every reason we print or record (trial fail reasons, store errors) goes through here, and
+    library errors quote URLs (MLflow's "API request to http://user:pass@host/... failed").
+    """
+    lines = mask_secrets(str(e)).strip().splitlines()
     return lines[0] if lines else e.__class__.__name__
 
 

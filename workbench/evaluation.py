@@ -22,8 +22,8 @@ from workbench.data import load_splits
 from workbench.errors import DataError, RegistryError
 from workbench.inference import load_model
 from workbench.lineage import dataset_input
-from workbench.metrics import classification_metrics
-from workbench.registry import get_version
+from workbench.metrics import SUMMARY, classification_metrics, default_positive, positive_id
+from workbench.registry import POSITIVE_TAG, get_version
 from workbench.study_file import load_study_file
 from workbench.tables import read_table
 from workbench.tracking import ROLE_TAG, mlflow_client, start_run
@@ -107,21 +107,29 @@ class Scores:
     labels: np.ndarray  # true class ids (n,)
     probabilities: np.ndarray  # (n, num_classes)
     metrics: dict[str, float]  # `metrics.classification_metrics`, without the eval_ prefix
+    positive: Optional[int] = None  # class id binary f1/precision/recall are of
 
     @property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(-1)
 
 
-def score_model(model_uri: str, data: Optional[str] = None, eval_data: Optional[EvalData] = None) -> tuple[Scores, EvalData]:
-    """Load `model_uri`, predict the labelled texts (`eval_data`, else read from `data`) and score them."""
+def score_model(
+    model_uri: str, data: Optional[str] = None, eval_data: Optional[EvalData] = None, positive: Optional[str] = None
+) -> tuple[Scores, EvalData]:
+    """Load `model_uri`, predict the labelled texts (`eval_data`, else read from `data`) and score them.
+
+    `positive` is the label binary f1/precision/recall are of (a version's `workbench.positive_label`).
+    """
     model = load_model(model_uri)
     classifier = model.unwrap_python_model()
     eval_data = eval_data or load_eval_data(data, model)
     names = list(classifier.labels)
     labels = eval_data.label_ids(names)
     probabilities = classifier.predict_proba(eval_data.texts)
-    return Scores(names, labels, probabilities, classification_metrics(labels, probabilities)), eval_data
+    positive_index = positive_id(names, positive if positive is not None else default_positive(names))
+    metrics = classification_metrics(labels, probabilities, names, positive_index)
+    return Scores(names, labels, probabilities, metrics, positive_index), eval_data
 
 
 @dataclass
@@ -135,7 +143,8 @@ class Evaluation:
 
     def table(self) -> str:
         lines = [f"{self.model_uri} on {len(self.data.texts)} examples from {self.data.source}"]
-        lines += [f"  {name:<10} {value:.4f}" for name, value in self.metrics.items()]
+        # per-class scores are in the report below (and all of them in MLflow)
+        lines += [f"  {name:<10} {self.metrics[name]:.4f}" for name in SUMMARY if name in self.metrics]
         lines += ["  " + line for line in self.report.rstrip().splitlines()]
         lines.append(f"logged to MLflow run {self.run_id}" + (f" (linked to version {self.version})" if self.version else ""))
         return "\n".join(lines)
@@ -147,7 +156,7 @@ def evaluate(model_uri: str, data: Optional[str], tracking_uri: str) -> Evaluati
 
     client = mlflow_client(tracking_uri)
     version = _model_version(client, model_uri)
-    scores, eval_data = score_model(model_uri, data)
+    scores, eval_data = score_model(model_uri, data, positive=version.tags.get(POSITIVE_TAG) if version else None)
     ids = list(range(len(scores.names)))
     report = dict(labels=ids, target_names=scores.names, zero_division=0, digits=4)
     table = classification_report(scores.labels, scores.predictions, **report)

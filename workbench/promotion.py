@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from workbench.errors import PromotionRefused, RegistryError
 from workbench.evaluation import Scores, score_model
-from workbench.registry import CHALLENGER, CHAMPION, DIRECTION_TAG, METRIC_TAG, PREVIOUS_CHAMPION, alias_or_none, get_version, record_event
+from workbench.metrics import BINARY, PER_CLASS, label_key
+from workbench.registry import (
+    CHALLENGER, CHAMPION, DIRECTION_TAG, METRIC_TAG, POSITIVE_TAG, PREVIOUS_CHAMPION, alias_or_none, get_version, record_event,
+)
 from workbench.tracking import mlflow_client
 
 TAG = "workbench.promotion."
@@ -52,13 +55,20 @@ def mcnemar_exact(candidate_correct: np.ndarray, champion_correct: np.ndarray, a
     return PairedTest("McNemar exact", bool(p < alpha and b > c), p_value=float(p), detail=f"candidate-only right {b}, champion-only right {c}")
 
 
-def paired_bootstrap(metric: str, labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, maximize: bool, alpha: float) -> PairedTest:
-    """Percentile bootstrap of (candidate - champion) over resampled examples, both models on each resample."""
+def paired_bootstrap(
+    metric: str, labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, maximize: bool, alpha: float,
+    names: Optional[Sequence[str]] = None, positive: Optional[int] = None,
+) -> PairedTest:
+    """Percentile bootstrap of (candidate - champion) over resampled examples, both models on each resample.
+
+    `names` are the label names (per-class metrics), `positive` the class id of binary f1/precision/recall.
+    """
     from scipy.stats import bootstrap
 
     def difference(index, axis=-1):
         index = np.atleast_2d(index)
-        return (_resampled(metric, labels, candidate, index) - _resampled(metric, labels, champion, index)).squeeze()
+        scores = [_resampled(metric, labels, probs, index, names, positive) for probs in (candidate, champion)]
+        return (scores[0] - scores[1]).squeeze()
 
     result = bootstrap(
         (np.arange(len(labels)),),
@@ -74,7 +84,10 @@ def paired_bootstrap(metric: str, labels: np.ndarray, candidate: np.ndarray, cha
     return PairedTest("paired bootstrap", bool(significant), ci=(low, high), detail=f"{BOOTSTRAP_RESAMPLES} resamples")
 
 
-def _resampled(metric: str, labels: np.ndarray, probabilities: np.ndarray, index: np.ndarray) -> np.ndarray:
+def _resampled(
+    metric: str, labels: np.ndarray, probabilities: np.ndarray, index: np.ndarray,
+    names: Optional[Sequence[str]] = None, positive: Optional[int] = None,
+) -> np.ndarray:
     """`metric` on each row of `index` (resamples x n), as `metrics.classification_metrics` defines it."""
     if metric == "loss":
         picked = probabilities[np.arange(len(labels)), labels]
@@ -82,16 +95,37 @@ def _resampled(metric: str, labels: np.ndarray, probabilities: np.ndarray, index
     y, p = labels[index], probabilities.argmax(-1)[index]
     if metric == "accuracy":
         return (y == p).mean(-1)
-    classes = [1] if probabilities.shape[-1] == 2 else range(probabilities.shape[-1])  # binary: positive class; else macro
-    values = []
+    measure, classes, weighted = _definition(metric, names or [str(i) for i in range(probabilities.shape[-1])], positive)
+    values, support = [], []
     for k in classes:
         tp = ((p == k) & (y == k)).sum(-1)
         fp = ((p == k) & (y != k)).sum(-1)
         fn = ((p != k) & (y == k)).sum(-1)
-        denominator = {"precision": tp + fp, "recall": tp + fn, "f1": 2 * tp + fp + fn}[metric]
-        numerator = 2 * tp if metric == "f1" else tp
+        denominator = {"precision": tp + fp, "recall": tp + fn, "f1": 2 * tp + fp + fn}[measure]
+        numerator = 2 * tp if measure == "f1" else tp
         values.append(np.where(denominator > 0, numerator / np.maximum(denominator, 1), 0.0))
+        support.append((y == k).sum(-1))
+    if weighted:
+        return (np.array(values) * support).sum(0) / np.maximum(np.sum(support, axis=0), 1)
     return np.mean(values, axis=0)
+
+
+def _definition(metric: str, names: Sequence[str], positive: Optional[int]) -> tuple[str, list[int], bool]:
+    """(precision/recall/f1, the class ids averaged over, support-weighted?) of a metric name without `eval_`."""
+    every = list(range(len(names)))
+    if metric in ("f1_macro", "f1_weighted"):
+        return "f1", every, metric == "f1_weighted"
+    if metric in BINARY:
+        if len(names) > 2:
+            return metric, every, False
+        if positive is None:
+            raise RegistryError(f"eval_{metric} needs the positive label: tag the version {POSITIVE_TAG}=LABEL (one of {', '.join(names)})")
+        return metric, [positive], False
+    for kind in PER_CLASS:
+        for i, name in enumerate(names):
+            if metric == f"{kind}_{label_key(name)}":
+                return kind, [i], False
+    raise RegistryError(f"eval_{metric}: not a metric of labels {', '.join(names)}")
 
 
 @dataclass(frozen=True)
@@ -178,12 +212,15 @@ def promote(
         raise PromotionRefused(f"{name}: version {cand.version} is already @{CHAMPION}: nothing to promote")
     metric = cand.tags.get(METRIC_TAG, "eval_accuracy").removeprefix("eval_")
     maximize = cand.tags.get(DIRECTION_TAG, "maximize") == "maximize"
-    cand_scores, eval_data = score_model(f"models:/{name}/{cand.version}", data)
+    positive = cand.tags.get(POSITIVE_TAG)  # both versions are scored as the candidate's study scored it
+    cand_scores, eval_data = score_model(f"models:/{name}/{cand.version}", data, positive=positive)
+    if metric not in cand_scores.metrics:
+        _definition(metric, cand_scores.names, cand_scores.positive)  # the reason, as a RegistryError
     champ_scores, test = None, None
     if champ is None:
         promoted, reason = True, "no champion yet"
     else:
-        champ_scores, _ = score_model(f"models:/{name}/{champ.version}", eval_data=eval_data)
+        champ_scores, _ = score_model(f"models:/{name}/{champ.version}", eval_data=eval_data, positive=positive)
         if champ_scores.names != cand_scores.names:
             raise RegistryError(f"{name}: v{cand.version} and v{champ.version} predict different labels; they cannot be compared")
         promoted, reason, test = _gate(metric, cand_scores, champ_scores, maximize, min_delta, alpha)
@@ -205,7 +242,7 @@ def _gate(metric: str, cand: Scores, champ: Scores, maximize: bool, min_delta: f
     if metric == "accuracy":
         test = mcnemar_exact(cand.predictions == labels, champ.predictions == labels, alpha)
     else:
-        test = paired_bootstrap(metric, labels, cand.probabilities, champ.probabilities, maximize, alpha)
+        test = paired_bootstrap(metric, labels, cand.probabilities, champ.probabilities, maximize, alpha, cand.names, cand.positive)
     improvement = cand.metrics[metric] - champ.metrics[metric]
     improvement = improvement if maximize else -improvement
     if improvement <= 0:

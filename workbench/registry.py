@@ -34,6 +34,7 @@ STUDY_TAG, TRIAL_TAG, METRIC_TAG, VALUE_TAG, DIRECTION_TAG = (
 )
 # The registered model's history: one tag per event (promotion, refusal, rollback), numbered, never overwritten.
 HISTORY_TAG = "workbench.history."
+POSITIVE_TAG = "workbench.positive_label"  # the label binary f1/precision/recall are of, when stated
 EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is tedious"]
 
 
@@ -63,6 +64,8 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
         DIRECTION_TAG: spec.study.direction,
         "workbench.data_digest": data.splits.digest,
     }
+    if data.positive_label is not None:
+        tags[POSITIVE_TAG] = data.positive_label
     version = register_model_dir(name, model_dir, data.splits.frame("validation"), tags, run_id)
     client.set_registered_model_alias(name, CHALLENGER, version)
     origin = (f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.value:.4f} "

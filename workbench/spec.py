@@ -6,14 +6,16 @@ validates it against the real classes.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workbench.search_space import ParamSpec, parse_param
 
-# Metrics every trial computes (the Trainer's own names, prefixed `eval_`).
-METRICS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall")
+# Metrics every trial computes (the Trainer's own names, prefixed `eval_`); eval_f1/precision/recall on
+# two classes are those of `data.positive_label`. Per class, by label name: these prefixes + the label.
+METRICS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_f1_macro", "eval_f1_weighted")
+PER_CLASS_METRICS = ("eval_f1_", "eval_recall_")
 
 SAMPLERS = {
     "tpe": "TPESampler",
@@ -87,6 +89,13 @@ class DataSpec(_Frozen):
     max_train_examples: Optional[int] = Field(default=None, ge=2)  # a seeded, stratified subset of train (small machines)
     max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
     seed: int = 0
+    # the label binary eval_f1/precision/recall are of; default "positive" for synthetic data, 1 for labels 0/1
+    positive_label: Optional[Union[str, int]] = None
+
+    @field_validator("positive_label")
+    @classmethod
+    def _as_text(cls, value):
+        return None if value is None else str(value)  # labels are known by their names, "1" for 1
 
     @model_validator(mode="after")
     def _source_has_details(self) -> DataSpec:
@@ -109,6 +118,24 @@ class TokenizerSpec(_Frozen):
         return self
 
 
+class LossSpec(_Frozen):
+    """Class-weighted (and optionally smoothed) cross-entropy instead of the model's own loss."""
+
+    class_weights: Optional[Union[Literal["balanced"], list[float]]] = None  # "balanced": n / (classes * count)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights(cls, value):
+        if isinstance(value, list) and (len(value) < 2 or min(value) < 0 or max(value) <= 0):
+            raise ValueError("give one weight per class, in label order: numbers >= 0, not all 0 (or: balanced)")
+        return value
+
+    @property
+    def custom(self) -> bool:
+        return self.class_weights is not None or self.label_smoothing > 0
+
+
 class EarlyStoppingSpec(_Frozen):
     patience: int = Field(default=2, ge=1)  # evaluations without improvement
     threshold: float = Field(default=0.0, ge=0.0)
@@ -126,6 +153,7 @@ class StudySpec(_Frozen):
     tokenizer: TokenizerSpec = TokenizerSpec()
     model: dict[str, Any] = {}
     training: dict[str, Any] = {}
+    loss: LossSpec = LossSpec()
     early_stopping: Optional[EarlyStoppingSpec] = EarlyStoppingSpec()
     search_space: dict[str, Any] = {}
     registry: RegistrySpec = RegistrySpec()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from workbench import distributed
-from workbench.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite
+from workbench.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite, mask_url
 from workbench.errors import StoreError, StudyFileError, first_line
 from workbench.search_space import describe_space, grid_of
 from workbench.spec import PRUNERS, SAMPLERS, StudySpec
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import optuna
 
 DEFAULT_STORAGE = default_sqlite("optuna")
+STORAGE_ENV = "WORKBENCH_STORAGE"  # the Optuna storage URL when --storage is not given (how --workers passes it)
 # A worker killed mid-trial is noticed after GRACE_S seconds without a heartbeat (every HEARTBEAT_S).
 HEARTBEAT_S = int(os.environ.get("WORKBENCH_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("WORKBENCH_GRACE_S", "60"))
@@ -39,7 +40,8 @@ INTERRUPTED_ATTR = "interrupted"
 
 
 def resolve_storage(explicit: Optional[str] = None) -> str:
-    return absolute_sqlite(explicit or DEFAULT_STORAGE, "--storage")
+    """--storage, else $WORKBENCH_STORAGE (keeps a password out of `ps`), else the local SQLite store."""
+    return absolute_sqlite(explicit or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE, "--storage")
 
 
 def open_storage_readonly(explicit: Optional[str] = None) -> optuna.storages.BaseStorage:
@@ -72,7 +74,7 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if "://" not in url:
-        raise StoreError(f"--storage {url!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)")
+        raise StoreError(f"--storage {mask_url(url)!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         with quiet_experimental():
@@ -84,7 +86,7 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
                 heartbeat_stale_trial_callback=_retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
             )
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
-        raise StoreError(f"--storage {url}: cannot open the Optuna storage: {first_line(e)}") from None
+        raise StoreError(f"--storage {mask_url(url)}: cannot open the Optuna storage: {first_line(e)}") from None
 
 
 def _retry_and_close_run(retry: Callable) -> Callable:

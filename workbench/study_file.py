@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from workbench.builders import MODEL_KEYS, FieldSchema, build_model_config, build_training_args, model_schema, training_schema
 from workbench.errors import DataError, StudyFileError
 from workbench.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
-from workbench.spec import METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec, TokenizerSpec
+from workbench.spec import METRICS, PER_CLASS_METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec, TokenizerSpec
 
 def load_study_file(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> StudySpec:
     """Read and validate a study file; `overrides` are dotted keys (`training.seed`) set on top."""
@@ -156,8 +156,12 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
             problems += [f"search_space.{key}: {p}" for v in values if (p := _type_problem(section, field, v, schema)[1])]
     study = _mapping(raw.get("study"))
     metric = study.get("metric", StudySection.model_fields["metric"].default)
-    if isinstance(metric, str) and metric not in METRICS:
-        problems.append(f"study.metric: {metric!r} is not computed by a trial (choose one of {', '.join(METRICS)})")
+    per_class = isinstance(metric, str) and any(metric.startswith(p) and metric != p for p in PER_CLASS_METRICS)
+    if isinstance(metric, str) and metric not in METRICS and not per_class:  # per-class names are checked against the data's labels
+        choices = ", ".join([*METRICS, *(p + "<label>" for p in PER_CLASS_METRICS)])
+        problems.append(f"study.metric: {metric!r} is not computed by a trial (choose one of {choices}){_did_you_mean(metric, list(METRICS))}")
+    if _mapping(raw.get("loss")).get("label_smoothing") and _mapping(raw.get("training")).get("label_smoothing_factor"):
+        problems.append("loss.label_smoothing: training.label_smoothing_factor is set too: give one of them")
     if _mapping(study.get("sampler")).get("type") == "grid" and not problems:
         try:
             grid_of({k: parse_param(v) for k, v in _mapping(raw.get("search_space")).items()})

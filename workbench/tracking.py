@@ -16,7 +16,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from workbench.db import absolute_sqlite, check_sqlite_writable, default_sqlite, existing_sqlite
+from workbench.db import absolute_sqlite, check_sqlite_writable, default_sqlite, existing_sqlite, mask_url
 from workbench.errors import StoreError, first_line
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def check_tracking_store(tracking_uri: str) -> None:
     try:
         mlflow_client(tracking_uri).search_experiments(max_results=1)
     except Exception as e:  # connection refused, DNS, unknown scheme, HTTP errors
-        raise StoreError(f"--tracking-uri {tracking_uri}: cannot reach the tracking store: {_reason(e)}") from None
+        raise StoreError(f"--tracking-uri {mask_url(tracking_uri)}: cannot reach the tracking store: {_reason(e)}") from None
     finally:
         for k, v in saved.items():
             if v is None:
@@ -271,7 +271,7 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str,
         experiment_id = experiment if experiment.isdigit() else _experiment_id(client, tracking_uri, experiment)
         run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
     except Exception as e:  # MlflowException, connection errors, SQL errors
-        raise StoreError(f"--tracking-uri {tracking_uri}: cannot start a run: {first_line(e)}") from None
+        raise StoreError(f"--tracking-uri {mask_url(tracking_uri)}: cannot start a run: {first_line(e)}") from None
     return TrialRun(client, run.info.run_id)
 
 
@@ -293,7 +293,7 @@ class StudyTracking:
             self.experiment_id = self._experiment()
             self.parent_run_id = self._parent_run()
         except Exception as e:  # MlflowException, connection errors, SQL errors
-            raise StoreError(f"--tracking-uri {tracking_uri}: cannot use the tracking store: {_reason(e)}") from None
+            raise StoreError(f"--tracking-uri {mask_url(tracking_uri)}: cannot use the tracking store: {_reason(e)}") from None
 
     def _experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.study_name)
@@ -353,7 +353,7 @@ class StudyTracking:
         try:
             run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)
         except Exception as e:
-            raise StoreError(f"tracking store {self.tracking_uri}: cannot start trial {number}'s run: {_reason(e)}") from None
+            raise StoreError(f"tracking store {mask_url(self.tracking_uri)}: cannot start trial {number}'s run: {_reason(e)}") from None
         trial_run = TrialRun(self.client, run.info.run_id)
         trial_run.log_dict(params, "sampled_params.json")
         return trial_run

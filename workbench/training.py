@@ -9,51 +9,79 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
+from transformers import Trainer
 
 from workbench import distributed
 from workbench.builders import build_model, build_training_args
 from workbench.callbacks import TrialCallback
 from workbench.data import TrialData
-from workbench.metrics import classification_metrics
+from workbench.metrics import classification_metrics, label_key, positive_id
 from workbench.study_file import StudySpec
 from workbench.user_code import write_model_class
 
 if TYPE_CHECKING:
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     from workbench.tracking import TrialRun
 
 
-def compute_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy, F1, precision and recall of the Trainer's predictions (eval_loss is its own)."""
+def compute_metrics(eval_pred, label_names: Optional[Sequence[str]] = None, positive: Optional[int] = None) -> dict[str, float]:
+    """`metrics.classification_metrics` of the Trainer's predictions (eval_loss is its own); `positive` is a class id."""
     from scipy.special import softmax
 
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    metrics = classification_metrics(eval_pred.label_ids, softmax(logits.astype(np.float64), axis=-1))
+    metrics = classification_metrics(eval_pred.label_ids, softmax(logits.astype(np.float64), axis=-1), label_names, positive)
     metrics.pop("loss")
     return metrics
 
 
+class WeightedLossTrainer(Trainer):
+    """A Trainer whose loss is class-weighted, optionally label-smoothed, cross-entropy over the logits."""
+
+    loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it by the accumulation steps
+
+    def __init__(self, *args, class_weights: Optional[Sequence[float]] = None, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = tuple(class_weights) if class_weights is not None else None
+        self.label_smoothing = label_smoothing
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        import torch
+        import torch.nn.functional as F
+
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        # on the logits' device: each DDP rank, GPU or CPU, weighs its own batch
+        weight = torch.tensor(self.class_weights, dtype=logits.dtype, device=logits.device) if self.class_weights else None
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), weight=weight, label_smoothing=self.label_smoothing)
+        return (loss, outputs) if return_outputs else loss
+
+
 def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, callbacks: list) -> Trainer:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, set_seed
 
     if spec.early_stopping is not None:
         # fresh per trial: the callback carries its patience counter
         stopper = EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold)
         callbacks = [stopper, *callbacks]
     set_seed(args.seed)  # the initial weights too, not only the data order: a trial reproduces from its record
-    trainer = Trainer(
+    loss = {"class_weights": data.class_weights, "label_smoothing": spec.loss.label_smoothing} if spec.loss.custom else {}
+    trainer = (WeightedLossTrainer if spec.loss.custom else Trainer)(
+        **loss,
         model=build_model(spec, data.tokenizer, data.label_names),
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
         data_collator=DataCollatorWithPadding(data.tokenizer),
         processing_class=data.tokenizer,
-        compute_metrics=compute_metrics,
+        compute_metrics=partial(compute_metrics, label_names=data.label_names, positive=positive_id(data.label_names, data.positive_label)),
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to MLflow; progress is one line per trial
@@ -86,7 +114,7 @@ def train_trial(
             lambda: build_trainer(spec, data, build_training_args(spec, trial_dir / "checkpoints"), [reporter])
         )
         distributed.on_main(lambda: log_params(run, trainer, spec))
-        distributed.together(trainer.train)
+        distributed.together(trainer.train, in_step=True)  # a rank failing alone in a step stops the job within seconds
         if reporter.pruned_at is not None:  # the same evaluation on every rank: the decision was shared
             raise optuna.TrialPruned(f"pruned at evaluation {reporter.pruned_at}")
         if reporter.best is None:
@@ -128,6 +156,10 @@ def _params(trainer: Trainer) -> dict[str, Any]:
     config = {k: v for k, v in config.items() if k not in ("id2label", "label2id", "transformers_version", "architectures")}
     params = {f"model.{k}": v for k, v in config.items()}
     params.update({f"training.{k}": v for k, v in trainer.args.to_dict().items() if not k.startswith("_")})
+    if isinstance(trainer, WeightedLossTrainer):
+        names = trainer.model.config.id2label
+        params.update({f"loss.class_weight.{label_key(names[i])}": w for i, w in enumerate(trainer.class_weights or ())})
+        params["loss.label_smoothing"] = trainer.label_smoothing
     return params
 
 

@@ -17,8 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
+from workbench.db import mask_url
 from workbench.errors import StoreError, WorkbenchError, first_line
-from workbench.server import ServerSpec, build_server_command
+from workbench.server import ServerSpec, build_server_command, run_until_stopped
 from workbench.registry import STUDY_TAG as VERSION_STUDY_TAG
 from workbench.registry import TRIAL_TAG as VERSION_TRIAL_TAG
 from workbench.storage import METRIC_ATTR, RUN_ID_ATTR, best_trial, open_storage_readonly
@@ -162,16 +163,14 @@ def _count_states(states) -> dict[str, int]:
 
 
 def run_ui(tracking_uri: str, port: int, on_start=print) -> int:
-    """`mlflow ui` on this project's tracking store, bound to 127.0.0.1, in the foreground until Ctrl-C.
+    """`mlflow ui` on this project's tracking store, bound to 127.0.0.1, in the foreground until Ctrl-C or SIGTERM.
 
     A tracking server already has its UI: its URL is given instead. Returns the exit code.
     """
-    import signal
     import socket
-    import subprocess
 
     if tracking_uri.startswith(("http://", "https://")):
-        on_start(f"the tracking server serves its own UI: {tracking_uri}")
+        on_start(f"the tracking server serves its own UI: {mask_url(tracking_uri)}")
         return 0
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -179,23 +178,9 @@ def run_ui(tracking_uri: str, port: int, on_start=print) -> int:
     artifacts = None
     if tracking_uri.startswith("sqlite:///"):  # beside the store, wherever it is (runs name their own artifact folders anyway)
         artifacts = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts")
-    command = build_server_command(ServerSpec(port=port, backend_store_uri=tracking_uri, artifacts_destination=artifacts))
-    proc = subprocess.Popen(command)
-    signal.signal(signal.SIGTERM, _interrupt)  # a TERM to us must stop the server too, or it outlives us
+    command, env = build_server_command(ServerSpec(port=port, backend_store_uri=tracking_uri, artifacts_destination=artifacts))
     on_start(f"MLflow UI: http://127.0.0.1:{port}  (store {tracking_uri}; Ctrl-C stops it)")
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    return run_until_stopped(command, env)[0]
 
 
 # ---- rendering -------------------------------------------------------------------------------

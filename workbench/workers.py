@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence, Union
 from workbench import distributed
 from workbench.errors import WorkbenchError, WorkersFailed
 from workbench.progress import StudyProgress
-from workbench.storage import count_trials, fail_stale
+from workbench.storage import STORAGE_ENV, count_trials, fail_stale
 from workbench.study import RunOptions, StudyOutcome, StudySession
 from workbench.study_file import StudySpec
 
@@ -97,13 +97,14 @@ def run_workers(
     where = ", ".join(f"w{p.worker_id}" + (f" on GPU {p.gpu}" if p.gpu is not None else "") for p in plans)
     shown.line(session.headline(f"{len(plans)} workers ({where})"))
     session.report_state()
-    command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "--tracking-uri", stores.tracking_uri]
-    command += ["study", "run", str(study_file), "--storage", stores.storage_url, "--no-register"]
+    # The stores travel in the environment, readable by its owner only: `ps` shows every user the command line.
+    store_env = {STORAGE_ENV: stores.storage_url, "MLFLOW_TRACKING_URI": stores.tracking_uri}
+    command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "study", "run", str(study_file), "--no-register"]
     for pair in [*sets, f"study.n_trials={stores.target}"]:  # every worker aims at the same absolute target
         command += ["--set", pair]
     try:
         with session.parent_run():
-            codes = _supervise(command, plans, lambda line: _show(session, line))
+            codes = _supervise(command, plans, lambda line: _show(session, line), store_env)
     finally:
         shown.close()
     for plan, code in zip(plans, codes):
@@ -129,7 +130,7 @@ def _show(session: StudySession, line: str) -> None:
     session.report_state()
 
 
-def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[str], None]) -> list[int]:
+def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[str], None], store_env: dict[str, str]) -> list[int]:
     """Start one process per plan, relay their output with a `[wN]` prefix, wait for all; Ctrl-C stops all."""
     procs, readers = [], []
     lock = threading.Lock()
@@ -138,7 +139,7 @@ def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[
             # Own session: a terminal's Ctrl-C reaches the launcher only, which forwards it once.
             proc = subprocess.Popen(
                 command,
-                env=worker_env(plan, len(plans)),
+                env=worker_env(plan, len(plans)) | store_env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
