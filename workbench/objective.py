@@ -23,6 +23,7 @@ from workbench import distributed
 from workbench.data import TrialData
 from workbench.errors import StoreError, error_chain, first_line
 from workbench.lineage import StudyLineage, log_trial_lineage, study_lineage
+from workbench.progress import StudyProgress
 from workbench.search_space import suggest_params
 from workbench.storage import FAIL_REASON_ATTR, INTERRUPTED_ATTR, RUN_ID_ATTR, STORE_ERROR_ATTR, WORKER_ATTR, best_trial
 from workbench.study_file import StudySpec, apply_overrides
@@ -35,7 +36,9 @@ logger = logging.getLogger(__name__)
 class TrialRunner:
     """The objective Optuna calls, the failures it records, and the trial directories it keeps."""
 
-    def __init__(self, spec: StudySpec, data: TrialData, tracking: Optional[StudyTracking], workdir: Path):
+    def __init__(
+        self, spec: StudySpec, data: TrialData, tracking: Optional[StudyTracking], workdir: Path, progress: Optional[StudyProgress] = None
+    ):
         self.spec = spec
         self.data = data
         self.tracking = tracking  # None on DDP ranks other than 0
@@ -44,6 +47,7 @@ class TrialRunner:
         self.diverged: Optional[distributed.RanksDiverged] = None  # set when the ranks lost step
         self.fatal: Optional[Exception] = None  # set when a trial fails for a reason that stops the study
         self.lineage: Optional[StudyLineage] = None  # built by the first trial (rank 0)
+        self.progress = progress if progress is not None else StudyProgress()  # rank 0 reports to it
 
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
@@ -57,11 +61,15 @@ class TrialRunner:
         run = TrialRun(self.tracking.client, run_id) if distributed.is_main() else NullTrialRun()
         label = f"rank {distributed.rank()} trial {number}"
         logger.info("%s params %s", label, json.dumps(params, sort_keys=True))
+        if distributed.is_main():
+            self.progress.trial_started(number)
+        on_evaluation = lambda index, value: self.progress.evaluation(number, index, value)  # noqa: E731
         state = "FAIL"
         try:
             trial_spec = distributed.together(lambda: apply_overrides(self.spec, params))
             distributed.on_main(lambda: self._record_lineage(run, trial_spec))
-            result = train_trial(trial_spec, self.data, trial, run, self.trial_dir(number), is_main=distributed.is_main(), label=label)
+            result = train_trial(trial_spec, self.data, trial, run, self.trial_dir(number), is_main=distributed.is_main(), label=label,
+                                 on_evaluation=on_evaluation)
             distributed.on_main(lambda: self._complete(run, result))  # a store fault here fails the trial
             state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
             return result.value
@@ -134,7 +142,7 @@ class TrialRunner:
         except Exception:  # pruned or failed on every rank together; rank 0 records how
             pass
 
-    def after_trial(self, progress: Callable[[str], None]):
+    def after_trial(self):
         """Optuna callback: one progress line per trial, the parent run's curve, checkpoint clean-up."""
 
         def callback(study, frozen) -> None:
@@ -144,7 +152,8 @@ class TrialRunner:
             release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
             reason = frozen.user_attrs.get(FAIL_REASON_ATTR, "") or frozen.user_attrs.get(STORE_ERROR_ATTR, "")
             params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
-            progress(f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s")
+            line = f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s"
+            self.progress.trial_finished(frozen.number, state, line)
             best = best_trial(study)
             if frozen.value is not None and best is not None and self.fatal is None:
                 self.tracking.parent.log_metrics(

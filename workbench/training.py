@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 from transformers import Trainer
@@ -96,16 +96,19 @@ class TrialResult:
 
 
 def train_trial(
-    spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True, label: str = "trial"
+    spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True, label: str = "trial",
+    on_evaluation: Optional[Callable[[int, float], None]] = None,
 ) -> TrialResult:
     """Train one trial; returns its result or raises optuna.TrialPruned. Cleans checkpoints up.
 
+    `on_evaluation(index, value)` is called on rank 0 after each evaluation (the live display).
     Under DDP every rank calls it: a failure on any rank while building or training fails the
     trial on every rank, and rank 0 saves the model once every rank has finished training.
     """
     import optuna
 
-    reporter = TrialCallback(trial, run, spec.study.metric, maximize=spec.study.direction == "maximize", label=label)
+    maximize = spec.study.direction == "maximize"
+    reporter = TrialCallback(trial, run, spec.study.metric, maximize, label=label, on_evaluation=on_evaluation)
     try:
         trainer = distributed.together(
             lambda: build_trainer(spec, data, build_training_args(spec, trial_dir / "checkpoints"), [reporter])
