@@ -13,7 +13,7 @@ N > 1 is `--workers N`. HF's optuna backend runs one study per process (its `n_j
 would share one Trainer), so its N workers are N processes sharing one SQLite Optuna
 storage, each running its share of the trials: the way Optuna documents parallel studies. Wall time includes start-up and data preparation.
 
-    PYTHONPATH=. python benchmarks/workers.py --trials 4 --workers 1 2 4 --repeats 3
+    PYTHONPATH=. python benchmarks/workers.py --trials 4 --workers 1 2 4 --repeats 3 [--set training.num_train_epochs=3]
 """
 
 from __future__ import annotations
@@ -26,18 +26,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "studies" / "demo.yaml"
 
 
-def save_tokenizer(where: Path) -> Path:
+def parse_sets(sets: Sequence[str]) -> dict:
+    """`KEY=VALUE` overrides of the demo study (values read as YAML), as `--set` takes them."""
+    import yaml
+
+    return {key: yaml.safe_load(value) for key, _, value in (pair.partition("=") for pair in sets)}
+
+
+def save_tokenizer(where: Path, sets: Sequence[str] = ()) -> Path:
     """The demo's tokenizer, trained once and saved: both tools load it (`tokenizer.path`)."""
     from workbench.data import prepare_data
     from workbench.study_file import load_study_file
 
-    prepare_data(load_study_file(DEMO, {})).tokenizer.save_pretrained(where)
+    prepare_data(load_study_file(DEMO, parse_sets(sets))).tokenizer.save_pretrained(where)
     return where
 
 
@@ -62,17 +69,22 @@ def enqueue(storage: str, name: str, params: list[dict]) -> None:
         study.enqueue_trial(p)
 
 
-def run_workbench(params: list[dict], workers: int, cwd: Path, tokenizer: Path) -> float:
+def run_workbench(
+    params: list[dict], workers: int, cwd: Path, tokenizer: Path, sets: Sequence[str] = (), per_gpu: bool = False
+) -> tuple[float, int]:
+    """(wall seconds, evaluations) of `workbench study run`; `per_gpu`: `--workers-per-gpu N` on one GPU."""
     (cwd / "mlruns").mkdir()
     enqueue(f"sqlite:///{cwd}/mlruns/optuna.db", "demo", params)
     command = [sys.executable, "-m", "workbench", "study", "run", str(DEMO), "--no-register"]
-    command += ["--set", f"study.n_trials={len(params)}", "--set", f"tokenizer.path={tokenizer}"] + (["--workers", str(workers)] if workers > 1 else [])
+    command += ["--set", f"study.n_trials={len(params)}", "--set", f"tokenizer.path={tokenizer}"]
+    command += ["--workers-per-gpu", str(workers)] if per_gpu else (["--workers", str(workers)] if workers > 1 else [])
+    command += [arg for pair in sets for arg in ("--set", pair)]
     start = time.monotonic()
     subprocess.run(command, cwd=cwd, env=_env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.monotonic() - start, evaluations(f"sqlite:///{cwd}/mlruns/optuna.db", "demo")
 
 
-def run_hf(params: list[dict], workers: int, cwd: Path, tokenizer: Path) -> float:
+def run_hf(params: list[dict], workers: int, cwd: Path, tokenizer: Path, sets: Sequence[str] = ()) -> tuple[float, int]:
     (cwd / "mlruns").mkdir()
     enqueue(f"sqlite:///{cwd}/mlruns/hf-optuna.db", "hf-demo", params)
     trials = len(params)
@@ -80,7 +92,8 @@ def run_hf(params: list[dict], workers: int, cwd: Path, tokenizer: Path) -> floa
     start = time.monotonic()
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "hf-worker", "--trials", str(share), "--tokenizer", str(tokenizer)],
+            [sys.executable, __file__, "hf-worker", "--trials", str(share), "--tokenizer", str(tokenizer)]
+            + [arg for pair in sets for arg in ("--set", pair)],
             cwd=cwd, env=_env(WORKBENCH_WORKERS=str(workers), WORKBENCH_WORKER_ID=str(i)),
             stdout=subprocess.DEVNULL, stderr=(cwd / f"hf-worker-{i}.log").open("w"),
         )
@@ -100,7 +113,7 @@ def evaluations(storage: str, name: str) -> int:
     return sum(len(t.intermediate_values) for t in optuna.load_study(study_name=name, storage=storage).trials)
 
 
-def hf_worker(trials: int, tokenizer: Optional[str]) -> None:
+def hf_worker(trials: int, tokenizer: Optional[str], sets: Sequence[str] = ()) -> None:
     """One process of HF's hyperparameter_search on the demo study's space, sharing an SQLite storage."""
     from transformers import EarlyStoppingCallback, Trainer
 
@@ -113,7 +126,7 @@ def hf_worker(trials: int, tokenizer: Optional[str]) -> None:
     from workbench.training import compute_metrics
 
     distributed.set_threads()  # the same share of the cores as a workbench worker
-    spec = load_study_file(DEMO, {"tokenizer.path": tokenizer} if tokenizer else {})
+    spec = load_study_file(DEMO, {**parse_sets(sets), **({"tokenizer.path": tokenizer} if tokenizer else {})})
     data = prepare_data(spec)
 
     def hp_space(trial) -> dict:
@@ -153,6 +166,49 @@ def _env(**extra) -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", **extra)
 
 
+def compare(trials: int, workers: Sequence[int], repeats: int, sets: Sequence[str] = (), show=print) -> dict[int, dict]:
+    """{workers: median trials/h and evaluations/h of each tool}, the two tools alternating, the same trials."""
+    params = sample_trials(trials)
+    shared = tempfile.TemporaryDirectory()
+    tokenizer = save_tokenizer(Path(shared.name), sets)
+    out = {}
+    for n in workers:
+        trials_h, evals_h = {"workbench": [], "hf": []}, {"workbench": [], "hf": []}
+        for _ in range(repeats):
+            for name, bench in (("workbench", run_workbench), ("hf", run_hf)):  # side by side, alternating
+                with tempfile.TemporaryDirectory() as tmp:
+                    wall, evals = bench(params, n, Path(tmp), tokenizer, sets)
+                trials_h[name].append(trials / wall * 3600)
+                evals_h[name].append(evals / wall * 3600)
+                show(f"  ({name}, {n} workers, {trials} trials: {wall:.0f} s, {evals} evaluations)")
+        out[n] = {f"{kind}_{tool}": statistics.median(rates[tool]) for kind, rates in (("trials_h", trials_h), ("evals_h", evals_h)) for tool in rates}
+    shared.cleanup()
+    return out
+
+
+QUICK_SETS = ("data.synthetic.n_examples=1200", "training.num_train_epochs=3")
+
+
+def figures(quick: bool, show=print) -> list:
+    """vs_hf_hpsearch_1w and _2w (evaluations/h over HF's), and our 2 workers over our 1."""
+    from benchmarks.common import Figure
+
+    plans = [(4, 1, QUICK_SETS)] if quick else [(4, 3, ()), (16, 3, ())]
+    out = []
+    for trials, repeats, sets in plans:
+        r = compare(trials, (1, 2), repeats, sets, lambda line: show(line))
+        size = f"{trials} trials" + (" (1200 examples, 3 epochs)" if sets else " (demo study)") + f", median of {repeats}"
+        suffix = "" if quick or trials == 16 else f"_{trials}t"  # the headline figures: 16-trial studies
+        for n in (1, 2):
+            ratio = r[n]["evals_h_workbench"] / r[n]["evals_h_hf"]
+            note = (f"{size}; evaluations/h {r[n]['evals_h_workbench']:.0f} vs HF {r[n]['evals_h_hf']:.0f}; "
+                    f"trials/h {r[n]['trials_h_workbench']:.0f} vs {r[n]['trials_h_hf']:.0f}")
+            out.append(Figure(f"vs_hf_hpsearch_{n}w{suffix}", ratio, ">= 1.0", "x HF evaluations/h", note))
+        scaling = r[2]["evals_h_workbench"] / r[1]["evals_h_workbench"]
+        out.append(Figure(f"workers_2w_over_1w{suffix}", scaling, ">= 1.4", "x our 1 worker", size))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "hf-worker"])
@@ -160,24 +216,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tokenizer", help="hf-worker: the saved tokenizer to load")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo study in both tools")
     args = parser.parse_args()
     if args.mode == "hf-worker":
-        return hf_worker(args.trials, args.tokenizer)
-    params = sample_trials(args.trials)
-    shared = tempfile.TemporaryDirectory()
-    tokenizer = save_tokenizer(Path(shared.name))
+        return hf_worker(args.trials, args.tokenizer, args.set)
     print(f"demo study, the same {args.trials} trials in both tools, {os.cpu_count()} cores; median of {args.repeats}")
+    results = compare(args.trials, args.workers, args.repeats, args.set, show=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"{'workers':>7}  {'trials/h ours':>13}  {'trials/h HF':>11}  {'ratio':>5}  {'evals/h ours':>12}  {'evals/h HF':>10}  {'ratio':>5}")
-    for n in args.workers:
-        trials_h, evals_h = {"workbench": [], "hf": []}, {"workbench": [], "hf": []}
-        for _ in range(args.repeats):
-            for name, bench in (("workbench", run_workbench), ("hf", run_hf)):  # side by side, alternating
-                with tempfile.TemporaryDirectory() as tmp:
-                    wall, evals = bench(params, n, Path(tmp), tokenizer)
-                trials_h[name].append(args.trials / wall * 3600)
-                evals_h[name].append(evals / wall * 3600)
-                print(f"  ({name}, {n} workers: {wall:.0f} s, {evals} evaluations)", file=sys.stderr, flush=True)
-        (t_ours, t_hf), (e_ours, e_hf) = ([statistics.median(rates[k]) for k in ("workbench", "hf")] for rates in (trials_h, evals_h))
+    for n, r in results.items():
+        t_ours, t_hf, e_ours, e_hf = r["trials_h_workbench"], r["trials_h_hf"], r["evals_h_workbench"], r["evals_h_hf"]
         print(f"{n:>7}  {t_ours:>13.0f}  {t_hf:>11.0f}  {t_ours / t_hf:>5.2f}  {e_ours:>12.0f}  {e_hf:>10.0f}  {e_ours / e_hf:>5.2f}", flush=True)
 
 

@@ -45,10 +45,8 @@ def seed(root: Path, main) -> Path:
 
 
 def copy_stores(source: Path, target: Path) -> None:
-    """Both databases (not the artifacts: they stay where the seeded store points)."""
-    (target / "mlruns").mkdir(exist_ok=True)
-    for db in ("optuna.db", "mlflow.db"):
-        shutil.copy2(source / "mlruns" / db, target / "mlruns" / db)
+    """The whole mlruns/ folder: both databases and the artifacts (a copied store adopts its new folder)."""
+    shutil.copytree(source / "mlruns", target / "mlruns", dirs_exist_ok=True)
 
 
 def refused(capsys, argv: list[str]) -> str:

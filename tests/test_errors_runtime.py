@@ -159,7 +159,7 @@ def test_read_only_mlruns(stores, write_study, workdir):
 def test_disk_full_during_a_trial_stops_the_study_cleanly(stores, write_study, workdir):
     """The trial checkpoints land on a 64 KiB tmpfs: the first save fills it."""
     write_study()
-    (workdir / "mlruns/trials/tiny").mkdir(parents=True)
+    (workdir / "mlruns/trials/tiny").mkdir(parents=True, exist_ok=True)  # the seeded copy may hold the best trial's model
     done = in_namespace(
         f"mount -t tmpfs -o size=64k tmpfs mlruns/trials/tiny; {sys.executable} -m workbench study run study.yaml --trials 2",
         workdir,

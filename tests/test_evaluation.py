@@ -37,6 +37,11 @@ def test_evaluate_logs_metrics_and_pictures_linked_to_the_version(keyword_regist
     assert {"eval_f1", "eval_precision", "eval_recall", "eval_loss"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(run_id)} >= {"confusion_matrix.png", "calibration.png", "classification_report.json"}
     assert run.data.tags["workbench.model_version"] == "1" and run.data.tags["workbench.role"] == "evaluation"
+    # not a trial: no Optuna tags, its own name and description, never found by the UI's trial filter
+    assert not any(key.startswith("optuna.") for key in run.data.tags), run.data.tags
+    assert run.info.run_name == f"evaluate-{name}-v1" and "not a trial" in run.data.tags["mlflow.note.content"]
+    trials = client.search_runs([run.info.experiment_id], "tags.`workbench.role` = 'trial'")
+    assert run_id not in {r.info.run_id for r in trials}
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["evaluation"]
     assert [f"models:/{m.model_id}" for m in run.inputs.model_inputs] == [version.source]  # the logged model
     assert client.get_logged_model(run.inputs.model_inputs[0].model_id).metrics  # its page shows the metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 LAYERS = {
     0: {"errors"},
-    1: {"db", "metrics", "synthetic", "modeling", "search_space", "tables", "pretrained", "user_code", "wordpiece"},  # leaves
+    1: {"db", "metrics", "synthetic", "modeling", "search_space", "tables", "pretrained", "user_code", "wordpiece", "progress"},  # leaves
     2: {"spec", "distributed", "tracking", "inference", "server"},
     3: {"builders"},
     4: {"study_file"},

@@ -76,7 +76,9 @@ def test_fine_tunes_registers_and_serves_a_pretrained_checkpoint(tiny_bert, writ
     version = client.get_model_version_by_alias("bert-classifier", "challenger")
     run = client.get_run(version.run_id)
     assert run.data.tags["workbench.pretrained_sha256"] == weights_sha256(tiny_bert)
-    assert run.data.params["model.model_type"] == "bert" and run.data.params["model.classifier_dropout"] == "0.0"
+    assert "model.hidden_dropout_prob" in run.data.params  # searched
+    resolved = json.loads(Path(client.download_artifacts(run.info.run_id, "resolved_params.json", str(workdir))).read_text())
+    assert resolved["model.model_type"] == "bert" and resolved["model.classifier_dropout"] == 0.0  # the study file's override
     assert main(["reproduce", version.run_id]) == 0  # from the run's record: the same checkpoint, data and seeds
     assert "matches within" in capsys.readouterr().out
 

@@ -83,3 +83,18 @@ def test_class_weights_are_logged_on_the_trial_run(workdir, write_study):
     (run,) = client.search_runs([client.get_experiment_by_name("skewed").experiment_id], "tags.`workbench.role` = 'trial'")
     params = run.data.params
     assert (params["loss.class_weight.negative"], params["loss.class_weight.positive"], params["loss.label_smoothing"]) == ("1.0", "4.0", "0.1")
+
+
+def test_batches_pad_to_the_study_files_multiple(write_study, tmp_path):
+    """`data.pad_to_multiple_of` rounds each batch's length up (8 suits GPU tensor cores); absent, no rounding."""
+    from workbench.data import prepare_data
+    from workbench.training import build_trainer
+
+    for multiple, expected in ((None, lambda n: n), (8, lambda n: -(-n // 8) * 8)):
+        spec = load_study_file(write_study(data={"pad_to_multiple_of": multiple} if multiple else {}))
+        data = prepare_data(spec)
+        trainer = build_trainer(spec, data, build_training_args(spec, tmp_path / "out"), [])
+        rows = [data.train[i] for i in range(5)]
+        longest = max(len(r["input_ids"]) for r in rows)
+        batch = trainer.data_collator(rows)
+        assert batch["input_ids"].shape[1] == expected(longest)

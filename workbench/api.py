@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from workbench import distributed
 from workbench.errors import WorkbenchError
+from workbench.progress import StudyProgress
 from workbench.storage import best_trial, build_storage, resolve_storage
 from workbench.study import RunOptions, StudyOutcome
 from workbench.study import run_study as _run_study
@@ -79,7 +80,7 @@ def run_study(
     tracking_uri: Optional[str] = None,
     data: Any = None,
     register: bool = True,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] | StudyProgress = print,
 ) -> StudyResult:
     """Run (or resume) `spec` until its n_trials, or `trials` more; returns a StudyResult.
 

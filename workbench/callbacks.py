@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from transformers import TrainerCallback
 
@@ -30,7 +30,10 @@ class NonFiniteLoss(RuntimeError):
 
 
 class TrialCallback(TrainerCallback):
-    def __init__(self, trial: Any, run: TrialRun, metric: str, maximize: bool, label: str = "trial"):
+    def __init__(
+        self, trial: Any, run: TrialRun, metric: str, maximize: bool, label: str = "trial",
+        on_evaluation: Optional[Callable[[int, float], None]] = None,
+    ):
         self.trial = trial  # the Optuna trial on rank 0, None on the other ranks
         self.run = run
         self.metric = metric
@@ -39,6 +42,7 @@ class TrialCallback(TrainerCallback):
         self.evaluations = 0  # Optuna step: comparable across trials, unlike global_step
         self.best: Optional[float] = None  # best value of `metric` so far
         self.pruned_at: Optional[int] = None  # evaluation index where the pruner stopped the trial
+        self.on_evaluation = on_evaluation  # (evaluation index, value) on rank 0: the live progress display
         self.preempted_at: Optional[int] = None  # global step of the checkpoint saved on SIGTERM
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -97,6 +101,8 @@ class TrialCallback(TrainerCallback):
         if problem is not None:
             raise problem
         logger.info("%s evaluation %d: %s=%r%s", self.label, self.evaluations, self.metric, value, " -> pruned" if prune else "")
+        if self.on_evaluation is not None and distributed.is_main():
+            self.on_evaluation(self.evaluations, value)
         if prune:
             self.pruned_at = self.evaluations
             control.should_training_stop = True

@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study-file value, e.g. training.num_train_epochs=2")
     run.add_argument("--no-register", action="store_true", help="do not register the best model")
     run.add_argument("--workers", type=int, help="run N worker processes on this machine that share the study (spread over visible GPUs)")
+    run.add_argument("--quiet", action="store_true", help="print only failed trials, errors and the final summary")
     run.add_argument("--workers-per-gpu", type=int, metavar="K", help="pack K workers on each visible GPU (default --workers: K x GPUs)")
     run.set_defaults(handler=cmd_study_run)
     listing = study.add_parser("list", parents=with_storage, help="the studies in the store: trials by state, best value, last activity")
@@ -196,7 +197,7 @@ def cmd_study_run(args) -> int:
     from workbench.study_file import load_study_file
 
     spec = load_study_file(args.study_file, _parse_sets(args.set))
-    show = lambda line: print(line, flush=True)  # noqa: E731
+    show = _study_progress(args.quiet)
     distributed.install_interrupt_handler()
     distributed.install_preemption_handler()
     if args.workers is not None or args.workers_per_gpu is not None:
@@ -224,6 +225,16 @@ def cmd_study_run(args) -> int:
     return 0
 
 
+def _study_progress(quiet: bool):
+    """--quiet: failures only; a terminal: the live display; a pipe or a file: one plain line per trial."""
+    from workbench.progress import LiveProgress, QuietProgress, StudyProgress
+
+    write = lambda line: print(line, flush=True)  # noqa: E731
+    if quiet:
+        return QuietProgress(write)
+    return LiveProgress() if sys.stdout.isatty() else StudyProgress(write)
+
+
 def cmd_study_list(args) -> int:
     from workbench.views import list_studies, render_list
 
@@ -239,10 +250,12 @@ def cmd_study_show(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from workbench.tracking import resolve_existing_tracking_uri
+    from workbench.tracking import adopt_moved_store, resolve_existing_tracking_uri
     from workbench.views import run_ui
 
-    return run_ui(resolve_existing_tracking_uri(args.tracking_uri), args.port, on_start=lambda line: print(line, flush=True))
+    uri = resolve_existing_tracking_uri(args.tracking_uri)
+    adopt_moved_store(uri)  # the UI shows this folder's artifacts, not a moved store's original
+    return run_ui(uri, args.port, on_start=lambda line: print(line, flush=True))
 
 
 def cmd_server(args) -> int:
@@ -253,10 +266,11 @@ def cmd_server(args) -> int:
 
 
 def _existing_store(args) -> str:
-    """The tracking store of a command that reads what a study made: never created when missing."""
-    from workbench.tracking import configure_mlflow, resolve_existing_tracking_uri
+    """The tracking store of a command that reads what a study made: never created when missing; a moved one adopted."""
+    from workbench.tracking import adopt_moved_store, configure_mlflow, resolve_existing_tracking_uri
 
     uri = resolve_existing_tracking_uri(args.tracking_uri)
+    adopt_moved_store(uri)
     configure_mlflow(uri)
     return uri
 

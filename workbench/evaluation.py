@@ -200,7 +200,8 @@ def _log_evaluation(client, tracking_uri, model_uri, version, eval_data: EvalDat
             path = Path(tmp) / name
             draw(path, matrix=matrix, labels=scores.labels, probabilities=scores.probabilities, names=scores.names)
             client.log_artifact(run.run_id, str(path))
-    run.end("COMPLETE")
+    what = f"{version.name} version {version.version}" if version else model_uri
+    run.finish(note=f"Evaluation of {what} on {eval_data.source} ({len(eval_data.texts)} examples); not a trial of the study")
     if version:
         client.set_model_version_tag(version.name, version.version, EVALUATION_RUN_TAG, run.run_id)
     return run.run_id

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,6 +23,7 @@ from workbench import distributed
 from workbench.data import TrialData
 from workbench.errors import Preempted, StoreError, error_chain, first_line
 from workbench.lineage import StudyLineage, log_trial_lineage, study_lineage
+from workbench.progress import StudyProgress
 from workbench.search_space import suggest_params
 from workbench.storage import (
     FAIL_REASON_ATTR, INTERRUPTED_ATTR, PREEMPTED_ATTR, RECONNECT_S, RESUME_ATTR, RETRY_OF_ATTR, RETRY_RUN_ATTR, RUN_ID_ATTR,
@@ -37,7 +39,9 @@ logger = logging.getLogger(__name__)
 class TrialRunner:
     """The objective Optuna calls, the failures it records, and the trial directories it keeps."""
 
-    def __init__(self, spec: StudySpec, data: TrialData, tracking: Optional[StudyTracking], workdir: Path):
+    def __init__(
+        self, spec: StudySpec, data: TrialData, tracking: Optional[StudyTracking], workdir: Path, progress: Optional[StudyProgress] = None
+    ):
         self.spec = spec
         self.data = data
         self.tracking = tracking  # None on DDP ranks other than 0
@@ -47,6 +51,7 @@ class TrialRunner:
         self.fatal: Optional[Exception] = None  # set when a trial fails for a reason that stops the study
         self.preempted: Optional[Preempted] = None  # set when SIGTERM stopped a trial: its retry is queued, the worker leaves
         self.lineage: Optional[StudyLineage] = None  # built by the first trial (rank 0)
+        self.progress = progress if progress is not None else StudyProgress()  # rank 0 reports to it
 
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
@@ -60,13 +65,16 @@ class TrialRunner:
         run = TrialRun(self.tracking.client, run_id) if distributed.is_main() else NullTrialRun()
         label = f"rank {distributed.rank()} trial {number}"
         logger.info("%s params %s", label, json.dumps(params, sort_keys=True))
+        if distributed.is_main():
+            self.progress.trial_started(number)
+        on_evaluation = lambda index, value: self.progress.evaluation(number, index, value)  # noqa: E731
         state = "FAIL"
         try:
             trial_spec = distributed.together(lambda: apply_overrides(self.spec, params))
             distributed.on_main(lambda: self._record_lineage(run, trial_spec))
             result = train_trial(
                 trial_spec, self.data, trial, run, self.trial_dir(number), is_main=distributed.is_main(), label=label,
-                resume_from=Path(resume) if resume else None,
+                on_evaluation=on_evaluation, resume_from=Path(resume) if resume else None,
             )
             distributed.on_main(lambda: self._complete(run, result))  # a store fault here fails the trial
             state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
@@ -161,7 +169,7 @@ class TrialRunner:
         except Exception:  # pruned or failed on every rank together; rank 0 records how
             pass
 
-    def after_trial(self, progress: Callable[[str], None]):
+    def after_trial(self):
         """Optuna callback: one progress line per trial, the parent run's curve, checkpoint clean-up."""
 
         def callback(study, frozen) -> None:
@@ -171,7 +179,8 @@ class TrialRunner:
             release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
             reason = next((frozen.user_attrs[k] for k in (FAIL_REASON_ATTR, STORE_ERROR_ATTR, PREEMPTED_ATTR) if k in frozen.user_attrs), "")
             params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
-            progress(f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s")
+            line = f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s"
+            self.progress.trial_finished(frozen.number, state, line)
             best = best_trial(study)
             if frozen.value is not None and best is not None and self.fatal is None:
                 self.tracking.parent.log_metrics(
@@ -225,6 +234,23 @@ def _is_out_of_memory(e: BaseException) -> bool:
     return any(
         isinstance(x, (MemoryError, torch.OutOfMemoryError)) or any(w in str(x).lower() for w in words) for x in error_chain(e)
     )
+
+
+@contextmanager
+def long_lived_frozen():
+    """Trials run with what is alive now (libraries, data, stores) out of the collector's sight.
+
+    `gc.freeze` keeps those ~700k objects out of every collection, so `release_memory` after
+    each trial scans only what trials allocated (1.2 s -> ~0 s a trial on 2 CPU cores).
+    Unfrozen at the end: a process that goes on (tests, notebooks) can collect all of it again.
+    """
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def release_memory() -> None:

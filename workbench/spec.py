@@ -88,6 +88,7 @@ class DataSpec(_Frozen):
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # when no validation split is given
     max_train_examples: Optional[int] = Field(default=None, ge=2)  # a seeded, stratified subset of train (small machines)
     max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
+    pad_to_multiple_of: Optional[int] = Field(default=None, ge=1)  # batches pad to their longest text, rounded up (8: GPU tensor cores)
     seed: int = 0
     # the label binary eval_f1/precision/recall are of; default "positive" for synthetic data, 1 for labels 0/1
     positive_label: Optional[Union[str, int]] = None

@@ -21,8 +21,9 @@ from workbench import distributed
 from workbench.data import TrialData, prepare_data
 from workbench.db import STORE_DIR, check_sqlite_writable, mask_url
 from workbench.errors import Preempted, first_line
-from workbench.objective import TrialRunner
+from workbench.objective import TrialRunner, long_lived_frozen
 from workbench.plots import log_study_plots
+from workbench.progress import StudyProgress, StudyState, as_progress
 from workbench.search_space import describe_space
 from workbench.registry import register_best
 from workbench.storage import (
@@ -30,7 +31,7 @@ from workbench.storage import (
     resolve_storage, running_trials,
 )
 from workbench.study_file import StudySpec
-from workbench.tracking import StudyTracking, check_tracking_store, configure_mlflow, resolve_tracking_uri
+from workbench.tracking import StudyTracking, adopt_moved_store, check_tracking_store, configure_mlflow, resolve_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ class StudySession:
     """A study from open to conclude; rank 0 holds the stores, every rank holds the data."""
 
     def __init__(
-        self, spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print, data: Any = None
+        self, spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] | StudyProgress = print, data: Any = None
     ):
         self.spec = spec
         self.given_data = data  # data made in Python (workbench.run_study(data=...)), else the spec's source
         self.options = options
-        self.progress = progress
+        self.progress = as_progress(progress)  # plain lines, quiet, or a live display
         self.outcome = StudyOutcome(spec.study.name)
         self.stores: Optional[OpenedStores] = None  # rank 0 only
         self.data: Optional[TrialData] = None
@@ -95,7 +96,7 @@ class StudySession:
         self.data = prepare_data(self.spec, self.given_data)  # bad data leaves no empty study or RUNNING run behind
         distributed.on_main(lambda: self._open_stores(*urls))
         tracking = self.stores.tracking if self.stores else None
-        self.runner = TrialRunner(self.spec, self.data, tracking, self.options.workdir / self.spec.study.name)
+        self.runner = TrialRunner(self.spec, self.data, tracking, self.options.workdir / self.spec.study.name, self.progress)
 
     def _check_stores(self) -> tuple[str, str]:
         storage_url = resolve_storage(self.options.storage)
@@ -104,6 +105,7 @@ class StudySession:
             check_sqlite_writable(storage_url, "--storage")
         check_stored(self.spec, build_storage(storage_url))
         check_tracking_store(tracking_uri)
+        adopt_moved_store(tracking_uri)  # a copied mlruns/ never writes into the original's folder
         return storage_url, tracking_uri
 
     def _open_stores(self, storage_url: str, tracking_uri: str) -> None:
@@ -138,9 +140,19 @@ class StudySession:
         where = f"; {workers}" if workers else f" (optuna {mask_url(s.storage_url)}, mlflow {mask_url(s.tracking_uri)})"
         return f"study {self.spec.study.name}: {s.counts.summary(s.target)}{where}"
 
+    def report_state(self) -> None:
+        """Rank 0: tell the progress display the study's counts and best value (one read of the storage)."""
+        study = self.stores.study
+        counts, best = count_trials(study), best_trial(study)
+        states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+        self.progress.update(StudyState(
+            self.spec.study.name, self.spec.study.metric, counts.finished, self.stores.target, dict(states),
+            best.value if best is not None else None, best.number if best is not None else None,
+        ))
+
     def run_trials(self) -> None:
         """Trials until the target is met: rank 0 runs each through Optuna, the other ranks follow it."""
-        with outage_stops_study(self.stores.storage_url if self.stores else ""):
+        with long_lived_frozen(), outage_stops_study(self.stores.storage_url if self.stores else ""):
             while distributed.on_main(self._wait_for_work):
                 if distributed.is_main():
                     self._run_one()
@@ -155,8 +167,9 @@ class StudySession:
 
     def _run_one(self) -> None:
         runner, study = self.runner, self.stores.study
-        study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial(self.progress)])
+        study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial()])
         study.set_user_attr(ELAPSED_ATTR, self.stores.elapsed())
+        self.report_state()
         if runner.diverged is not None:  # recorded as failed; the other ranks cannot go on
             raise runner.diverged
         if runner.fatal is not None:  # a store or disk fault: this trial failed, the next would too
@@ -171,7 +184,7 @@ class StudySession:
             if distributed.preempted():
                 raise Preempted("preempted (SIGTERM) between trials; run the same command to resume")
             if self.out_of_time():
-                self.progress(f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial")
+                self.progress.line(f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial")
                 return False
             fail_stale(study)
             counts = count_trials(study)
@@ -213,7 +226,7 @@ class StudySession:
             outcome.best_value, outcome.best_trial = best.value, best.number
             tracking.parent.set_tags({"best_trial": best.number, f"best_{self.spec.study.metric}": best.value})
             tracking.parent.log_dict({"number": best.number, "value": best.value, "params": best.params}, "best_trial.json")
-        log_study_plots(study, tracking)
+        log_study_plots(study, tracking, self.spec.study.metric)
         if self.options.register and self.spec.registry.model_name and best is not None:
             outcome.registered = register_best(self.spec, best, self.data, tracking, self.runner.trial_dir(best.number))
         # other workers may be training in this directory right now
@@ -221,7 +234,7 @@ class StudySession:
 
 
 def run_study(
-    spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] = print, data: Any = None
+    spec: StudySpec, options: RunOptions = RunOptions(), progress: Callable[[str], None] | StudyProgress = print, data: Any = None
 ) -> StudyOutcome:
     """Run or resume a study until its trial target is met; returns what happened.
 
@@ -231,10 +244,14 @@ def run_study(
     distributed.set_threads()
     session = StudySession(spec, options, progress, data)
     session.open()
-    distributed.on_main(lambda: progress(session.headline()))
+    distributed.on_main(lambda: session.progress.line(session.headline()))
+    distributed.on_main(session.report_state)
     launched = distributed.worker_id() is not None
-    with session.parent_run(closes=not launched):
-        session.run_trials()
+    try:
+        with session.parent_run(closes=not launched):
+            session.run_trials()
+    finally:
+        session.progress.close()  # the live display stops before the summary lines (or the error) print
     if not launched:
         session.conclude()
     distributed.shutdown_distributed()

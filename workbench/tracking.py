@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -108,6 +110,77 @@ def local_artifact_root(tracking_uri: str, experiment: str) -> Optional[str]:
     return (db.parent / "artifacts" / experiment).as_uri()
 
 
+# MLflow records artifact places as absolute paths or file URIs, in these columns (those present are rewritten).
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
+    ("model_versions", "source"), ("model_versions", "storage_location"),
+)
+
+
+def adopt_moved_store(tracking_uri: str) -> Optional[Path]:
+    """A local store copied or moved from another folder works where it now is, or is refused.
+
+    Our experiments keep their artifacts in `<store folder>/artifacts/<experiment>`, and MLflow
+    records those places as absolute paths: a copy would read, and write, the original's. When
+    the recorded folder is not this one and the artifacts came along, the records are rewritten
+    to point here; when they did not, StoreError names both folders. Returns the folder the store
+    came from when it was adopted, else None. A store this folder never held (a server, a URI
+    other than sqlite:///) is left alone.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not db.is_file():
+        return None
+    here = db.parent.resolve()
+    with closing(sqlite3.connect(db, timeout=30)) as con:
+        try:
+            rows = con.execute("select name, artifact_location from experiments").fetchall()
+        except sqlite3.Error:  # not an MLflow store yet: MLflow creates its tables on first use
+            return None
+        recorded = {_recorded_folder(name, location) for name, location in rows} - {None, here}
+        if not recorded:
+            return None
+        if len(recorded) > 1 or not (here / "artifacts").is_dir():
+            before = ", ".join(sorted(str(p) for p in recorded))
+            raise StoreError(
+                f"--tracking-uri {tracking_uri}: this store was copied or moved from {before}, and its artifacts are "
+                f"recorded there, not in {here / 'artifacts'}: copy the whole folder (artifacts/ included) or use the "
+                f"original store with --tracking-uri"
+            )
+        (before,) = recorded
+        with con:  # one transaction: every path moves, or none
+            for table, column in ARTIFACT_COLUMNS:
+                if column in {r[1] for r in con.execute(f"pragma table_info({table})")}:
+                    for old, new in ((before.as_uri() + "/", here.as_uri() + "/"), (f"{before}/", f"{here}/")):
+                        con.execute(f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?",
+                                    (new, len(old) + 1, len(old), old))
+    _forget_artifact_places()
+    logger.info("%s was copied or moved from %s: its artifact paths now point here", here, before)
+    return before
+
+
+def _forget_artifact_places() -> None:
+    """MLflow caches each run's artifact place by run id for the life of the process (a copy shares the ids)."""
+    from mlflow.tracking._tracking_service import utils  # private; absent in another version: nothing cached to forget
+
+    cache = getattr(utils, "_artifact_repos_cache", None)
+    if cache is not None:
+        cache.clear()
+
+
+def _recorded_folder(experiment: str, location: Optional[str]) -> Optional[Path]:
+    """The store folder an experiment's artifact place was made for (`<folder>/artifacts/<experiment>`), else None."""
+    from urllib.parse import unquote, urlsplit
+
+    if not location or not location.startswith("file:"):
+        return None
+    path = Path(unquote(urlsplit(location).path))
+    if path.name != experiment or path.parent.name != "artifacts":
+        return None  # a place the user chose: not ours to move
+    return path.parent.parent
+
+
 def _store_write(call):
     """A run's write: a store fault (server down, read-only, disk full) becomes one StoreError the study stops on."""
     import functools
@@ -169,6 +242,13 @@ class TrialRun:
         self.set_tags(tags)
         self.client.set_terminated(self.run_id, status=RUN_STATUS[state])
 
+    @_store_write
+    def finish(self, note: Optional[str] = None) -> None:
+        """Close a run that is not a trial's (an evaluation): FINISHED, no Optuna tags."""
+        if note:
+            self.client.set_tag(self.run_id, "mlflow.note.content", note)
+        self.client.set_terminated(self.run_id, status="FINISHED")
+
 
 class NullTrialRun(TrialRun):
     """Logs nothing: stands in for the run on DDP ranks other than 0."""
@@ -181,6 +261,7 @@ class NullTrialRun(TrialRun):
     def set_tags(self, tags): ...
     def log_dict(self, data, name): ...
     def end(self, state, note=None): ...
+    def finish(self, note=None): ...
 
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, Any]) -> TrialRun:

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 from transformers import Trainer
@@ -79,7 +79,7 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
         args=args,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=DataCollatorWithPadding(data.tokenizer),
+        data_collator=DataCollatorWithPadding(data.tokenizer, pad_to_multiple_of=spec.data.pad_to_multiple_of),
         processing_class=data.tokenizer,
         compute_metrics=partial(compute_metrics, label_names=data.label_names, positive=positive_id(data.label_names, data.positive_label)),
         callbacks=callbacks,
@@ -106,17 +106,19 @@ class TrialResult:
 
 def train_trial(
     spec: StudySpec, data: TrialData, trial: Any, run: TrialRun, trial_dir: Path, *, is_main: bool = True, label: str = "trial",
-    resume_from: Optional[Path] = None,
+    on_evaluation: Optional[Callable[[int, float], None]] = None, resume_from: Optional[Path] = None,
 ) -> TrialResult:
     """Train one trial (from `resume_from`, a checkpoint, when given); returns its result, or raises
     optuna.TrialPruned, or TrialPreempted (its checkpoints kept). Cleans checkpoints up.
 
+    `on_evaluation(index, value)` is called on rank 0 after each evaluation (the live display).
     Under DDP every rank calls it: a failure on any rank while building or training fails the
     trial on every rank, and rank 0 saves the model once every rank has finished training.
     """
     import optuna
 
-    reporter = TrialCallback(trial, run, spec.study.metric, maximize=spec.study.direction == "maximize", label=label)
+    maximize = spec.study.direction == "maximize"
+    reporter = TrialCallback(trial, run, spec.study.metric, maximize, label=label, on_evaluation=on_evaluation)
     keep_checkpoints = False
     try:
         trainer = distributed.together(

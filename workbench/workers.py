@@ -10,20 +10,23 @@ the study and registers its best model: one registration, whatever the number of
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from workbench import distributed
 from workbench.errors import Preempted, WorkbenchError, WorkersFailed
+from workbench.progress import StudyProgress
 from workbench.storage import STORAGE_ENV, count_trials, fail_stale
 from workbench.study import RunOptions, StudyOutcome, StudySession
 from workbench.study_file import StudySpec
 
+TRIAL_LINE = re.compile(r"\[w\d+\]\s+trial\s+(\d+) (\w+)")  # a worker's line for one ended trial (objective.after_trial)
 STOP_TIMEOUT_S = 60  # after Ctrl-C, how long workers get to end their trial before SIGKILL
 
 
@@ -81,7 +84,7 @@ def run_workers(
     plans: list[WorkerPlan],
     sets: Sequence[str] = (),
     debug: bool = False,
-    progress: Callable[[str], None] = print,
+    progress: Union[Callable[[str], None], StudyProgress] = print,
 ) -> StudyOutcome:
     """Run the study with one process per plan; returns the StudyOutcome once all have exited.
 
@@ -90,21 +93,25 @@ def run_workers(
     """
     session = StudySession(spec, options, progress)
     session.open()
-    stores = session.stores
+    stores, shown = session.stores, session.progress
     where = ", ".join(f"w{p.worker_id}" + (f" on GPU {p.gpu}" if p.gpu is not None else "") for p in plans)
-    progress(session.headline(f"{len(plans)} workers ({where})"))
+    shown.line(session.headline(f"{len(plans)} workers ({where})"))
+    session.report_state()
     # The stores travel in the environment, readable by its owner only: `ps` shows every user the command line.
     store_env = {STORAGE_ENV: stores.storage_url, "MLFLOW_TRACKING_URI": stores.tracking_uri}
     command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "study", "run", str(study_file), "--no-register"]
     for pair in [*sets, f"study.n_trials={stores.target}"]:  # every worker aims at the same absolute target
         command += ["--set", pair]
-    with session.parent_run():
-        codes = _supervise(command, plans, progress, store_env)
-        if distributed.preempted():  # the workers saved their running trials and queued retries
-            raise Preempted("preempted (SIGTERM): the workers' running trials were saved and queued for a retry; run the same command to resume")
+    try:
+        with session.parent_run():
+            codes = _supervise(command, plans, lambda line: _show(session, line), store_env)
+            if distributed.preempted():  # the workers saved their running trials and queued retries
+                raise Preempted("preempted (SIGTERM): the workers' running trials were saved and queued for a retry; run the same command to resume")
+    finally:
+        shown.close()
     for plan, code in zip(plans, codes):
         if code != 0:
-            progress(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
+            shown.line(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
     fail_stale(stores.study)
     after = count_trials(stores.study)
     if (after.counted < stores.target or after.queued) and not session.out_of_time():  # a queued retry has not run yet
@@ -113,6 +120,16 @@ def run_workers(
         )
     session.outcome.trials_run = after.finished - stores.counts.finished
     return session.conclude()
+
+
+def _show(session: StudySession, line: str) -> None:
+    """A worker's line as it printed it; after a trial's line, the display's counts and best value from the storage."""
+    ended = TRIAL_LINE.match(line)
+    if ended is None:
+        session.progress.line(line)
+        return
+    session.progress.trial_finished(int(ended[1]), ended[2], line)
+    session.report_state()
 
 
 def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[str], None], store_env: dict[str, str]) -> list[int]:
