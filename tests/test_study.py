@@ -108,8 +108,8 @@ def test_the_same_study_run_twice_gives_the_same_tokenizer_and_trial_values(writ
 
 
 def test_timeout_starts_no_trial_after_the_budget_and_resume_counts_time_spent(write_study, capsys):
-    # 10 epochs: the first trial must outlast the 1 s budget even when trials get faster
-    path = write_study(study={"n_trials": 50, "timeout": 1}, search_space={}, training={"num_train_epochs": 10})
+    # 30 epochs and no early stopping: the first trial must outlast the 1 s budget however fast trials get
+    path = write_study(study={"n_trials": 50, "timeout": 1}, search_space={}, training={"num_train_epochs": 30}, early_stopping=None)
     assert main(["study", "run", str(path), "--no-register"]) == 0
     out = capsys.readouterr().out
     assert "time budget of 1 s is spent; no new trial" in out
