@@ -51,6 +51,7 @@ class TrialRunner:
         self.fatal: Optional[Exception] = None  # set when a trial fails for a reason that stops the study
         self.preempted: Optional[Preempted] = None  # set when SIGTERM stopped a trial: its retry is queued, the worker leaves
         self.lineage: Optional[StudyLineage] = None  # built by the first trial (rank 0)
+        self.on_start: Callable[[], None] = lambda: None  # called once the trial exists (StudySession releases its AskLock)
         self.progress = progress if progress is not None else StudyProgress()  # rank 0 reports to it
 
     def trial_dir(self, number: int) -> Path:
@@ -99,6 +100,7 @@ class TrialRunner:
 
     def _start(self, trial) -> tuple[int, dict[str, Any], str, Optional[str]]:
         """Rank 0: sample the parameters and open the trial's run; a preempted trial's retry also gets its checkpoint."""
+        self.on_start()  # the trial exists: other workers' counts include it
         params = suggest_params(trial, self.spec.space)
         try:
             run = self.tracking.start_trial_run(trial.number, params)

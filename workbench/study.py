@@ -97,6 +97,8 @@ class StudySession:
         distributed.on_main(lambda: self._open_stores(*urls))
         tracking = self.stores.tracking if self.stores else None
         self.runner = TrialRunner(self.spec, self.data, tracking, self.options.workdir / self.spec.study.name, self.progress)
+        self.ask_lock = AskLock(self.options.workdir / f".{self.spec.study.name}.ask.lock")
+        self.runner.on_start = self.ask_lock.release
 
     def _check_stores(self) -> tuple[str, str]:
         storage_url = resolve_storage(self.options.storage)
@@ -167,7 +169,10 @@ class StudySession:
 
     def _run_one(self) -> None:
         runner, study = self.runner, self.stores.study
-        study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial()])
+        try:
+            study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial()])
+        finally:
+            self.ask_lock.release()  # already released when the trial started; not when the ask failed
         study.set_user_attr(ELAPSED_ATTR, self.stores.elapsed())
         self.report_state()
         if runner.diverged is not None:  # recorded as failed; the other ranks cannot go on
@@ -178,21 +183,39 @@ class StudySession:
             raise runner.preempted
 
     def _wait_for_work(self) -> bool:
-        """True when a trial should start here; waits while other workers' trials may still fail and need a retry."""
-        study, target = self.stores.study, self.stores.target
+        """True when a trial should start here; waits while other workers' trials may still fail and need a retry.
+
+        Workers on this machine count the trials and ask for one under one lock (`AskLock`): a
+        count and an ask of two workers in between would start a trial past the target. On True
+        the lock is held until the trial exists (TrialRunner.on_start releases it).
+        """
         while True:
-            if distributed.preempted():
-                raise Preempted("preempted (SIGTERM) between trials; run the same command to resume")
-            if self.out_of_time():
-                self.progress.line(f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial")
-                return False
-            fail_stale(study)
-            counts = count_trials(study)
-            if counts.queued or counts.counted < target:
+            self.ask_lock.acquire()
+            try:
+                go = self._work_now()
+            except BaseException:
+                self.ask_lock.release()
+                raise
+            if go:
                 return True
-            if not counts.running:
+            self.ask_lock.release()
+            if go is False:
                 return False
             time.sleep(WAIT_POLL_S)  # a running trial of a killed worker turns FAIL (and is retried) after GRACE_S
+
+    def _work_now(self) -> Optional[bool]:
+        """True: start a trial; False: the study is done here; None: wait for other workers' trials."""
+        study, target = self.stores.study, self.stores.target
+        if distributed.preempted():
+            raise Preempted("preempted (SIGTERM) between trials; run the same command to resume")
+        if self.out_of_time():
+            self.progress.line(f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial")
+            return False
+        fail_stale(study)
+        counts = count_trials(study)
+        if counts.queued or counts.counted < target:
+            return True
+        return None if counts.running else False
 
     @contextmanager
     def parent_run(self, closes: bool = True):
@@ -231,6 +254,28 @@ class StudySession:
             outcome.registered = register_best(self.spec, best, self.data, tracking, self.runner.trial_dir(best.number))
         # other workers may be training in this directory right now
         self.runner.clean_up(keep=outcome.best_trial, running=running_trials(study))
+
+
+class AskLock:
+    """An exclusive file lock (flock) that workers of one machine take to count the trials and ask for one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        if self.file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        import fcntl
+
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)  # unlocking what is not locked is harmless
 
 
 def run_study(
