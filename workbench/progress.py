@@ -127,18 +127,6 @@ class LiveProgress(StudyProgress):
         if starting:
             self.bar.start()
 
-    def _eta(self, state: StudyState) -> str:
-        """Time left at this session's mean seconds per trial (workers in parallel included), as H:MM:SS."""
-        since, done_then = self.opened
-        if done_then is None:
-            self.opened = (since, state.done)
-            return "-:--:--"
-        done_here, left = state.done - done_then, max(state.target - state.done, 0)
-        if done_here <= 0:
-            return "-:--:--"
-        seconds = round((time.monotonic() - since) / done_here * left)
-        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
     def trial_started(self, number: int) -> None:
         self.started_at = time.monotonic()
         self.running = f"  trial {number}: training"
