@@ -183,7 +183,13 @@ def running_trial_with_evaluations(url: str) -> int | None:
     return row[0] if row else None
 
 
-PG_STUDY = {"study": {"name": "pg-restart", "n_trials": 3}, "training": {"num_train_epochs": 4}, "data": {"synthetic": {"n_examples": 1200}}}
+# 30 epochs, no early stopping: a trial trains for seconds however fast trials get, so the outage lands mid-study
+# (with 4 epochs a trial took 0.5 s and the whole study could end while the server was being stopped)
+PG_EPOCHS = 30
+PG_STUDY = {
+    "study": {"name": "pg-restart", "n_trials": 3}, "training": {"num_train_epochs": PG_EPOCHS},
+    "data": {"synthetic": {"n_examples": 1200}}, "early_stopping": None,
+}
 
 
 def run_through_postgres_restart(path: Path, cluster, down_s: float, log: Path, **extra_env) -> tuple[int, int]:
@@ -232,7 +238,7 @@ def test_a_study_survives_its_postgresql_restarted_mid_trial(write_study, own_po
     printed = log.read_text()
     assert code == 0, printed[-3000:]
     assert "Connection refused" in printed and "retrying" in printed  # the study met the outage
-    check_all_trials_complete(own_postgres.url, tmp_path, 3, 4)
+    check_all_trials_complete(own_postgres.url, tmp_path, 3, PG_EPOCHS)
     assert len(optuna_trials(own_postgres.url)) == 3  # no retry was needed: the cut-off trial went on
 
 
@@ -251,7 +257,7 @@ def test_an_outage_longer_than_the_retries_stops_the_study_and_the_same_command_
     resumed = subprocess.run([sys.executable, "-m", "workbench", "study", "run", str(path), "--storage", own_postgres.url],
                              cwd=tmp_path, env=env(**fast), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    check_all_trials_complete(own_postgres.url, tmp_path, 3, 4)  # the cut-off trial was run again, not counted as the study's
+    check_all_trials_complete(own_postgres.url, tmp_path, 3, PG_EPOCHS)  # the cut-off trial was run again, not counted as the study's
 
 
 def optuna_trials(url: str) -> list:
