@@ -291,8 +291,9 @@ def test_a_preempted_worker_saves_its_trial_and_the_retry_resumes_from_that_chec
 
     from workbench.tracking import mlflow_client
 
-    epochs = 6
-    path = write_study(study={"name": "preempt", "n_trials": 2}, training={"num_train_epochs": epochs}, data={"synthetic": {"n_examples": 1200}})
+    epochs = 20  # no early stopping: trial 1 is still training when the signal lands, however fast trials get
+    path = write_study(study={"name": "preempt", "n_trials": 2}, training={"num_train_epochs": epochs},
+                       data={"synthetic": {"n_examples": 1200}}, early_stopping=None)
     command = [sys.executable, "-m", "workbench", "study", "run", str(path)]
     log = tmp_path / "first.log"
     with open(log, "w") as out:
@@ -337,8 +338,9 @@ def test_a_preempted_worker_saves_its_trial_and_the_retry_resumes_from_that_chec
 def test_sigterm_to_the_workers_launcher_saves_every_running_trial_and_the_same_command_resumes_them(write_study, tmp_path):
     import optuna
 
-    epochs = 6
-    path = write_study(study={"name": "preempt", "n_trials": 3}, training={"num_train_epochs": epochs}, data={"synthetic": {"n_examples": 1200}})
+    epochs = 20  # no early stopping: the trials are still training when the signal lands, however fast trials get
+    path = write_study(study={"name": "preempt", "n_trials": 3}, training={"num_train_epochs": epochs},
+                       data={"synthetic": {"n_examples": 1200}}, early_stopping=None)
     command = [sys.executable, "-m", "workbench", "study", "run", str(path), "--workers", "2"]
     log = tmp_path / "first.log"
     with open(log, "w") as out:
