@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -123,6 +124,7 @@ def hf_worker(trials: int, tokenizer: Optional[str], sets: Sequence[str] = ()) -
     from workbench.storage import build_pruner, build_sampler
     from workbench.study_file import apply_overrides, load_study_file
     from workbench.builders import build_model, build_training_args
+    from workbench.metrics import positive_id
     from workbench.training import compute_metrics
 
     distributed.set_threads()  # the same share of the cores as a workbench worker
@@ -145,7 +147,7 @@ def hf_worker(trials: int, tokenizer: Optional[str], sets: Sequence[str] = ()) -
         eval_dataset=data.validation,
         data_collator=DataCollatorWithPadding(data.tokenizer),
         processing_class=data.tokenizer,
-        compute_metrics=compute_metrics,
+        compute_metrics=partial(compute_metrics, label_names=data.label_names, positive=positive_id(data.label_names, data.positive_label)),
         callbacks=[EarlyStoppingCallback(spec.early_stopping.patience)],
     )
     trainer.hyperparameter_search(
