@@ -81,3 +81,25 @@ def test_many_imbalanced_classes_with_non_ascii_text_split_stratified(tmp_path):
     subset = load_splits(spec.model_copy(update={"max_train_examples": 200}), tmp_path)
     assert len(subset.train) == 200 and subset.validation["text"] == splits.validation["text"]
     assert set(subset.train["label"]) == set(range(21)), "the subset is stratified"
+
+
+def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_same_spec(tmp_path, monkeypatch):
+    """`--workers`: the launcher saves the data it prepared; a worker with the same spec maps it instead of tokenizing again."""
+    from workbench.data import PREPARED_ENV, prepare_data, save_prepared
+    from workbench.study_file import apply_overrides, validate_study
+
+    spec = validate_study({"study": {"name": "shared", "metric": "eval_f1_macro"}, "data": {"synthetic": {"n_examples": 300}},
+                        "tokenizer": {"vocab_size": 200}, "loss": {"class_weights": "balanced"}})
+    made = prepare_data(spec)
+    save_prepared(made, spec, tmp_path)
+    monkeypatch.setenv(PREPARED_ENV, str(tmp_path))
+
+    loaded = prepare_data(spec)
+    assert loaded.train.column_names == made.train.column_names
+    assert all(list(loaded.train[c]) == list(made.train[c]) and list(loaded.validation[c]) == list(made.validation[c]) for c in made.train.column_names)
+    assert list(loaded.splits.train["text"]) == list(made.splits.train["text"]) and loaded.splits.digest == made.splits.digest
+    assert loaded.tokenizer.get_vocab() == made.tokenizer.get_vocab() and loaded.tokenizer("a good film") == made.tokenizer("a good film")
+    assert (loaded.label_names, loaded.positive_label, loaded.class_weights) == (made.label_names, made.positive_label, made.class_weights)
+
+    other = apply_overrides(spec, {"tokenizer.vocab_size": 150})  # another spec prepares its own
+    assert prepare_data(other).tokenizer.get_vocab() != made.tokenizer.get_vocab()

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Set by `study run --workers` in each worker: the folder where the launcher saved the data it
+# prepared, which the worker loads instead of reading, tokenizer-training and tokenizing again.
+PREPARED_ENV = "WORKBENCH_PREPARED_DATA"
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,15 @@ class TrialData:
 
 
 def prepare_data(spec: StudySpec, given: Any = None) -> TrialData:
-    """Load (or take `given`), validate and tokenize the study's data once; every trial shares it."""
+    """Load (or take `given`), validate and tokenize the study's data once; every trial shares it.
+
+    A `--workers` worker loads what its launcher prepared for the same spec (PREPARED_ENV).
+    """
+    shared = os.environ.get(PREPARED_ENV)
+    if shared and given is None:
+        prepared = load_prepared(Path(shared), spec)
+        if prepared is not None:
+            return prepared
     # under torchrun a rank that cannot load the data fails every rank, with its reason
     splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir, given))
     # what needs the labels, checked before anything is written: every rank sees the same labels
@@ -84,6 +96,44 @@ def prepare_data(spec: StudySpec, given: Any = None) -> TrialData:
         tokenizer = distributed.on_main(lambda: build_tokenizer(spec.tokenizer, texts, spec.data.max_length, spec.source_dir))
     train, validation = distributed.together(lambda: tokenize_splits(splits, tokenizer, spec.data.max_length))
     return TrialData(train, validation, tokenizer, splits.label_names, splits, positive, weights)
+
+
+def _data_fingerprint(spec: StudySpec) -> str:
+    """What the prepared data depends on: the data, tokenizer, loss and model-choice sections."""
+    sections = {"data": spec.data.model_dump(mode="json"), "tokenizer": spec.tokenizer.model_dump(mode="json"),
+                "loss": spec.loss.model_dump(mode="json"), "pretrained": spec.model.get("pretrained"), "base": str(spec.source_dir)}
+    return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_prepared(data: TrialData, spec: StudySpec, where: Path) -> None:
+    """Save `data` (both raw and tokenized splits, the tokenizer, the labels) for `load_prepared`."""
+    for name, ds in (("raw_train", data.splits.train), ("raw_validation", data.splits.validation),
+                     ("train", data.train), ("validation", data.validation)):
+        ds.save_to_disk(str(where / name))
+    data.tokenizer.save_pretrained(str(where / "tokenizer"))
+    meta = {"fingerprint": _data_fingerprint(spec), "label_names": data.label_names, "source": data.splits.source,
+            "digest": data.splits.digest, "positive_label": data.positive_label, "class_weights": data.class_weights}
+    (where / "meta.json").write_text(json.dumps(meta))  # written last: its presence says the rest is complete
+
+
+def load_prepared(where: Path, spec: StudySpec) -> Optional[TrialData]:
+    """The TrialData `save_prepared` left in `where` for this spec (memory-mapped), else None."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    try:
+        meta = json.loads((where / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta["fingerprint"] != _data_fingerprint(spec):
+        logger.debug("prepared data in %s is for another spec: preparing again", where)
+        return None
+    raw_train, raw_validation, train, validation = (load_from_disk(str(where / n)) for n in ("raw_train", "raw_validation", "train", "validation"))
+    labels = tuple(meta["label_names"])
+    splits = Splits(raw_train, raw_validation, labels, meta["source"], meta["digest"])
+    weights = tuple(meta["class_weights"]) if meta["class_weights"] is not None else None
+    tokenizer = AutoTokenizer.from_pretrained(str(where / "tokenizer"), local_files_only=True)
+    return TrialData(train, validation, tokenizer, labels, splits, meta["positive_label"], weights)
 
 
 def resolve_positive(spec: DataSpec, label_names: Sequence[str]) -> Optional[str]:

@@ -14,12 +14,14 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from workbench import distributed
+from workbench.data import PREPARED_ENV, save_prepared
 from workbench.errors import Preempted, WorkbenchError, WorkersFailed
 from workbench.progress import StudyProgress
 from workbench.storage import STORAGE_ENV, count_trials, fail_stale
@@ -99,6 +101,11 @@ def run_workers(
     session.report_state()
     # The stores travel in the environment, readable by its owner only: `ps` shows every user the command line.
     store_env = {STORAGE_ENV: stores.storage_url, "MLFLOW_TRACKING_URI": stores.tracking_uri}
+    # The data the launcher prepared, saved once: each worker maps it instead of reading and tokenizing again.
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    prepared = tempfile.TemporaryDirectory(prefix=f".{spec.study.name}-data-", dir=options.workdir)
+    save_prepared(session.data, spec, Path(prepared.name))
+    store_env[PREPARED_ENV] = prepared.name
     command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "study", "run", str(study_file), "--no-register"]
     for pair in [*sets, f"study.n_trials={stores.target}"]:  # every worker aims at the same absolute target
         command += ["--set", pair]
@@ -109,6 +116,7 @@ def run_workers(
                 raise Preempted("preempted (SIGTERM): the workers' running trials were saved and queued for a retry; run the same command to resume")
     finally:
         shown.close()
+        prepared.cleanup()
     for plan, code in zip(plans, codes):
         if code != 0:
             shown.line(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
