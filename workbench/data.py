@@ -9,7 +9,6 @@ once per study process and returns the `TrialData` every trial shares.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from workbench import distributed
-from workbench.errors import DataError, first_line
+from workbench.errors import DataError, did_you_mean, first_line
 from workbench.metrics import BINARY, default_positive, metric_names, positive_id
 from workbench.pretrained import load_tokenizer, resolve_checkpoint
 from workbench.spec import DataSpec, LossSpec, StudySpec, TokenizerSpec
@@ -143,7 +142,7 @@ def resolve_positive(spec: DataSpec, label_names: Sequence[str]) -> Optional[str
     if spec.positive_label not in label_names:
         raise DataError(
             f"data.positive_label: {spec.positive_label!r} is not a label of the data"
-            f"{_did_you_mean(spec.positive_label, label_names)} (labels: {', '.join(label_names)})"
+            f"{did_you_mean(spec.positive_label, label_names)} (labels: {', '.join(label_names)})"
         )
     if len(label_names) != 2:
         raise DataError(
@@ -163,7 +162,7 @@ def check_metric(metric: str, label_names: Sequence[str], positive: Optional[str
             f"study.metric: {metric} is the {metric.removeprefix('eval_')} of one positive label, and the labels"
             f" ({', '.join(label_names)}) do not say which: set data.positive_label to one of them"
         )
-    raise DataError(f"study.metric: {metric!r} is not computed for labels {', '.join(label_names)}{_did_you_mean(metric, names)}")
+    raise DataError(f"study.metric: {metric!r} is not computed for labels {', '.join(label_names)}{did_you_mean(metric, names)}")
 
 
 def class_weights(spec: LossSpec, splits: Splits) -> Optional[tuple[float, ...]]:
@@ -182,11 +181,6 @@ def class_weights(spec: LossSpec, splits: Splits) -> Optional[tuple[float, ...]]
             f" in this order: {', '.join(splits.label_names)}"
         )
     return tuple(float(w) for w in spec.class_weights)
-
-
-def _did_you_mean(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def load_splits(spec: DataSpec, base_dir: str | Path = ".", given: Any = None) -> Splits:

@@ -1,6 +1,8 @@
 """Errors a user can act on. The CLI prints them as one line and exits with code 2."""
 
+import difflib
 import re
+from typing import Iterable
 
 # scheme://user:PASSWORD@host: the password runs to the last @ before the path (as urlsplit reads it)
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][\w+.-]*://[^\s/:@]*:)[^\s/]*@")
@@ -82,3 +84,9 @@ def error_chain(e: BaseException):
 def caused_by(e: BaseException, kind: type) -> bool:
     """True when `e` or anything in its chain is a `kind`."""
     return any(isinstance(x, kind) for x in error_chain(e))
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """" (did you mean X?)" for the closest of `known` to a mistyped `name`, else ""."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

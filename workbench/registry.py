@@ -83,7 +83,13 @@ def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_i
         eval_frame.to_parquet(eval_data)
         with mlflow.start_run(run_id=run_id):
             info = log_pyfunc_model(model_dir, eval_data)
-    return mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
+
+    disable_logging()  # MLflow prints "Successfully registered model" and "Created version": our summary line says it once
+    try:
+        return mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version
+    finally:
+        enable_logging()
 
 
 def log_pyfunc_model(model_dir: Path, eval_data: Path):

@@ -7,7 +7,6 @@ unchanged; both are checked against the real classes. One function, `apply_overr
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from pathlib import Path
 from typing import Any, Optional
@@ -16,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from workbench.builders import MODEL_KEYS, FieldSchema, build_model_config, build_training_args, model_schema, training_schema
-from workbench.errors import DataError, StudyFileError
+from workbench.errors import DataError, StudyFileError, did_you_mean
 from workbench.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
 from workbench.spec import METRICS, PER_CLASS_METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec, TokenizerSpec
 
@@ -96,7 +95,7 @@ def _pydantic_problem(err: dict) -> str:
     if err["type"] == "extra_forbidden":
         *parent, leaf = [str(p) for p in err["loc"]]
         known = _known_keys(parent)
-        hint = _did_you_mean(leaf, known)
+        hint = did_you_mean(leaf, known)
         return f"{loc}: unknown key{hint or (' (known: ' + ', '.join(sorted(known)) + ')' if known else '')}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{loc}: {msg}" if loc else msg
@@ -112,11 +111,6 @@ def _known_keys(parent: list[str]) -> list[str]:
             return []
         model = ann
     return [k for k in model.model_fields if k != "source_dir"]
-
-
-def _did_you_mean(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _schemas(raw: dict[str, Any]) -> tuple[dict[str, FieldSchema], list[str]]:
@@ -145,7 +139,7 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
         if section not in SECTIONS or not field:
             problems.append(f"search_space.{key}: must start with {' or '.join(s + '.' for s in SECTIONS)}")
         elif known is not None and field not in known:
-            problems.append(f"search_space.{key}: not a {schema.owner} field{_did_you_mean(field, known)}")
+            problems.append(f"search_space.{key}: not a {schema.owner} field{did_you_mean(field, known)}")
         try:
             parsed = parse_param(param)
         except (ValidationError, ValueError) as e:
@@ -159,7 +153,7 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
     per_class = isinstance(metric, str) and any(metric.startswith(p) and metric != p for p in PER_CLASS_METRICS)
     if isinstance(metric, str) and metric not in METRICS and not per_class:  # per-class names are checked against the data's labels
         choices = ", ".join([*METRICS, *(p + "<label>" for p in PER_CLASS_METRICS)])
-        problems.append(f"study.metric: {metric!r} is not computed by a trial (choose one of {choices}){_did_you_mean(metric, list(METRICS))}")
+        problems.append(f"study.metric: {metric!r} is not computed by a trial (choose one of {choices}){did_you_mean(metric, list(METRICS))}")
     if _mapping(raw.get("loss")).get("label_smoothing") and _mapping(raw.get("training")).get("label_smoothing_factor"):
         problems.append("loss.label_smoothing: training.label_smoothing_factor is set too: give one of them")
     if _mapping(study.get("sampler")).get("type") == "grid" and not problems:
@@ -196,7 +190,7 @@ def _check_optuna_class(key: str, raw: Any, default: str, names: dict[str, str],
     cls = getattr(getattr(optuna, module), names[kind])
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "search_space"}
     return [
-        f"{key}.{opt}: not an option of optuna.{module}.{cls.__name__}{_did_you_mean(opt, sorted(accepted))}"
+        f"{key}.{opt}: not an option of optuna.{module}.{cls.__name__}{did_you_mean(opt, sorted(accepted))}"
         for opt in options
         if opt not in accepted
     ]
@@ -217,7 +211,7 @@ def _check_values(section: str, values: dict[str, Any], schema: FieldSchema) -> 
         if section == "model" and key in MODEL_KEYS:
             continue
         if key not in schema.fields:
-            problems.append(f"{section}.{key}: not a {schema.owner} field{_did_you_mean(key, list(schema.fields))}")
+            problems.append(f"{section}.{key}: not a {schema.owner} field{did_you_mean(key, list(schema.fields))}")
             continue
         out[key], problem = _type_problem(section, key, value, schema)
         if problem:
