@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -84,7 +85,9 @@ def test_passwords_in_the_stores_reach_no_output_no_worker_command_line_and_no_m
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
             except OSError:  # exited meanwhile
                 continue
-            workers |= {pid} if argv[2:5] == ["workbench", "study", "run"] else set()
+            # a worker is forked from the launcher's fork server: the server's command line, the server as parent
+            forked = "multiprocessing.forkserver" in " ".join(argv) and parent_pid(pid) != proc.pid
+            workers |= {pid} if forked else set()
             leaks |= {pid} if any(secret in a for a in argv) else set()
         time.sleep(0.2)
     if proc.poll() is None:
@@ -100,6 +103,13 @@ def test_passwords_in_the_stores_reach_no_output_no_worker_command_line_and_no_m
     fields = mlflow_fields(mlflow_server.url, "secret", tmp_path / "artifacts")
     assert any("trial_spec.json" in f or "learning_rate" in f for f in fields)  # the fields were read
     assert [f[:200] for f in recorded + fields if secret in f] == []
+
+
+def parent_pid(pid: int) -> Optional[int]:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):  # exited meanwhile
+        return None
 
 
 # --- the tracking server goes away mid-study --------------------------------------------------

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import IO, Callable, Optional, Protocol, Sequence, Union
 
 from workbench import distributed
 from workbench.data import PREPARED_ENV, save_prepared
@@ -87,8 +87,13 @@ def run_workers(
     sets: Sequence[str] = (),
     debug: bool = False,
     progress: Union[Callable[[str], None], StudyProgress] = print,
+    launch: Optional[Launch] = None,
 ) -> StudyOutcome:
     """Run the study with one process per plan; returns the StudyOutcome once all have exited.
+
+    `launch(argv, env)` starts one worker running `workbench ARGV`; by default a new
+    `python -m workbench` process (the CLI forks them from a server that has the libraries
+    imported already: `cli.fork_workers`).
 
     The launcher opens the study (bad data is refused here, once, before any worker starts or
     anything is written) and concludes it; the workers only run trials.
@@ -106,12 +111,12 @@ def run_workers(
     prepared = tempfile.TemporaryDirectory(prefix=f".{spec.study.name}-data-", dir=options.workdir)
     save_prepared(session.data, spec, Path(prepared.name))
     store_env[PREPARED_ENV] = prepared.name
-    command = [sys.executable, "-m", "workbench", *(["--debug"] if debug else []), "study", "run", str(study_file), "--no-register"]
+    argv = [*(["--debug"] if debug else []), "study", "run", str(study_file), "--no-register"]
     for pair in [*sets, f"study.n_trials={stores.target}"]:  # every worker aims at the same absolute target
-        command += ["--set", pair]
+        argv += ["--set", pair]
     try:
         with session.parent_run():
-            codes = _supervise(command, plans, lambda line: _show(session, line), store_env)
+            codes = _supervise(argv, plans, lambda line: _show(session, line), store_env, launch)
             if distributed.preempted():  # the workers saved their running trials and queued retries
                 raise Preempted("preempted (SIGTERM): the workers' running trials were saved and queued for a retry; run the same command to resume")
     finally:
@@ -140,8 +145,60 @@ def _show(session: StudySession, line: str) -> None:
     session.report_state()
 
 
-def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[str], None], store_env: dict[str, str]) -> list[int]:
+class WorkerProcess(Protocol):
+    """What the launcher needs of a running worker: `subprocess.Popen` has it, and so has `ForkedWorker`."""
+
+    pid: int
+    stdout: IO[str]  # its stdout and stderr, as text lines
+
+    def poll(self) -> Optional[int]: ...
+
+    def wait(self, timeout: Optional[float] = None) -> int: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+Launch = Callable[[list[str], dict[str, str]], WorkerProcess]
+
+
+def spawn_worker(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """`python -m workbench ARGV` in its own session: a terminal's Ctrl-C reaches the launcher only, which forwards it once."""
+    return subprocess.Popen([sys.executable, "-m", "workbench", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1, start_new_session=True)
+
+
+class ForkedWorker:
+    """A worker forked by a multiprocessing fork server, with the face of a `subprocess.Popen`."""
+
+    def __init__(self, process, stdout: IO[str]):
+        self.process, self.stdout, self.pid = process, stdout, process.pid
+
+    def poll(self) -> Optional[int]:
+        return self.process.exitcode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+        return self.process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:  # already gone
+            pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _supervise(
+    argv: list[str], plans: list[WorkerPlan], progress: Callable[[str], None], store_env: dict[str, str], launch: Optional[Launch] = None
+) -> list[int]:
     """Start one process per plan, relay their output with a `[wN]` prefix, wait for all; Ctrl-C stops all."""
+    launch = launch or spawn_worker
     procs, readers = [], []
     lock = threading.Lock()
 
@@ -154,16 +211,7 @@ def _supervise(command: list[str], plans: list[WorkerPlan], progress: Callable[[
     previous = signal.signal(signal.SIGTERM, forward_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         for plan in plans:
-            # Own session: a terminal's Ctrl-C reaches the launcher only, which forwards it once.
-            proc = subprocess.Popen(
-                command,
-                env=worker_env(plan, len(plans)) | store_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-                start_new_session=True,
-            )
+            proc = launch(argv, worker_env(plan, len(plans)) | store_env)
             procs.append(proc)
             reader = threading.Thread(target=_relay, args=(proc, f"[w{plan.worker_id}] ", progress, lock), daemon=True)
             reader.start()
