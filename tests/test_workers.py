@@ -161,8 +161,9 @@ def test_four_local_workers_on_the_default_stores_meet_the_target_without_lock_e
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_failed_closed_and_retried(write_study):
-    # 30 epochs, no early stopping: the victim is still training a second after it starts, however fast trials get
-    path = write_study(study={"n_trials": 3}, training={"num_train_epochs": 30}, early_stopping=None)
+    # 200 epochs, no early stopping: the victim is still training a second after it starts, however fast
+    # trials get (30 epochs of 240 rows ended within the second once workers were forked ready to train)
+    path = write_study(study={"n_trials": 3}, training={"num_train_epochs": 200}, early_stopping=None)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "workbench", "study", "run", str(path), "--workers", "2", "--no-register"],
         env=env(**SHORT_HEARTBEAT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
