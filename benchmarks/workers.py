@@ -178,14 +178,27 @@ def compare(trials: int, workers: Sequence[int], repeats: int, sets: Sequence[st
         trials_h, evals_h = {"workbench": [], "hf": []}, {"workbench": [], "hf": []}
         for _ in range(repeats):
             for name, bench in (("workbench", run_workbench), ("hf", run_hf)):  # side by side, alternating
-                with tempfile.TemporaryDirectory() as tmp:
-                    wall, evals = bench(params, n, Path(tmp), tokenizer, sets)
+                wall, evals = _run_once_more_if_failed(bench, name, params, n, tokenizer, sets, show)
                 trials_h[name].append(trials / wall * 3600)
                 evals_h[name].append(evals / wall * 3600)
                 show(f"  ({name}, {n} workers, {trials} trials: {wall:.0f} s, {evals} evaluations)")
         out[n] = {f"{kind}_{tool}": statistics.median(rates[tool]) for kind, rates in (("trials_h", trials_h), ("evals_h", evals_h)) for tool in rates}
     shared.cleanup()
     return out
+
+
+def _run_once_more_if_failed(bench, name, params, n, tokenizer, sets, show) -> tuple[float, int]:
+    """One run of a tool, in a fresh folder; a crashed run is shown and run again once (HF's processes can
+    race on an enqueued trial in SQLite: "Cannot tell a COMPLETE trial")."""
+    for attempt in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return bench(params, n, Path(tmp), tokenizer, sets)
+            except RuntimeError as e:
+                if attempt == 2:
+                    raise
+                show(f"  ({name}, {n} workers: failed, run again: {str(e).strip().splitlines()[-1][:200]})")
+    raise AssertionError("unreachable")
 
 
 QUICK_SETS = ("data.synthetic.n_examples=1200", "training.num_train_epochs=3")
