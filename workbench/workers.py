@@ -13,12 +13,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional, Protocol, Sequence, Union
+from typing import IO, Callable, Optional, Sequence, Union
 
 from workbench import distributed
 from workbench.data import PREPARED_ENV, save_prepared
@@ -87,13 +86,13 @@ def run_workers(
     sets: Sequence[str] = (),
     debug: bool = False,
     progress: Union[Callable[[str], None], StudyProgress] = print,
-    launch: Optional[Launch] = None,
+    *,
+    launch: Launch,
 ) -> StudyOutcome:
     """Run the study with one process per plan; returns the StudyOutcome once all have exited.
 
-    `launch(argv, env)` starts one worker running `workbench ARGV`; by default a new
-    `python -m workbench` process (the CLI forks them from a server that has the libraries
-    imported already: `cli.fork_workers`).
+    `launch(argv, env)` starts one worker running `workbench ARGV`: the CLI forks them from a
+    server that has the libraries imported already (`cli.fork_worker`).
 
     The launcher opens the study (bad data is refused here, once, before any worker starts or
     anything is written) and concludes it; the workers only run trials.
@@ -145,28 +144,7 @@ def _show(session: StudySession, line: str) -> None:
     session.report_state()
 
 
-class WorkerProcess(Protocol):
-    """What the launcher needs of a running worker: `subprocess.Popen` has it, and so has `ForkedWorker`."""
-
-    pid: int
-    stdout: IO[str]  # its stdout and stderr, as text lines
-
-    def poll(self) -> Optional[int]: ...
-
-    def wait(self, timeout: Optional[float] = None) -> int: ...
-
-    def send_signal(self, signum: int) -> None: ...
-
-    def kill(self) -> None: ...
-
-
-Launch = Callable[[list[str], dict[str, str]], WorkerProcess]
-
-
-def spawn_worker(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """`python -m workbench ARGV` in its own session: a terminal's Ctrl-C reaches the launcher only, which forwards it once."""
-    return subprocess.Popen([sys.executable, "-m", "workbench", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1, start_new_session=True)
+Launch = Callable[[list[str], dict[str, str]], "ForkedWorker"]  # starts one worker running `workbench ARGV` in an environment
 
 
 class ForkedWorker:
@@ -195,10 +173,9 @@ class ForkedWorker:
 
 
 def _supervise(
-    argv: list[str], plans: list[WorkerPlan], progress: Callable[[str], None], store_env: dict[str, str], launch: Optional[Launch] = None
+    argv: list[str], plans: list[WorkerPlan], progress: Callable[[str], None], store_env: dict[str, str], launch: Launch
 ) -> list[int]:
     """Start one process per plan, relay their output with a `[wN]` prefix, wait for all; Ctrl-C stops all."""
-    launch = launch or spawn_worker
     procs, readers = [], []
     lock = threading.Lock()
 
@@ -229,13 +206,13 @@ def _supervise(
     return codes
 
 
-def _relay(proc: subprocess.Popen, prefix: str, progress: Callable[[str], None], lock: threading.Lock) -> None:
+def _relay(proc: ForkedWorker, prefix: str, progress: Callable[[str], None], lock: threading.Lock) -> None:
     for line in proc.stdout:
         with lock:
             progress(prefix + line.rstrip("\n"))
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
+def _stop(procs: list[ForkedWorker]) -> None:
     """SIGINT every live worker, then SIGKILL those still alive after STOP_TIMEOUT_S."""
     for proc in procs:
         if proc.poll() is None:
