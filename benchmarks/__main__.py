@@ -63,13 +63,18 @@ def main(argv=None) -> int:
     figures: list[Figure] = []
     failed = 0
     start = time.monotonic()
-    if args.child:  # one benchmark in its own process: no MLflow store cache, frozen heap or thread setting carries over
+    if (
+        args.child
+    ):  # one benchmark in its own process: no MLflow store cache, frozen heap or thread setting carries over
         try:
             for figure in BENCHMARKS[args.child](args.quick, progress):
                 print(figure.line(), flush=True)
         except Exception as e:  # one broken benchmark must not hide the others' figures
             traceback.print_exc()
-            print(Figure(args.child, None, None, "", f"failed: {e.__class__.__name__}: {first_line(e)}").line(), flush=True)
+            print(
+                Figure(args.child, None, None, "", f"failed: {e.__class__.__name__}: {first_line(e)}").line(),
+                flush=True,
+            )
             return 1
         return 0
     for name in args.only or BENCHMARKS:
@@ -84,7 +89,9 @@ def main(argv=None) -> int:
         for figure in new:
             print(figure.line(), flush=True)
         figures += new
-    print(f"\n{len(figures)} figures in {time.monotonic() - start:.0f} s{' (quick)' if args.quick else ''}; ratios side by side in one run")
+    print(
+        f"\n{len(figures)} figures in {time.monotonic() - start:.0f} s{' (quick)' if args.quick else ''}; ratios side by side in one run"
+    )
     print(table(figures))
     if args.json:
         with open(args.json, "w") as f:

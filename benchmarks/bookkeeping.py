@@ -34,7 +34,7 @@ DEMO = ROOT / "studies" / "demo.yaml"
 
 
 def demo_spec(name: str):
-    from workbench.study_file import apply_overrides, load_study_file
+    from workbench.config.study_file import apply_overrides, load_study_file
 
     return apply_overrides(load_study_file(DEMO, {}), {"study.name": name})
 
@@ -43,8 +43,8 @@ def fill(spec, url: str, n: int) -> float:
     """N finished trials (3 evaluations, an MLflow run id and a worker each), added in one session; returns seconds."""
     import optuna
 
-    from workbench.search_space import suggest_params
-    from workbench.storage import RUN_ID_ATTR, WORKER_ATTR, open_study
+    from workbench.config.search_space import suggest_params
+    from workbench.stores.storage import RUN_ID_ATTR, WORKER_ATTR, open_study
 
     study = open_study(spec, url)
     scratch = optuna.create_study(direction=spec.study.direction, sampler=optuna.samplers.RandomSampler(seed=0))
@@ -64,7 +64,7 @@ def fill(spec, url: str, n: int) -> float:
 
 def start_one_trial(session, spec) -> tuple[float, float]:
     """What a worker does before training: look for work, then ask and sample. Returns (wait_for_work s, ask s)."""
-    from workbench.search_space import suggest_params
+    from workbench.config.search_space import suggest_params
 
     started = time.monotonic()
     assert session._wait_for_work()
@@ -78,8 +78,8 @@ def start_one_trial(session, spec) -> tuple[float, float]:
 
 def opened_session(spec, url: str):
     """A StudySession whose stores are just the Optuna study (no MLflow, no data): all _wait_for_work reads."""
-    from workbench.storage import count_trials, open_study
-    from workbench.study import OpenedStores, StudySession
+    from workbench.stores.storage import count_trials, open_study
+    from workbench.study.session import OpenedStores, StudySession
 
     study = open_study(spec, url)
     session = StudySession(spec, progress=lambda line: None)
@@ -106,8 +106,8 @@ def worker(worker_id: int, spec, url: str, seconds: float, queue) -> None:
     """A `study run` worker's storage traffic without training, for `seconds`."""
     import optuna
 
-    from workbench.search_space import suggest_params
-    from workbench.storage import RUN_ID_ATTR, WORKER_ATTR
+    from workbench.config.search_space import suggest_params
+    from workbench.stores.storage import RUN_ID_ATTR, WORKER_ATTR
 
     os.environ["WORKBENCH_WORKER_ID"] = str(worker_id)  # what --workers sets: build_sampler offsets the seed
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -150,9 +150,11 @@ def peak_connections(url: str, stop: threading.Event, peak: list[int]) -> None:
     """Samples the connections to the study's database every 0.1 s into peak[0]."""
     from sqlalchemy import create_engine, text
 
-    from workbench.db import driver_url
+    from workbench.stores.db import driver_url
 
-    engine = create_engine(driver_url(url), isolation_level="AUTOCOMMIT")  # pg_stat_activity is a snapshot per transaction
+    engine = create_engine(
+        driver_url(url), isolation_level="AUTOCOMMIT"
+    )  # pg_stat_activity is a snapshot per transaction
     with engine.connect() as con:
         database = con.execute(text("select current_database()")).scalar()
         peak.append(int(con.execute(text("show max_connections")).scalar()))
@@ -179,8 +181,12 @@ def run_workers(spec, url: str, workers: int, seconds: float) -> dict:
     sampler.join()
     asks = [a for r in results for a in r[3]]
     return {
-        "too_many": sum(r[0] for r in results), "other": sum(r[1] for r in results), "trials": sum(r[2] for r in results),
-        "ask_median": statistics.median(asks) if asks else None, "peak": peak[0], "max_connections": peak[1],
+        "too_many": sum(r[0] for r in results),
+        "other": sum(r[1] for r in results),
+        "trials": sum(r[2] for r in results),
+        "ask_median": statistics.median(asks) if asks else None,
+        "peak": peak[0],
+        "max_connections": peak[1],
         "errors": sorted({r[4] for r in results if r[4]}),
     }
 
@@ -198,25 +204,49 @@ def main() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")  # study.ask alone, on purpose
+    warnings.filterwarnings(
+        "ignore", "Heartbeat of storage is supposed to be used with Study.optimize"
+    )  # study.ask alone, on purpose
     spec = demo_spec(f"bookkeeping-{uuid.uuid4().hex[:8]}")
 
     def emit(name, value, target, unit):
         print(json.dumps({"name": name, "value": value, "target": target, "unit": unit}), flush=True)
 
-    emit("fill_trials_s", round(fill(spec, args.storage, args.trials), 1), None, f"s to add {args.trials} finished trials")
+    emit(
+        "fill_trials_s",
+        round(fill(spec, args.storage, args.trials), 1),
+        None,
+        f"s to add {args.trials} finished trials",
+    )
     times = time_asks(spec, args.storage, args.repeats)
     for key, what in (("cold", "a new worker"), ("warm", "the next trial")):
         wait, ask = statistics.median(times[f"{key}_wait"]), statistics.median(times[f"{key}_ask"])
-        emit(f"{key}_wait_for_work_s", round(wait, 3), None, f"s, {what}: open + stale check + count_trials, at {args.trials} trials")
+        emit(
+            f"{key}_wait_for_work_s",
+            round(wait, 3),
+            None,
+            f"s, {what}: open + stale check + count_trials, at {args.trials} trials",
+        )
         emit(f"{key}_ask_s", round(ask, 3), None, f"s, {what}: study.ask + suggest (TPE), at {args.trials} trials")
         emit(f"{key}_new_trial_s", round(wait + ask, 3), 1.0, f"s, {what}: both, median of {args.repeats}")
     result = run_workers(spec, args.storage, args.workers, args.seconds)
-    emit("workers_too_many_connections", result["too_many"], 0, f"errors, {args.workers} workers for {args.seconds:g} s")
+    emit(
+        "workers_too_many_connections", result["too_many"], 0, f"errors, {args.workers} workers for {args.seconds:g} s"
+    )
     emit("workers_other_errors", result["other"], 0, "errors")
     emit("workers_trials", result["trials"], None, "trials told")
-    emit("workers_ask_s", round(result["ask_median"], 3) if result["ask_median"] else None, 1.0, "s, median ask under load")
-    emit("workers_peak_connections", result["peak"], result["max_connections"], "connections to the database at once (target: max_connections)")
+    emit(
+        "workers_ask_s",
+        round(result["ask_median"], 3) if result["ask_median"] else None,
+        1.0,
+        "s, median ask under load",
+    )
+    emit(
+        "workers_peak_connections",
+        result["peak"],
+        result["max_connections"],
+        "connections to the database at once (target: max_connections)",
+    )
     for error in result["errors"]:
         print("first error of a worker:", error)
 

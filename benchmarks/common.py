@@ -6,10 +6,10 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "studies" / "demo.yaml"
@@ -29,8 +29,8 @@ class Figure:
     """One benchmark figure: printed as one JSON line; `note` says what it compares or why it is missing."""
 
     name: str
-    value: Optional[float]
-    target: Optional[str]  # e.g. "<= 1.05", ">= 5"
+    value: float | None
+    target: str | None  # e.g. "<= 1.05", ">= 5"
     unit: str
     note: str = ""
 
@@ -41,7 +41,7 @@ class Figure:
         return json.dumps(d)
 
     @property
-    def met(self) -> Optional[bool]:
+    def met(self) -> bool | None:
         if self.value is None or not self.target:
             return None
         op, bound = self.target.split()
@@ -70,7 +70,7 @@ def timed(into: dict, key: str) -> Iterator[None]:
         into[key] = into.get(key, 0.0) + time.perf_counter() - start
 
 
-def sst2_missing() -> Optional[str]:
+def sst2_missing() -> str | None:
     """None when SST-2 is at hand, else the message a skipped figure carries."""
     if (SST2 / "train.tsv").is_file() and (SST2 / "dev.tsv").is_file():
         return None
@@ -79,7 +79,7 @@ def sst2_missing() -> Optional[str]:
 
 def sst2_texts(n: int, split: str = "train") -> tuple[list[str], list[int]]:
     """The first `n` rows of an SST-2 split: texts and labels."""
-    from workbench.tables import read_table
+    from workbench.core.tables import read_table
 
     frame = read_table(SST2 / f"{split}.tsv", f"sst2 {split}").head(n)
     return [str(t) for t in frame["sentence"]], [int(x) for x in frame["label"]]

@@ -1,6 +1,6 @@
 """Data pipeline: training samples/s of our data path over the tutorial's, on SST-2 text.
 
-Ours (what `workbench.data` and our `TrainingArguments` defaults do): tokenize the split once
+Ours (what `workbench.data.splits` and our `TrainingArguments` defaults do): tokenize the split once
 with `datasets.map(batched=True)`, truncated, unpadded; draw batches of like-length examples
 (`train_sampling_strategy: group_by_length`, HF's `LengthGroupedSampler`, as the Trainer builds
 it) and pad each to its longest example with `DataCollatorWithPadding`.
@@ -36,11 +36,16 @@ HIDDEN = {"hidden_size": 64, "num_layers": 2, "num_heads": 2}  # the demo study'
 def _model(tokenizer):
     import torch
 
-    from workbench.modeling import WorkbenchConfig, WorkbenchForSequenceClassification
+    from workbench.model.modeling import WorkbenchConfig, WorkbenchForSequenceClassification
 
     torch.manual_seed(0)
-    config = WorkbenchConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, max_position_embeddings=PAD_TO,
-                             dropout=0.1, **HIDDEN)
+    config = WorkbenchConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=PAD_TO,
+        dropout=0.1,
+        **HIDDEN,
+    )
     return WorkbenchForSequenceClassification(config)
 
 
@@ -69,11 +74,15 @@ def ours(texts, labels, tokenizer, epochs: int) -> float:
 
     start = time.perf_counter()
     ds = Dataset.from_dict({"text": texts, "label": labels})
-    ds = ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=PAD_TO), batched=True, remove_columns=["text"])
+    ds = ds.map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=PAD_TO), batched=True, remove_columns=["text"]
+    )
     ds = ds.rename_column("label", "labels")
     torch.manual_seed(0)  # the sampler shuffles with torch's global generator, as in a trial
     sampler = LengthGroupedSampler(BATCH, dataset=ds, model_input_name="input_ids")
-    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, collate_fn=DataCollatorWithPadding(tokenizer), sampler=sampler)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=BATCH, collate_fn=DataCollatorWithPadding(tokenizer), sampler=sampler
+    )
     _train(_model(tokenizer), loader, epochs)
     return time.perf_counter() - start
 
@@ -88,20 +97,26 @@ def tutorial(texts, labels, tokenizer, epochs: int) -> float:
 
         def __getitem__(self, i):
             enc = tokenizer(texts[i], truncation=True, max_length=PAD_TO, padding="max_length", return_tensors="pt")
-            return {"input_ids": enc["input_ids"][0], "attention_mask": enc["attention_mask"][0], "labels": torch.tensor(labels[i])}
+            return {
+                "input_ids": enc["input_ids"][0],
+                "attention_mask": enc["attention_mask"][0],
+                "labels": torch.tensor(labels[i]),
+            }
 
     start = time.perf_counter()
-    loader = torch.utils.data.DataLoader(TextDataset(), batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        TextDataset(), batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     _train(_model(tokenizer), loader, epochs)
     return time.perf_counter() - start
 
 
 def measure(examples: int, epochs: int, repeats: int, show=print) -> tuple[float, float, float]:
     """(ratio, our samples/s, the tutorial's samples/s), medians of `repeats` interleaved pairs."""
-    from workbench.data import build_tokenizer
-    from workbench.spec import TokenizerSpec
-
     import torch
+
+    from workbench.config.spec import TokenizerSpec
+    from workbench.data.splits import build_tokenizer
 
     quiet()
     # One thread on both sides: on a shared machine two threads' barrier waits (a descheduled
@@ -110,7 +125,7 @@ def measure(examples: int, epochs: int, repeats: int, show=print) -> tuple[float
     texts, labels = sst2_texts(examples)
     tokenizer = build_tokenizer(TokenizerSpec(vocab_size=8000), texts, PAD_TO)
     for run in (ours, tutorial):  # warm-up, not timed: the first pass pays for imports and torch's lazy set-up
-        run(texts[:BATCH * 2], labels[:BATCH * 2], tokenizer, 1)
+        run(texts[: BATCH * 2], labels[: BATCH * 2], tokenizer, 1)
     rates: dict[str, list[float]] = {"ours": [], "tutorial": []}
     for i in range(repeats):
         for name, run in (("ours", ours), ("tutorial", tutorial)):
@@ -127,8 +142,10 @@ def figures(quick: bool, show=print) -> list[Figure]:
         return [Figure("data_pipeline", None, ">= 5", "x samples/s", missing)]
     examples, epochs, repeats = (1024, 2, 3) if quick else (4096, 3, 3)
     ratio, mine, theirs = measure(examples, epochs, repeats, show)
-    note = (f"SST-2 first {examples} train rows, {epochs} epochs incl. tokenization, demo model; "
-            f"{mine:.0f} vs {theirs:.0f} samples/s; median of {repeats}")
+    note = (
+        f"SST-2 first {examples} train rows, {epochs} epochs incl. tokenization, demo model; "
+        f"{mine:.0f} vs {theirs:.0f} samples/s; median of {repeats}"
+    )
     return [Figure("data_pipeline", ratio, ">= 5", "x samples/s", note)]
 
 

@@ -36,7 +36,9 @@ def first_trials(workers: int) -> tuple[float, float]:
         command += ["--workers", str(workers)] if workers > 1 else []
         started: dict[str, float] = {}
         start = time.monotonic()
-        proc = subprocess.Popen(command, cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            command, cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
         tail = []
         for line in proc.stdout:
             tail = (tail + [line])[-20:]

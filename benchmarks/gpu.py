@@ -36,10 +36,28 @@ if __package__ in (None, ""):
 from benchmarks import workers
 from benchmarks.common import DEMO, SST2, Figure, quiet, sst2_missing
 
-GPU = {"trials": 8, "packings": (1, 4, 8), "sets": (), "warmup": 30, "steps": 200, "batch": 64,
-       "model": {"hidden_size": 256, "num_layers": 4, "num_heads": 4}, "compile": True, "bf16": True}
-CPU = {"trials": 2, "packings": (1, 2), "sets": ("data.synthetic.n_examples=300", "training.num_train_epochs=1"),
-       "warmup": 3, "steps": 8, "batch": 16, "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}, "compile": False, "bf16": False}
+GPU = {
+    "trials": 8,
+    "packings": (1, 4, 8),
+    "sets": (),
+    "warmup": 30,
+    "steps": 200,
+    "batch": 64,
+    "model": {"hidden_size": 256, "num_layers": 4, "num_heads": 4},
+    "compile": True,
+    "bf16": True,
+}
+CPU = {
+    "trials": 2,
+    "packings": (1, 2),
+    "sets": ("data.synthetic.n_examples=300", "training.num_train_epochs=1"),
+    "warmup": 3,
+    "steps": 8,
+    "batch": 16,
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2},
+    "compile": False,
+    "bf16": False,
+}
 
 
 class Recorder:
@@ -65,27 +83,58 @@ def packing(cfg: dict, cpu: bool, record: Recorder, show=print) -> None:
             wall, hf_evals = workers.run_hf(params, 1, Path(tmp), tokenizer, sets)
         hf_rate = hf_evals / wall * 3600
         show(f"  HF hyperparameter_search, 1 process: {wall:.0f} s, {hf_evals} evaluations")
-        record.add(Figure("gpu_hf_trials_per_hour", trials / wall * 3600, None, "trials/h", f"{trials} demo trials, one process"))
+        record.add(
+            Figure(
+                "gpu_hf_trials_per_hour", trials / wall * 3600, None, "trials/h", f"{trials} demo trials, one process"
+            )
+        )
         for k in cfg["packings"]:
             with tempfile.TemporaryDirectory() as tmp:
                 wall, evals = workers.run_workbench(params, k, Path(tmp), tokenizer, sets, per_gpu=not cpu)
             how = f"--workers {k} (CPU check)" if cpu else f"--workers-per-gpu {k}"
             show(f"  workbench {how}: {wall:.0f} s, {evals} evaluations")
-            record.add(Figure(f"gpu_trials_per_hour_{k}w", trials / wall * 3600, None, "trials/h", f"{trials} demo trials, {how}"))
+            record.add(
+                Figure(
+                    f"gpu_trials_per_hour_{k}w", trials / wall * 3600, None, "trials/h", f"{trials} demo trials, {how}"
+                )
+            )
             record.add(Figure(f"gpu_vs_hf_{k}w", evals / wall * 3600 / hf_rate, ">= 4", "x HF evaluations/h", how))
 
 
 def throughput_spec(cfg: dict, cpu: bool, where: Path):
     """The trial's spec: SST-2 (synthetic without it), no evaluation, the speed options as study-file keys."""
-    from workbench.study_file import load_study_file
+    from workbench.config.study_file import load_study_file
 
-    data = ({"data.source": "files", "data.files": {"train": str(SST2 / "train.tsv"), "validation": str(SST2 / "dev.tsv")},
-             "data.text_column": "sentence"} if not sst2_missing() else {"data.synthetic.n_examples": 20000})
-    training = {"per_device_train_batch_size": cfg["batch"], "max_steps": cfg["warmup"] + cfg["steps"], "eval_strategy": "no",
-                "save_strategy": "no", "load_best_model_at_end": False, "optim": "adamw_torch_fused", "learning_rate": 1e-3,
-                "torch_compile": cfg["compile"], "bf16": cfg["bf16"], "dataloader_num_workers": 0}
-    overrides = {**data, "data.max_length": 128, "data.pad_to_multiple_of": 8, "early_stopping": None, "search_space": {},
-                 **{f"model.{k}": v for k, v in cfg["model"].items()}, **{f"training.{k}": v for k, v in training.items()}}
+    data = (
+        {
+            "data.source": "files",
+            "data.files": {"train": str(SST2 / "train.tsv"), "validation": str(SST2 / "dev.tsv")},
+            "data.text_column": "sentence",
+        }
+        if not sst2_missing()
+        else {"data.synthetic.n_examples": 20000}
+    )
+    training = {
+        "per_device_train_batch_size": cfg["batch"],
+        "max_steps": cfg["warmup"] + cfg["steps"],
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "load_best_model_at_end": False,
+        "optim": "adamw_torch_fused",
+        "learning_rate": 1e-3,
+        "torch_compile": cfg["compile"],
+        "bf16": cfg["bf16"],
+        "dataloader_num_workers": 0,
+    }
+    overrides = {
+        **data,
+        "data.max_length": 128,
+        "data.pad_to_multiple_of": 8,
+        "early_stopping": None,
+        "search_space": {},
+        **{f"model.{k}": v for k, v in cfg["model"].items()},
+        **{f"training.{k}": v for k, v in training.items()},
+    }
     return load_study_file(DEMO, overrides)
 
 
@@ -100,8 +149,8 @@ def trial_rate(spec, data, cfg: dict, where: Path) -> float:
     """Samples/s of the Trainer a trial builds, steps after the warm-up (compilation) only."""
     from transformers import TrainerCallback
 
-    from workbench.builders import build_training_args
-    from workbench.training import build_trainer
+    from workbench.config.builders import build_training_args
+    from workbench.trial.training import build_trainer
 
     marks: dict[str, float] = {}
 
@@ -121,7 +170,7 @@ def loop_rate(spec, data, cfg: dict) -> float:
     import torch
     from transformers import DataCollatorWithPadding, set_seed
 
-    from workbench.builders import build_model
+    from workbench.config.builders import build_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     set_seed(0)
@@ -129,8 +178,13 @@ def loop_rate(spec, data, cfg: dict) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     step_model = torch.compile(model, dynamic=True) if cfg["compile"] else model
     columns = [c for c in ("input_ids", "attention_mask", "label") if c in data.train.column_names]
-    loader = torch.utils.data.DataLoader(data.train.select_columns(columns), batch_size=cfg["batch"], shuffle=True,
-                                         collate_fn=DataCollatorWithPadding(data.tokenizer, pad_to_multiple_of=8), drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        data.train.select_columns(columns),
+        batch_size=cfg["batch"],
+        shuffle=True,
+        collate_fn=DataCollatorWithPadding(data.tokenizer, pad_to_multiple_of=8),
+        drop_last=True,
+    )
     model.train()
     done, start = 0, None
     while True:
@@ -151,8 +205,8 @@ def loop_rate(spec, data, cfg: dict) -> float:
 
 
 def throughput(cfg: dict, cpu: bool, record: Recorder, show=print) -> None:
-    from workbench import distributed
-    from workbench.data import prepare_data
+    from workbench.core import distributed
+    from workbench.data.splits import prepare_data
 
     distributed.set_threads()
     with tempfile.TemporaryDirectory() as tmp:

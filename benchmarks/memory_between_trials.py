@@ -24,8 +24,9 @@ def main() -> None:
     import os
 
     from helpers import TINY, merge
-    from workbench.study import RunOptions, run_study
-    from workbench.study_file import validate_study
+
+    from workbench.config.study_file import validate_study
+    from workbench.study.session import RunOptions, run_study
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
@@ -38,7 +39,9 @@ def main() -> None:
                 print(f"{line.strip()[:60]:<60} rss {figures[-1]:7.1f} MiB", flush=True)
 
         run_study(spec, RunOptions(register=False), progress=progress)
-    print(f"rss after trial 1: {figures[0]:.1f} MiB; after trial {len(figures)}: {figures[-1]:.1f} MiB; ratio {figures[-1] / figures[0]:.3f}")
+    print(
+        f"rss after trial 1: {figures[0]:.1f} MiB; after trial {len(figures)}: {figures[-1]:.1f} MiB; ratio {figures[-1] / figures[0]:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -30,15 +30,34 @@ PRUNERS = {
 }
 
 
-def study_dict(name: str, pruner: dict, trials: int, epochs: int, train: Path, dev: Path, tokenizer: Path | None = None) -> dict:
+def study_dict(
+    name: str, pruner: dict, trials: int, epochs: int, train: Path, dev: Path, tokenizer: Path | None = None
+) -> dict:
     return {
-        "study": {"name": name, "metric": "eval_accuracy", "direction": "maximize", "n_trials": trials,
-                  "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 4}, "pruner": pruner},
-        "data": {"source": "files", "files": {"train": str(train), "validation": str(dev)}, "text_column": "sentence", "max_length": 64},
+        "study": {
+            "name": name,
+            "metric": "eval_accuracy",
+            "direction": "maximize",
+            "n_trials": trials,
+            "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 4},
+            "pruner": pruner,
+        },
+        "data": {
+            "source": "files",
+            "files": {"train": str(train), "validation": str(dev)},
+            "text_column": "sentence",
+            "max_length": 64,
+        },
         "tokenizer": {"path": str(tokenizer)} if tokenizer else {"vocab_size": 3000},
         "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "dropout": 0.1},
-        "training": {"num_train_epochs": epochs, "per_device_train_batch_size": 32, "learning_rate": 1e-3, "seed": 0,
-                     "load_best_model_at_end": False, "save_strategy": "no"},
+        "training": {
+            "num_train_epochs": epochs,
+            "per_device_train_batch_size": 32,
+            "learning_rate": 1e-3,
+            "seed": 0,
+            "load_best_model_at_end": False,
+            "save_strategy": "no",
+        },
         "early_stopping": None,
         "search_space": {
             "training.learning_rate": {"low": 1e-4, "high": 3e-2, "log": True},
@@ -53,7 +72,10 @@ def evaluations(name: str) -> list[list[float]]:
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{os.getcwd()}/mlruns/optuna.db")
-    return [[t.intermediate_values[k] for k in sorted(t.intermediate_values)] for t in sorted(study.trials, key=lambda t: t.number)]
+    return [
+        [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+        for t in sorted(study.trials, key=lambda t: t.number)
+    ]
 
 
 def steps_to_reach(trials: list[list[float]], target: float, steps_per_eval: int) -> tuple[int, bool]:
@@ -69,12 +91,12 @@ def steps_to_reach(trials: list[list[float]], target: float, steps_per_eval: int
 
 def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
     """{pruner: (steps ratio, reached, pruned best)} against the unpruned study."""
-    from workbench.data import prepare_data
-    from workbench.study import RunOptions, run_study
-    from workbench.study_file import validate_study
-    from workbench.tables import read_table, write_table
-
     import torch
+
+    from workbench.config.study_file import validate_study
+    from workbench.core.tables import read_table, write_table
+    from workbench.data.splits import prepare_data
+    from workbench.study.session import RunOptions, run_study
 
     quiet()
     torch.set_num_threads(1)  # as data_pipeline.py: on a shared machine, 2 threads' barrier waits swamp every timing
@@ -89,7 +111,9 @@ def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
             steps_per_eval = math.ceil(rows / 32)
             # one tokenizer for the three studies: WordPiece training is not deterministic
             tokenizer = Path(tmp) / "tokenizer"
-            prepare_data(validate_study(study_dict("tokenizer", {"type": "none"}, trials, epochs, train, dev))).tokenizer.save_pretrained(tokenizer)
+            prepare_data(
+                validate_study(study_dict("tokenizer", {"type": "none"}, trials, epochs, train, dev))
+            ).tokenizer.save_pretrained(tokenizer)
             results = {}
             for name, pruner in [("none", {"type": "none"}), *PRUNERS.items()]:
                 spec = validate_study(study_dict(f"sst2-{name}", pruner, trials, epochs, train, dev, tokenizer))
@@ -103,8 +127,10 @@ def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
             for name, trials_values in results.items():
                 spent, reached = steps_to_reach(trials_values, best, steps_per_eval)
                 pruned_best = max(v for values in trials_values for v in values)
-                show(f"  {name}: {spent} steps {'to reach it' if reached else '(never reached it)'}, best {pruned_best:.4f}, "
-                     f"{sum(len(v) for v in trials_values) * steps_per_eval} steps in all")
+                show(
+                    f"  {name}: {spent} steps {'to reach it' if reached else '(never reached it)'}, best {pruned_best:.4f}, "
+                    f"{sum(len(v) for v in trials_values) * steps_per_eval} steps in all"
+                )
                 out[name] = (spent / total, reached, pruned_best)
         finally:
             os.chdir(cwd)
@@ -118,8 +144,14 @@ def figures(quick: bool, show=print) -> list[Figure]:
     size = "480 SST-2 rows, 8 trials x 4 epochs" if quick else "4000 SST-2 rows, 20 trials x 6 epochs"
     out = []
     for name, (ratio, reached, best) in measure(quick, show).items():
-        note = f"{name} pruner, {size}, TPE seed 0" + ("" if reached else f"; never reached the unpruned best (got {best:.4f}): all its steps")
-        out.append(Figure("pruning_compute" + ("" if name == "median" else f"_{name}"), ratio, "<= 0.35", "x unpruned steps", note))
+        note = f"{name} pruner, {size}, TPE seed 0" + (
+            "" if reached else f"; never reached the unpruned best (got {best:.4f}): all its steps"
+        )
+        out.append(
+            Figure(
+                "pruning_compute" + ("" if name == "median" else f"_{name}"), ratio, "<= 0.35", "x unpruned steps", note
+            )
+        )
     return out
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 def work(worker: int, trials: int, queue) -> None:
     import optuna
 
-    from workbench.storage import build_storage
-    from workbench.tracking import StudyTracking, configure_mlflow
+    from workbench.stores.storage import build_storage
+    from workbench.stores.tracking import StudyTracking, configure_mlflow
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     uri = "sqlite:///mlruns/mlflow.db"
@@ -55,8 +55,8 @@ def main() -> None:
 
     import optuna
 
-    from workbench.storage import build_storage
-    from workbench.tracking import StudyTracking
+    from workbench.stores.storage import build_storage
+    from workbench.stores.tracking import StudyTracking
 
     Path("mlruns").mkdir(exist_ok=True)
     optuna.create_study(study_name="stress", storage=build_storage("sqlite:///mlruns/optuna.db"), load_if_exists=True)
@@ -74,7 +74,9 @@ def main() -> None:
         p.join()
     locked = sum(r[0] for r in results)
     other = sum(r[1] for r in results)
-    print(f"{args.workers} workers x {args.trials} trials: {locked} lock errors, {other} other errors, {time.monotonic() - start:.0f}s")
+    print(
+        f"{args.workers} workers x {args.trials} trials: {locked} lock errors, {other} other errors, {time.monotonic() - start:.0f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ def run_study(study: Path) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{study.stem}-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "workbench", "study", "run", str(study.resolve())], cwd=work, env=env, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench", "study", "run", str(study.resolve())], cwd=work, env=env, text=True
+    )
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{study}: workbench exited with {done.returncode}")
@@ -51,8 +53,14 @@ def run_study(study: Path) -> dict:
     trials = optuna.load_study(study_name=name, storage=f"sqlite:///{work}/mlruns/optuna.db").trials
     states = [t.state.name for t in trials]
     values = [t.value for t in trials if t.value is not None]
-    return {"seconds": seconds, "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
-            "failed": states.count("FAIL"), "best": max(values) if values else None, "workdir": str(work)}
+    return {
+        "seconds": seconds,
+        "complete": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"),
+        "failed": states.count("FAIL"),
+        "best": max(values) if values else None,
+        "workdir": str(work),
+    }
 
 
 def main() -> None:
@@ -70,9 +78,24 @@ def main() -> None:
         stem = study.stem
         figures += [
             {"name": f"{stem}_wall_time_s", "value": round(result["seconds"]), "target": 1800, "unit": "s"},
-            {"name": f"{stem}_trials", "value": f"{result['complete']} complete, {result['pruned']} pruned, {result['failed']} failed", "target": None, "unit": "trials"},
-            {"name": f"{stem}_best_accuracy", "value": result["best"], "target": 0.86 if "minilm" in stem else round(base, 4), "unit": "accuracy"},
-            {"name": f"{stem}_over_baseline", "value": round(result["best"] - base, 4) if result["best"] else None, "target": 0.0, "unit": "accuracy points"},
+            {
+                "name": f"{stem}_trials",
+                "value": f"{result['complete']} complete, {result['pruned']} pruned, {result['failed']} failed",
+                "target": None,
+                "unit": "trials",
+            },
+            {
+                "name": f"{stem}_best_accuracy",
+                "value": result["best"],
+                "target": 0.86 if "minilm" in stem else round(base, 4),
+                "unit": "accuracy",
+            },
+            {
+                "name": f"{stem}_over_baseline",
+                "value": round(result["best"] - base, 4) if result["best"] else None,
+                "target": 0.0,
+                "unit": "accuracy points",
+            },
         ]
         for figure in figures[-4:]:
             print(json.dumps(figure), flush=True)

@@ -1,4 +1,4 @@
-"""The deterministic WordPiece vocabulary (workbench.wordpiece) against the `tokenizers` WordPieceTrainer.
+"""The deterministic WordPiece vocabulary (workbench.data.wordpiece) against the `tokenizers` WordPieceTrainer.
 
 Run from the repository root: `PYTHONPATH=$PWD python benchmarks/tokenizer.py [--sst2 ../shared/data/sst2]`.
 Prints, for each way: build time, whether two builds give the same bytes, on SST-2 dev the
@@ -33,7 +33,7 @@ def hf_wordpiece(texts, vocab_size, special_tokens):
 
 
 def builders():
-    from workbench.wordpiece import train_wordpiece
+    from workbench.data.wordpiece import train_wordpiece
 
     return {"tokenizers WordPieceTrainer": hf_wordpiece, "workbench deterministic": train_wordpiece}
 
@@ -41,11 +41,13 @@ def builders():
 def sst2(root: Path, vocab_size: int) -> None:
     import pandas as pd
 
-    from workbench.data import SPECIAL_TOKENS
+    from workbench.data.splits import SPECIAL_TOKENS
 
     read = lambda name: list(pd.read_csv(root / name, sep="\t", quoting=3)["sentence"].astype(str))  # noqa: E731
     train, dev = read("train.tsv"), read("dev.tsv")
-    print(f"SST-2: tokenizer trained on {len(train)} train sentences (vocab {vocab_size}), measured on {len(dev)} dev sentences")
+    print(
+        f"SST-2: tokenizer trained on {len(train)} train sentences (vocab {vocab_size}), measured on {len(dev)} dev sentences"
+    )
     for name, build in builders().items():
         started = time.perf_counter()
         tok = build(train, vocab_size, SPECIAL_TOKENS)
@@ -56,40 +58,59 @@ def sst2(root: Path, vocab_size: int) -> None:
         encoded = [e.ids[1:-1] for e in tok.encode_batch(dev)]  # without [CLS] and [SEP]
         tokens = sum(len(ids) for ids in encoded)
         unknown = sum(ids.count(unk) for ids in encoded)
-        print(f"  {name:<28} {seconds:5.1f} s, vocab {tok.get_vocab_size()}, two builds identical: {same}, "
-              f"unknown {100 * unknown / tokens:.3f}% of tokens, {tokens / len(dev):.2f} tokens/sentence")
+        print(
+            f"  {name:<28} {seconds:5.1f} s, vocab {tok.get_vocab_size()}, two builds identical: {same}, "
+            f"unknown {100 * unknown / tokens:.3f}% of tokens, {tokens / len(dev):.2f} tokens/sentence"
+        )
 
 
 def demo_trial(study: Path, repeats: int) -> None:
     """One fixed trial of the demo study per tokenizer: same model, arguments and seeds."""
     from transformers import PreTrainedTokenizerFast
 
-    from workbench.builders import build_training_args
-    from workbench.data import SPECIAL_TOKENS, TrialData, load_splits, tokenize_splits
-    from workbench.study_file import apply_overrides, load_study_file
-    from workbench.training import build_trainer
+    from workbench.config.builders import build_training_args
+    from workbench.config.study_file import apply_overrides, load_study_file
+    from workbench.data.splits import SPECIAL_TOKENS, TrialData, load_splits, tokenize_splits
+    from workbench.trial.training import build_trainer
 
     spec = load_study_file(study, {"training.num_train_epochs": 4})
     splits = load_splits(spec.data)
     texts = list(splits.train["text"])
-    print(f"demo study data: {len(splits.train)} train / {len(splits.validation)} validation, model {spec.model}, "
-          f"lr {spec.training['learning_rate']}, 4 epochs")
+    print(
+        f"demo study data: {len(splits.train)} train / {len(splits.validation)} validation, model {spec.model}, "
+        f"lr {spec.training['learning_rate']}, 4 epochs"
+    )
     for name, build in builders().items():
         scores = []
         for attempt in range(repeats):
             spec = apply_overrides(spec, {"training.seed": attempt})  # a new tokenizer build and a new seed per run
             tok = build(texts, spec.tokenizer.vocab_size, SPECIAL_TOKENS)
             digest = hashlib.sha256(tok.to_str().encode()).hexdigest()[:12]
-            tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                                sep_token="[SEP]", mask_token="[MASK]", model_max_length=spec.data.max_length)
-            data = TrialData(*tokenize_splits(splits, tokenizer, spec.data.max_length), tokenizer, splits.label_names, splits, "positive")
+            tokenizer = PreTrainedTokenizerFast(
+                tokenizer_object=tok,
+                unk_token="[UNK]",
+                pad_token="[PAD]",
+                cls_token="[CLS]",
+                sep_token="[SEP]",
+                mask_token="[MASK]",
+                model_max_length=spec.data.max_length,
+            )
+            data = TrialData(
+                *tokenize_splits(splits, tokenizer, spec.data.max_length),
+                tokenizer,
+                splits.label_names,
+                splits,
+                "positive",
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 trainer = build_trainer(spec, data, build_training_args(spec, tmp), [])
                 trainer.train()
                 metrics = trainer.evaluate()
             scores.append((metrics["eval_accuracy"], metrics["eval_f1"]))
-            print(f"  {name:<28} seed {attempt}: tokenizer {digest}, eval_accuracy {metrics['eval_accuracy']:.4f}, "
-                  f"eval_f1 {metrics['eval_f1']:.4f}")
+            print(
+                f"  {name:<28} seed {attempt}: tokenizer {digest}, eval_accuracy {metrics['eval_accuracy']:.4f}, "
+                f"eval_f1 {metrics['eval_f1']:.4f}"
+            )
         accuracy, f1 = (sum(v) / len(v) for v in zip(*scores))
         print(f"  {name:<28} mean of {repeats}: eval_accuracy {accuracy:.4f}, eval_f1 {f1:.4f}")
 
@@ -99,7 +120,9 @@ def main() -> None:
     parser.add_argument("--sst2", type=Path, default=Path("../shared/data/sst2"))
     parser.add_argument("--vocab-size", type=int, default=4000)
     parser.add_argument("--study", type=Path, default=Path("studies/demo.yaml"))
-    parser.add_argument("--repeats", type=int, default=3, help="trials per tokenizer on the demo data (training.seed 0, 1, ...)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="trials per tokenizer on the demo data (training.seed 0, 1, ...)"
+    )
     args = parser.parse_args()
     if args.sst2.is_dir() and args.sst2.name:
         sst2(args.sst2, args.vocab_size)

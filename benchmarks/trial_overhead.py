@@ -53,21 +53,21 @@ def _instrument(times: dict, owner, name: str, key: str) -> None:
 
 
 PHASES = [  # (module path, attribute path, phase): wrapped in this process only
-    ("workbench.training", "build_trainer", "Trainer construction (model init, set_seed)"),
+    ("workbench.trial.training", "build_trainer", "Trainer construction (model init, set_seed)"),
     ("transformers", "Trainer.train", "Trainer.train (all of it)"),
     ("transformers", "Trainer.evaluate", "  evaluation"),
     ("transformers", "Trainer._save_checkpoint", "  checkpoint save"),
     ("transformers", "Trainer._load_best_model", "  load_best_model_at_end"),
-    ("workbench.tracking", "TrialRun.log_metrics", "MLflow log_metrics (per evaluation + best)"),
-    ("workbench.tracking", "TrialRun.log_params", "MLflow log_params (resolved config)"),
-    ("workbench.tracking", "StudyTracking.start_trial_run", "MLflow trial run start"),
-    ("workbench.tracking", "TrialRun.end", "MLflow run end"),
-    ("workbench.objective.TrialRunner", "_record_lineage", "lineage"),
+    ("workbench.stores.tracking", "TrialRun.log_metrics", "MLflow log_metrics (per evaluation + best)"),
+    ("workbench.stores.tracking", "TrialRun.log_params", "MLflow log_params (resolved config)"),
+    ("workbench.stores.tracking", "StudyTracking.start_trial_run", "MLflow trial run start"),
+    ("workbench.stores.tracking", "TrialRun.end", "MLflow run end"),
+    ("workbench.trial.objective.TrialRunner", "_record_lineage", "lineage"),
     ("optuna.trial", "Trial.report", "Optuna report"),
     ("optuna.trial", "Trial.should_prune", "Optuna should_prune"),
-    ("workbench.training", "save_model", "save best model"),
-    ("workbench.objective", "release_memory", "release_memory (gc)"),
-    ("workbench.objective", "best_trial", "best_trial lookup (after trial)"),
+    ("workbench.trial.training", "save_model", "save best model"),
+    ("workbench.trial.objective", "release_memory", "release_memory (gc)"),
+    ("workbench.trial.objective", "best_trial", "best_trial lookup (after trial)"),
 ]
 
 
@@ -87,13 +87,13 @@ def instrument(times: dict) -> None:
 
 def measure(repeats: int, overrides: dict, breakdown: bool = False, show=print) -> tuple[float, dict, dict]:
     """(median ratio, median phase times of our trials, of the bare runs), alternating bare and ours."""
-    from workbench.builders import build_training_args
-    from workbench.study import RunOptions, StudySession
-    from workbench.study_file import load_study_file
-    from workbench import training
-    from workbench.objective import long_lived_frozen
-
     import torch
+
+    from workbench.config.builders import build_training_args
+    from workbench.config.study_file import load_study_file
+    from workbench.study.session import RunOptions, StudySession
+    from workbench.trial import training
+    from workbench.trial.objective import long_lived_frozen
 
     quiet()
     torch.set_num_threads(1)  # as data_pipeline.py: on a shared machine, 2 threads' barrier waits swamp every timing
@@ -102,7 +102,9 @@ def measure(repeats: int, overrides: dict, breakdown: bool = False, show=print) 
     tmp = tempfile.TemporaryDirectory()
     os.chdir(tmp.name)
     try:
-        session = StudySession(spec, RunOptions(register=False, workdir=Path(tmp.name) / "trials"), progress=lambda line: None)
+        session = StudySession(
+            spec, RunOptions(register=False, workdir=Path(tmp.name) / "trials"), progress=lambda line: None
+        )
         session.open()
         ours_t, bare_t, ours_p, bare_p = [], [], [], []
         times: dict = {}
@@ -113,7 +115,9 @@ def measure(repeats: int, overrides: dict, breakdown: bool = False, show=print) 
         for i in range(repeats + 1):  # the first pair warms up (imports, lazy inits, the study's lineage)
             times.clear()
             start = time.perf_counter()
-            trainer = training.build_trainer(spec, session.data, build_training_args(spec, Path(tmp.name) / f"bare-{i}"), [])
+            trainer = training.build_trainer(
+                spec, session.data, build_training_args(spec, Path(tmp.name) / f"bare-{i}"), []
+            )
             trainer.train()
             bare = time.perf_counter() - start
             del trainer
@@ -125,7 +129,9 @@ def measure(repeats: int, overrides: dict, breakdown: bool = False, show=print) 
             ours = time.perf_counter() - start
             ours_phases = dict(times)
             state = session.stores.study.trials[-1].state.name
-            show(f"  repeat {i}{' (warm-up)' if i == 0 else ''}: bare {bare:.2f} s, workbench {ours:.2f} s ({state}), ratio {ours / bare:.3f}")
+            show(
+                f"  repeat {i}{' (warm-up)' if i == 0 else ''}: bare {bare:.2f} s, workbench {ours:.2f} s ({state}), ratio {ours / bare:.3f}"
+            )
             if i > 0:
                 bare_t.append(bare), ours_t.append(ours), bare_p.append(bare_phases), ours_p.append(ours_phases)
         frozen.__exit__(None, None, None)
@@ -137,12 +143,15 @@ def measure(repeats: int, overrides: dict, breakdown: bool = False, show=print) 
     phases = lambda runs: {k: median(r.get(k, 0.0) for r in runs) for k in {k for r in runs for k in r}}  # noqa: E731
     ours_med, bare_med = phases(ours_p), phases(bare_p)
     ours_med["total"], bare_med["total"] = median(ours_t), median(bare_t)
-    ours_med["fastest"], bare_med["fastest"] = min(ours_t), min(bare_t)  # noise only adds: the ratio of minimums is a second view
+    ours_med["fastest"], bare_med["fastest"] = (
+        min(ours_t),
+        min(bare_t),
+    )  # noise only adds: the ratio of minimums is a second view
     return ratio, ours_med, bare_med
 
 
 def training_release() -> None:
-    from workbench.objective import release_memory
+    from workbench.trial.objective import release_memory
 
     release_memory()  # as our after-trial callback does: both start the next run on a clean heap
 
@@ -160,8 +169,10 @@ def figures(quick: bool, show=print) -> list[Figure]:
     repeats = 3 if quick else 5
     ratio, ours, bare = measure(repeats, FULL, breakdown=False, show=show)
     size = "demo study's trial (3000 examples, up to 6 epochs)"
-    note = (f"{size}; median of {repeats} interleaved pairs; workbench {ours['total']:.2f} s vs bare {bare['total']:.2f} s; "
-            f"ratio of the fastest runs {ours['fastest'] / bare['fastest']:.3f}")
+    note = (
+        f"{size}; median of {repeats} interleaved pairs; workbench {ours['total']:.2f} s vs bare {bare['total']:.2f} s; "
+        f"ratio of the fastest runs {ours['fastest'] / bare['fastest']:.3f}"
+    )
     return [Figure("trial_overhead", ratio, "<= 1.05", "x bare Trainer.train()", note)]
 
 
@@ -174,8 +185,10 @@ def main() -> None:
     ratio, ours, bare = measure(args.repeats, QUICK if args.quick else FULL, breakdown=args.breakdown)
     if args.breakdown:
         print_breakdown(ours, bare)
-    print(f"trial_overhead: {ratio:.3f} (median of {args.repeats}; workbench {ours['total']:.2f} s, bare {bare['total']:.2f} s; "
-          f"fastest {ours['fastest']:.2f} s vs {bare['fastest']:.2f} s)")
+    print(
+        f"trial_overhead: {ratio:.3f} (median of {args.repeats}; workbench {ours['total']:.2f} s, bare {bare['total']:.2f} s; "
+        f"fastest {ours['fastest']:.2f} s vs {bare['fastest']:.2f} s)"
+    )
 
 
 if __name__ == "__main__":

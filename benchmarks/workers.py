@@ -25,9 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "studies" / "demo.yaml"
@@ -42,8 +42,8 @@ def parse_sets(sets: Sequence[str]) -> dict:
 
 def save_tokenizer(where: Path, sets: Sequence[str] = ()) -> Path:
     """The demo's tokenizer, trained once and saved: both tools load it (`tokenizer.path`)."""
-    from workbench.data import prepare_data
-    from workbench.study_file import load_study_file
+    from workbench.config.study_file import load_study_file
+    from workbench.data.splits import prepare_data
 
     prepare_data(load_study_file(DEMO, parse_sets(sets))).tokenizer.save_pretrained(where)
     return where
@@ -53,8 +53,8 @@ def sample_trials(trials: int, seed: int = 0) -> list[dict]:
     """`trials` parameter sets drawn at random from the demo's search space."""
     import optuna
 
-    from workbench.search_space import suggest_params
-    from workbench.study_file import load_study_file
+    from workbench.config.search_space import suggest_params
+    from workbench.config.study_file import load_study_file
 
     space = load_study_file(DEMO, {}).space
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -95,8 +95,10 @@ def run_hf(params: list[dict], workers: int, cwd: Path, tokenizer: Path, sets: S
         subprocess.Popen(
             [sys.executable, __file__, "hf-worker", "--trials", str(share), "--tokenizer", str(tokenizer)]
             + [arg for pair in sets for arg in ("--set", pair)],
-            cwd=cwd, env=_env(WORKBENCH_WORKERS=str(workers), WORKBENCH_WORKER_ID=str(i)),
-            stdout=subprocess.DEVNULL, stderr=(cwd / f"hf-worker-{i}.log").open("w"),
+            cwd=cwd,
+            env=_env(WORKBENCH_WORKERS=str(workers), WORKBENCH_WORKER_ID=str(i)),
+            stdout=subprocess.DEVNULL,
+            stderr=(cwd / f"hf-worker-{i}.log").open("w"),
         )
         for i, share in enumerate(shares)
     ]
@@ -114,29 +116,37 @@ def evaluations(storage: str, name: str) -> int:
     return sum(len(t.intermediate_values) for t in optuna.load_study(study_name=name, storage=storage).trials)
 
 
-def hf_worker(trials: int, tokenizer: Optional[str], sets: Sequence[str] = ()) -> None:
+def hf_worker(trials: int, tokenizer: str | None, sets: Sequence[str] = ()) -> None:
     """One process of HF's hyperparameter_search on the demo study's space, sharing an SQLite storage."""
     from transformers import EarlyStoppingCallback, Trainer
 
-    from workbench import distributed
-    from workbench.search_space import suggest_params
-    from workbench.data import prepare_data
-    from workbench.storage import build_pruner, build_sampler
-    from workbench.study_file import apply_overrides, load_study_file
-    from workbench.builders import build_model, build_training_args
-    from workbench.metrics import positive_id
-    from workbench.training import compute_metrics
+    from workbench.config.builders import build_model, build_training_args
+    from workbench.config.search_space import suggest_params
+    from workbench.config.study_file import apply_overrides, load_study_file
+    from workbench.core import distributed
+    from workbench.core.metrics import positive_id
+    from workbench.data.splits import prepare_data
+    from workbench.stores.storage import build_pruner, build_sampler
+    from workbench.trial.training import compute_metrics
 
     distributed.set_threads()  # the same share of the cores as a workbench worker
     spec = load_study_file(DEMO, {**parse_sets(sets), **({"tokenizer.path": tokenizer} if tokenizer else {})})
     data = prepare_data(spec)
 
     def hp_space(trial) -> dict:
-        return {k.removeprefix("training."): v for k, v in suggest_params(trial, spec.space).items() if k.startswith("training.")}
+        return {
+            k.removeprefix("training."): v
+            for k, v in suggest_params(trial, spec.space).items()
+            if k.startswith("training.")
+        }
 
     def model_init(trial):
         params = suggest_params(trial, spec.space) if trial is not None else {}
-        return build_model(apply_overrides(spec, {k: v for k, v in params.items() if k.startswith("model.")}), data.tokenizer, data.label_names)
+        return build_model(
+            apply_overrides(spec, {k: v for k, v in params.items() if k.startswith("model.")}),
+            data.tokenizer,
+            data.label_names,
+        )
 
     from transformers import DataCollatorWithPadding
 
@@ -147,7 +157,9 @@ def hf_worker(trials: int, tokenizer: Optional[str], sets: Sequence[str] = ()) -
         eval_dataset=data.validation,
         data_collator=DataCollatorWithPadding(data.tokenizer),
         processing_class=data.tokenizer,
-        compute_metrics=partial(compute_metrics, label_names=data.label_names, positive=positive_id(data.label_names, data.positive_label)),
+        compute_metrics=partial(
+            compute_metrics, label_names=data.label_names, positive=positive_id(data.label_names, data.positive_label)
+        ),
         callbacks=[EarlyStoppingCallback(spec.early_stopping.patience)],
     )
     trainer.hyperparameter_search(
@@ -182,7 +194,11 @@ def compare(trials: int, workers: Sequence[int], repeats: int, sets: Sequence[st
                 trials_h[name].append(trials / wall * 3600)
                 evals_h[name].append(evals / wall * 3600)
                 show(f"  ({name}, {n} workers, {trials} trials: {wall:.0f} s, {evals} evaluations)")
-        out[n] = {f"{kind}_{tool}": statistics.median(rates[tool]) for kind, rates in (("trials_h", trials_h), ("evals_h", evals_h)) for tool in rates}
+        out[n] = {
+            f"{kind}_{tool}": statistics.median(rates[tool])
+            for kind, rates in (("trials_h", trials_h), ("evals_h", evals_h))
+            for tool in rates
+        }
     shared.cleanup()
     return out
 
@@ -212,12 +228,16 @@ def figures(quick: bool, show=print) -> list:
     out = []
     for trials, repeats, sets in plans:
         r = compare(trials, (1, 2), repeats, sets, lambda line: show(line))
-        size = f"{trials} trials" + (" (1200 examples, 3 epochs)" if sets else " (demo study)") + f", median of {repeats}"
+        size = (
+            f"{trials} trials" + (" (1200 examples, 3 epochs)" if sets else " (demo study)") + f", median of {repeats}"
+        )
         suffix = "" if quick or trials == 16 else f"_{trials}t"  # the headline figures: 16-trial studies
         for n in (1, 2):
             ratio = r[n]["evals_h_workbench"] / r[n]["evals_h_hf"]
-            note = (f"{size}; evaluations/h {r[n]['evals_h_workbench']:.0f} vs HF {r[n]['evals_h_hf']:.0f}; "
-                    f"trials/h {r[n]['trials_h_workbench']:.0f} vs {r[n]['trials_h_hf']:.0f}")
+            note = (
+                f"{size}; evaluations/h {r[n]['evals_h_workbench']:.0f} vs HF {r[n]['evals_h_hf']:.0f}; "
+                f"trials/h {r[n]['trials_h_workbench']:.0f} vs {r[n]['trials_h_hf']:.0f}"
+            )
             out.append(Figure(f"vs_hf_hpsearch_{n}w{suffix}", ratio, ">= 1.0", "x HF evaluations/h", note))
         scaling = r[2]["evals_h_workbench"] / r[1]["evals_h_workbench"]
         out.append(Figure(f"workers_2w_over_1w{suffix}", scaling, ">= 1.4", "x our 1 worker", size))
@@ -231,16 +251,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tokenizer", help="hf-worker: the saved tokenizer to load")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo study in both tools")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo study in both tools"
+    )
     args = parser.parse_args()
     if args.mode == "hf-worker":
         return hf_worker(args.trials, args.tokenizer, args.set)
     print(f"demo study, the same {args.trials} trials in both tools, {os.cpu_count()} cores; median of {args.repeats}")
-    results = compare(args.trials, args.workers, args.repeats, args.set, show=lambda line: print(line, file=sys.stderr, flush=True))
-    print(f"{'workers':>7}  {'trials/h ours':>13}  {'trials/h HF':>11}  {'ratio':>5}  {'evals/h ours':>12}  {'evals/h HF':>10}  {'ratio':>5}")
+    results = compare(
+        args.trials, args.workers, args.repeats, args.set, show=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    print(
+        f"{'workers':>7}  {'trials/h ours':>13}  {'trials/h HF':>11}  {'ratio':>5}  {'evals/h ours':>12}  {'evals/h HF':>10}  {'ratio':>5}"
+    )
     for n, r in results.items():
         t_ours, t_hf, e_ours, e_hf = r["trials_h_workbench"], r["trials_h_hf"], r["evals_h_workbench"], r["evals_h_hf"]
-        print(f"{n:>7}  {t_ours:>13.0f}  {t_hf:>11.0f}  {t_ours / t_hf:>5.2f}  {e_ours:>12.0f}  {e_hf:>10.0f}  {e_ours / e_hf:>5.2f}", flush=True)
+        print(
+            f"{n:>7}  {t_ours:>13.0f}  {t_hf:>11.0f}  {t_ours / t_hf:>5.2f}  {e_ours:>12.0f}  {e_hf:>10.0f}  {e_ours / e_hf:>5.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 class Browser:
@@ -22,12 +31,18 @@ class Browser:
     def __init__(self, driver_url: str, binary: str, width: int = 1440, height: int = 900):
         self.driver_url = driver_url
         options = {"binary": binary, "args": [*CHROMIUM_ARGS, f"--window-size={width},{height}"]}
-        answer = self._call("POST", "/session", {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}})
+        answer = self._call(
+            "POST",
+            "/session",
+            {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}},
+        )
         self.session = f"/session/{answer['sessionId']}"
 
     def _call(self, method: str, path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.driver_url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.driver_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
                 return json.load(response)["value"]
@@ -57,8 +72,12 @@ class Browser:
         element = self.wait_for(
             "const [css, text, within] = arguments;"
             "const scopes = within ? [...document.querySelectorAll(within)] : [document];"
-            "return scopes.flatMap(s => [...s.querySelectorAll(css)]).find(e => !text || e.innerText.trim() === text) || null", css, text, within,
-            seconds=seconds)
+            "return scopes.flatMap(s => [...s.querySelectorAll(css)]).find(e => !text || e.innerText.trim() === text) || null",
+            css,
+            text,
+            within,
+            seconds=seconds,
+        )
         self._call("POST", f"{self.session}/element/{next(iter(element.values()))}/click", {})
 
     def text(self) -> str:

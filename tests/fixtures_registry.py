@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from registry_models import build_registry
 
 

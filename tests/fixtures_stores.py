@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from stores import copy_stores, seed, snapshot
 
 
@@ -17,7 +16,7 @@ def seeded():
 
     Outside pytest's numbered temp dirs: another pytest session on the machine rotates those away.
     """
-    from workbench.cli import main
+    from workbench.cli.commands import main
 
     root = Path(tempfile.mkdtemp(prefix="workbench-seeded-"))
     with pytest.MonkeyPatch.context() as mp:  # session scope: the function-scoped `monkeypatch` cannot reach here

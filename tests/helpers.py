@@ -3,7 +3,7 @@ the tiny study and its merge, and an MLflow client with the reads of a study's r
 
 from __future__ import annotations
 
-from workbench.tracking import mlflow_client, resolve_tracking_uri
+from workbench.stores.tracking import mlflow_client, resolve_tracking_uri
 
 # A study that runs in seconds per trial; tests merge their changes into it.
 TINY = {

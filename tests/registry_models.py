@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-
 from helpers import TINY, merge
 
 NAME = "keyword-classifier"
@@ -48,21 +47,33 @@ def build_registry(root: Path) -> Registry:
     """Train three tiny models on keyword data and register four versions (see the module doc)."""
     import optuna
 
-    from workbench.data import prepare_data
-    from workbench.registry import DIRECTION_TAG, METRIC_TAG, POSITIVE_TAG, register_model_dir
-    from workbench.study_file import apply_overrides, validate_study
-    from workbench.tracking import NullTrialRun, configure_mlflow, start_run
-    from workbench.training import train_trial
+    from workbench.config.study_file import apply_overrides, validate_study
+    from workbench.data.splits import prepare_data
+    from workbench.stores.registry import DIRECTION_TAG, METRIC_TAG, POSITIVE_TAG, register_model_dir
+    from workbench.stores.tracking import NullTrialRun, configure_mlflow, start_run
+    from workbench.trial.training import train_trial
 
     keyword_frame(300, seed=0).to_csv(root / "train.csv", index=False)
     keyword_frame(100, seed=1).to_csv(root / "validation.csv", index=False)
-    raw = merge(TINY, {
-        "study": {"name": "keywords"},
-        "data": {"source": "files", "files": {"train": "train.csv", "validation": "validation.csv"}, "max_length": 16},
-        "training": {"num_train_epochs": 3, "learning_rate": 1.0e-2, "per_device_train_batch_size": 16,
-                     "save_strategy": "no", "load_best_model_at_end": False},  # no checkpoints: seconds per model
-        "early_stopping": None,
-    })
+    raw = merge(
+        TINY,
+        {
+            "study": {"name": "keywords"},
+            "data": {
+                "source": "files",
+                "files": {"train": "train.csv", "validation": "validation.csv"},
+                "max_length": 16,
+            },
+            "training": {
+                "num_train_epochs": 3,
+                "learning_rate": 1.0e-2,
+                "per_device_train_batch_size": 16,
+                "save_strategy": "no",
+                "load_best_model_at_end": False,
+            },  # no checkpoints: seconds per model
+            "early_stopping": None,
+        },
+    )
     spec = validate_study({**raw, "search_space": {}, "source_dir": str(root)})
     data = prepare_data(spec)
     tracking_uri = f"sqlite:///{root}/mlruns/mlflow.db"
@@ -79,7 +90,12 @@ def build_registry(root: Path) -> Registry:
         result = train_trial(trial_spec, data, optuna.trial.FixedTrial({}), NullTrialRun(), root / label)
         model_dirs[label] = result.model_dir
         run_ids[label] = start_run(tracking_uri, "keywords", label, {}).run_id
-    for label, metric in (("weak", "eval_accuracy"), ("strong", "eval_accuracy"), ("strong2", "eval_accuracy"), ("strong", "eval_f1")):
+    for label, metric in (
+        ("weak", "eval_accuracy"),
+        ("strong", "eval_accuracy"),
+        ("strong2", "eval_accuracy"),
+        ("strong", "eval_f1"),
+    ):
         tags = {METRIC_TAG: metric, DIRECTION_TAG: "maximize", POSITIVE_TAG: "positive"}
         register_model_dir(NAME, model_dirs[label], data.splits.frame("validation"), tags, run_ids[label])
     return Registry(root, tracking_uri, NAME, root / "validation.csv", run_ids)

@@ -79,7 +79,10 @@ class PostgresCluster:
     """
 
     def __init__(self):
-        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+        bins = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+            key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+        )
         if not bins:
             pytest.skip("PostgreSQL's initdb is not installed (`source .ci/postgres.sh` installs it)")
         self.bin = bins[-1].parent
@@ -92,7 +95,9 @@ class PostgresCluster:
         self._pg("initdb", "-D", self.data, "-A", "trust", "-U", "postgres")
 
     def _pg(self, tool: str, *args) -> None:
-        subprocess.run([*self.as_user, str(self.bin / tool), *map(str, args)], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [*self.as_user, str(self.bin / tool), *map(str, args)], check=True, capture_output=True, timeout=120
+        )
 
     def _ctl(self, action: str, *args) -> None:
         options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"

@@ -10,12 +10,20 @@ import sqlite3
 from pathlib import Path
 
 import yaml
-
 from helpers import TINY, merge
 
 # What a refused command must leave as it was: every row of both stores, statuses included.
 OPTUNA_TABLES = ("studies", "trials", "trial_values", "trial_params", "trial_user_attributes", "study_user_attributes")
-MLFLOW_TABLES = ("experiments", "runs", "metrics", "params", "tags", "registered_models", "model_versions", "registered_model_aliases")
+MLFLOW_TABLES = (
+    "experiments",
+    "runs",
+    "metrics",
+    "params",
+    "tags",
+    "registered_models",
+    "model_versions",
+    "registered_model_aliases",
+)
 
 
 def snapshot(root: Path) -> dict:
@@ -32,7 +40,9 @@ def snapshot(root: Path) -> dict:
                 out["trial_states"] = con.execute("select number, state from trials order by number").fetchall()
             else:
                 out["run_statuses"] = con.execute("select run_uuid, status from runs order by run_uuid").fetchall()
-                out["aliases"] = con.execute("select name, alias, version from registered_model_aliases order by alias").fetchall()
+                out["aliases"] = con.execute(
+                    "select name, alias, version from registered_model_aliases order by alias"
+                ).fetchall()
     return out
 
 
@@ -51,7 +61,7 @@ def copy_stores(source: Path, target: Path) -> None:
 
 def refused(capsys, argv: list[str]) -> str:
     """Run the CLI, expect exit 2 and a one-line error without a traceback; return that line."""
-    from workbench.cli import main
+    from workbench.cli.commands import main
 
     code = main(argv)
     err = capsys.readouterr().err.strip()

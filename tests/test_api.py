@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import TINY, tracking_client
 
 import workbench
-from helpers import TINY, tracking_client
-from workbench.synthetic import LABELS, generate_examples
+from workbench.data.synthetic import LABELS, generate_examples
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,10 @@ def test_run_study_twice_in_one_interpreter_returns_the_trials_as_a_dataframe(wo
     assert set(first.trials["state"]) == {"COMPLETE"}
     assert first.best_value == max(first.trials["value"])
     assert set(first.best_params) == {"training.learning_rate"}
-    assert first.trials.loc[first.best_trial.number, "params_training.learning_rate"] == first.best_params["training.learning_rate"]
+    assert (
+        first.trials.loc[first.best_trial.number, "params_training.learning_rate"]
+        == first.best_params["training.learning_rate"]
+    )
     assert first.model_uri == "models:/tiny-classifier/1"
     predicted = mlflow.pyfunc.load_model(first.model_uri).predict(pd.DataFrame({"text": ["a charming, moving film"]}))
     assert predicted["label"][0] in LABELS

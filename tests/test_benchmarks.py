@@ -15,15 +15,33 @@ def test_figures_print_as_json_lines_and_sst2_figures_skip_without_the_data(tmp_
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WORKBENCH_SST2": str(tmp_path / "absent")}
     out = tmp_path / "figures.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "data_pipeline", "pruning_compute", "--json", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "data_pipeline",
+            "pruning_compute",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [f["name"] for f in lines] == ["data_pipeline", "pruning_compute"]
     for figure in lines:
         assert set(figure) == {"name", "value", "target", "unit", "note"}
-        assert figure["value"] is None and figure["note"].startswith("skipped: SST-2 not found") and "WORKBENCH_SST2" in figure["note"]
+        assert (
+            figure["value"] is None
+            and figure["note"].startswith("skipped: SST-2 not found")
+            and "WORKBENCH_SST2" in figure["note"]
+        )
     assert "figure" in done.stdout and "target" in done.stdout  # the table after the lines
     assert json.loads(out.read_text()) == lines
 

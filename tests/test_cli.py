@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from stores import refused
-from workbench.cli import main
-from workbench.errors import StoreError
+
+from workbench.cli.commands import main
+from workbench.core.errors import StoreError
 
 
-@pytest.mark.parametrize("argv", [
-    ["predict", "tiny-classifier", "--text", "hi"],
-    ["evaluate", "tiny-classifier"],
-    ["promote", "tiny-classifier"],
-    ["rollback", "tiny-classifier"],
-    ["reproduce", "0123456789abcdef0123456789abcdef"],
-    ["study", "list"],
-    ["study", "show", "tiny"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "tiny-classifier", "--text", "hi"],
+        ["evaluate", "tiny-classifier"],
+        ["promote", "tiny-classifier"],
+        ["rollback", "tiny-classifier"],
+        ["reproduce", "0123456789abcdef0123456789abcdef"],
+        ["study", "list"],
+        ["study", "show", "tiny"],
+    ],
+)
 def test_read_only_commands_in_an_empty_folder_name_the_store_and_create_nothing(argv, workdir, capsys):
     err = refused(capsys, argv)
     assert str(workdir / "mlruns") in err and "no " in err
@@ -27,7 +30,10 @@ def test_read_only_commands_in_an_empty_folder_name_the_store_and_create_nothing
 
 
 def test_global_options_before_or_after_the_subcommand(workdir, capsys):
-    for argv in (["--tracking-uri", "sqlite:///x/mlflow.db", "rollback", "m"], ["rollback", "m", "--tracking-uri", "sqlite:///x/mlflow.db"]):
+    for argv in (
+        ["--tracking-uri", "sqlite:///x/mlflow.db", "rollback", "m"],
+        ["rollback", "m", "--tracking-uri", "sqlite:///x/mlflow.db"],
+    ):
         assert str(workdir / "x" / "mlflow.db") in refused(capsys, argv)
     assert str(workdir / "y" / "optuna.db") in refused(capsys, ["study", "list", "--storage", "sqlite:///y/optuna.db"])
     with pytest.raises(StoreError):  # --debug after the subcommand: the traceback, not the one line
@@ -51,7 +57,9 @@ def test_predict_keeps_the_input_columns_and_prints_readable_rows(stores, workdi
 @pytest.mark.slow
 def test_exit_codes_done_refused_bad_input(stores, workdir, capsys):
     # a bare NAME means its @champion: none yet
-    assert "models:/tiny-classifier@champion: cannot load the model" in refused(capsys, ["predict", "tiny-classifier", "--text", "hi"])
+    assert "models:/tiny-classifier@champion: cannot load the model" in refused(
+        capsys, ["predict", "tiny-classifier", "--text", "hi"]
+    )
     assert main(["promote", "tiny-classifier"]) == 0  # no champion yet: v1 is promoted
     assert "PROMOTED" in capsys.readouterr().out
     assert main(["promote", "tiny-classifier"]) == 1, "already @champion is a refusal, not bad input"

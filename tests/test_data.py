@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from workbench.data import build_tokenizer, load_splits, tokenize_splits
-from workbench.spec import DataSpec, TokenizerSpec
-from workbench.synthetic import generate_examples
+from workbench.config.spec import DataSpec, TokenizerSpec
+from workbench.data.splits import build_tokenizer, load_splits, tokenize_splits
+from workbench.data.synthetic import generate_examples
 
 
 def test_synthetic_data_is_seeded_and_has_signal():
@@ -27,10 +27,12 @@ def test_synthetic_split_is_stratified_and_labelled():
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_local_files_with_string_labels_and_own_column_names(tmp_path, suffix):
-    frame = pd.DataFrame({
-        "review": ["great film", "awful plot", "lovely cast", "boring", "", "fine work"] * 5,
-        "sentiment": ["pos", "neg", "pos", "neg", "pos", "pos"] * 5,
-    })
+    frame = pd.DataFrame(
+        {
+            "review": ["great film", "awful plot", "lovely cast", "boring", "", "fine work"] * 5,
+            "sentiment": ["pos", "neg", "pos", "neg", "pos", "pos"] * 5,
+        }
+    )
     path = tmp_path / f"train{suffix}"
     if suffix == ".csv":
         frame.to_csv(path, index=False)
@@ -71,7 +73,10 @@ def test_local_tokenizer_directory(tmp_path):
 def test_many_imbalanced_classes_with_non_ascii_text_split_stratified(tmp_path):
     rows = []
     for k in range(21):  # 21 classes, from 60 rows down to 4
-        rows += [{"text": f"crème brûlée &amp; café n°{k} — 東京 {i}", "topic": f"topic-{k:02d}"} for i in range(max(4, 60 - 3 * k))]
+        rows += [
+            {"text": f"crème brûlée &amp; café n°{k} — 東京 {i}", "topic": f"topic-{k:02d}"}
+            for i in range(max(4, 60 - 3 * k))
+        ]
     pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
     spec = DataSpec(source="files", files={"train": "train.parquet"}, label_column="topic", validation_fraction=0.25)
     splits = load_splits(spec, tmp_path)
@@ -85,21 +90,39 @@ def test_many_imbalanced_classes_with_non_ascii_text_split_stratified(tmp_path):
 
 def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_same_spec(tmp_path, monkeypatch):
     """`--workers`: the launcher saves the data it prepared; a worker with the same spec maps it instead of tokenizing again."""
-    from workbench.data import PREPARED_ENV, prepare_data, save_prepared
-    from workbench.study_file import apply_overrides, validate_study
+    from workbench.config.study_file import apply_overrides, validate_study
+    from workbench.data.splits import PREPARED_ENV, prepare_data, save_prepared
 
-    spec = validate_study({"study": {"name": "shared", "metric": "eval_f1_macro"}, "data": {"synthetic": {"n_examples": 300}},
-                        "tokenizer": {"vocab_size": 200}, "loss": {"class_weights": "balanced"}})
+    spec = validate_study(
+        {
+            "study": {"name": "shared", "metric": "eval_f1_macro"},
+            "data": {"synthetic": {"n_examples": 300}},
+            "tokenizer": {"vocab_size": 200},
+            "loss": {"class_weights": "balanced"},
+        }
+    )
     made = prepare_data(spec)
     save_prepared(made, spec, tmp_path)
     monkeypatch.setenv(PREPARED_ENV, str(tmp_path))
 
     loaded = prepare_data(spec)
     assert loaded.train.column_names == made.train.column_names
-    assert all(list(loaded.train[c]) == list(made.train[c]) and list(loaded.validation[c]) == list(made.validation[c]) for c in made.train.column_names)
-    assert list(loaded.splits.train["text"]) == list(made.splits.train["text"]) and loaded.splits.digest == made.splits.digest
-    assert loaded.tokenizer.get_vocab() == made.tokenizer.get_vocab() and loaded.tokenizer("a good film") == made.tokenizer("a good film")
-    assert (loaded.label_names, loaded.positive_label, loaded.class_weights) == (made.label_names, made.positive_label, made.class_weights)
+    assert all(
+        list(loaded.train[c]) == list(made.train[c]) and list(loaded.validation[c]) == list(made.validation[c])
+        for c in made.train.column_names
+    )
+    assert (
+        list(loaded.splits.train["text"]) == list(made.splits.train["text"])
+        and loaded.splits.digest == made.splits.digest
+    )
+    assert loaded.tokenizer.get_vocab() == made.tokenizer.get_vocab() and loaded.tokenizer(
+        "a good film"
+    ) == made.tokenizer("a good film")
+    assert (loaded.label_names, loaded.positive_label, loaded.class_weights) == (
+        made.label_names,
+        made.positive_label,
+        made.class_weights,
+    )
 
     other = apply_overrides(spec, {"tokenizer.vocab_size": 150})  # another spec prepares its own
     assert prepare_data(other).tokenizer.get_vocab() != made.tokenizer.get_vocab()

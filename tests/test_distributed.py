@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import tracking_client, trial_runs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +26,9 @@ def torchrun(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env_extra or {}))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -47,7 +48,10 @@ def test_study_under_torchrun_trains_every_trial_on_both_ranks(write_study, work
     # divide hidden_size 16 (fails while building the model); 2 epochs reach the threshold
     # pruner's second evaluation, where an untrained model (lr 1e-6) is below 0.99 (pruned)
     path = write_study(
-        study={"sampler": {"type": "grid", "seed": 4}, "pruner": {"type": "threshold", "lower": 0.99, "n_warmup_steps": 2}},
+        study={
+            "sampler": {"type": "grid", "seed": 4},
+            "pruner": {"type": "threshold", "lower": 0.99, "n_warmup_steps": 2},
+        },
         training={"learning_rate": 1.0e-6},
     )
     study = yaml.safe_load(path.read_text())
@@ -90,7 +94,9 @@ def test_study_under_torchrun_trains_every_trial_on_both_ranks(write_study, work
     for rank, number, state, _ in END_LINE.findall(err):
         ends[int(number)][int(rank)] = state
     for t in trials:
-        assert params[t.number] == {0: t.params, 1: t.params}, f"trial {t.number}: ranks trained different configurations"
+        assert params[t.number] == {0: t.params, 1: t.params}, (
+            f"trial {t.number}: ranks trained different configurations"
+        )
         assert ends[t.number] == {0: t.state.name, 1: t.state.name}
         assert evals[t.number][0] == evals[t.number][1], f"trial {t.number}: ranks saw different evaluations"
     pruned = next(t for t in trials if t.state.name == "PRUNED")
@@ -101,7 +107,7 @@ def test_study_under_torchrun_trains_every_trial_on_both_ranks(write_study, work
 SYNC_SCRIPT = textwrap.dedent(
     """
     import torch, torch.distributed as dist
-    from workbench import distributed
+    from workbench.core import distributed
 
     distributed.init_distributed()
     def build():
@@ -147,8 +153,9 @@ def test_a_failure_on_one_rank_reaches_every_rank_or_stops_the_job(tmp_path):
 STEP_FAULT_SCRIPT = textwrap.dedent(
     """
     import functools, sys, time
-    from workbench import cli, distributed
-    from workbench.modeling import WorkbenchForSequenceClassification
+    from workbench import cli
+    from workbench.core import distributed
+    from workbench.model.modeling import WorkbenchForSequenceClassification
 
     forward, calls = WorkbenchForSequenceClassification.forward, []
     @functools.wraps(forward)  # the Trainer keeps the columns forward's signature names
@@ -176,7 +183,9 @@ def test_a_rank_failing_inside_a_training_step_ends_the_job_within_seconds_with_
     rc, out, err = torchrun([str(script), str(path)], cwd=workdir, timeout=240)  # WORKBENCH_SYNC_TIMEOUT_S stays 300 s
     ended = time.time()
     assert rc != 0, out[-3000:] + err[-3000:]
-    assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s*exitcode\s*: 1 ", err), err[-3000:]  # rank 1 stopped the job, with our exit code
+    assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s*exitcode\s*: 1 ", err), err[
+        -3000:
+    ]  # rank 1 stopped the job, with our exit code
     assert "rank 1: RuntimeError: injected fault in a training step; the ranks can no longer train in step" in err
     fault_at = float(re.search(r"fault at (\S+)", err).group(1))
     assert ended - fault_at < 30, f"the job took {ended - fault_at:.0f} s to stop\n{err[-3000:]}"

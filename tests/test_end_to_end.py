@@ -7,14 +7,16 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import study_runs, tracking_client, trial_runs
-from workbench.cli import main
+
+from workbench.cli.commands import main
 
 
 def run_cli(*args, cwd):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run([sys.executable, "-m", "workbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -24,7 +26,9 @@ def test_study_to_registered_model_to_prediction_to_promotion(write_study, workd
     printed = capsys.readouterr()
     out = printed.out
     assert "registered tiny-classifier version 1 as @challenger" in out
-    assert "Successfully registered" not in printed.err + out and "Created version" not in printed.err + out  # said once, by us
+    assert (
+        "Successfully registered" not in printed.err + out and "Created version" not in printed.err + out
+    )  # said once, by us
 
     client = tracking_client()
     parent = study_runs(client)[0]
@@ -47,7 +51,9 @@ def test_study_to_registered_model_to_prediction_to_promotion(write_study, workd
     # a fresh process loads the registered model by alias and predicts on raw strings
     texts = workdir / "texts.txt"
     texts.write_text("the film is truly charming\nthe plot is dull\n")
-    result = run_cli("predict", "models:/tiny-classifier@challenger", "--input", str(texts), "--output", "out.jsonl", cwd=workdir)
+    result = run_cli(
+        "predict", "models:/tiny-classifier@challenger", "--input", str(texts), "--output", "out.jsonl", cwd=workdir
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (workdir / "out.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == ["the film is truly charming", "the plot is dull"]
@@ -63,7 +69,7 @@ def test_study_to_registered_model_to_prediction_to_promotion(write_study, workd
 
 
 def test_help_answers_without_importing_heavy_libraries():
-    code = "import sys, workbench.cli as c; c.build_parser(); print(sorted(m for m in ('torch','transformers','mlflow','optuna','datasets') if m in sys.modules))"
+    code = "import sys, workbench.cli.commands as c; c.build_parser(); print(sorted(m for m in ('torch','transformers','mlflow','optuna','datasets') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"
     result = subprocess.run([sys.executable, "-m", "workbench", "--help"], capture_output=True, text=True, timeout=60)

@@ -13,17 +13,20 @@ import weakref
 
 import pytest
 import yaml
-
 from helpers import TINY, merge, tracking_client
 from stores import refused, snapshot
-from workbench.cli import main
+
+from workbench.cli.commands import main
 
 # Tests on the seeded stores are marked slow: the `seeded` fixture trains the tiny study (once per session).
 
 
 def grid_study(workdir, space: dict, **changes):
     """A tiny study whose trials take each value of `space` in turn (grid sampler), nothing registered."""
-    study = merge(TINY, {"study": {"n_trials": len(next(iter(space.values()))["choices"]), "sampler": {"type": "grid"}}, **changes})
+    study = merge(
+        TINY,
+        {"study": {"n_trials": len(next(iter(space.values()))["choices"]), "sampler": {"type": "grid"}}, **changes},
+    )
     study.update(search_space=space, registry={})
     path = workdir / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -68,7 +71,7 @@ def test_fault_in_model_code_fails_the_trial_alone_and_memory_is_released(fault,
     """Fault injection into our own model class (in-process), for trials with hidden_size 32."""
     import torch
 
-    from workbench.modeling import WorkbenchForSequenceClassification as Model
+    from workbench.model.modeling import WorkbenchForSequenceClassification as Model
 
     fault = fault or torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
     models, alive_at_start = [], []
@@ -107,8 +110,22 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(stores, write_stud
     env.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "workbench", "--tracking-uri", f"http://127.0.0.1:{port}", "study", "run", str(path), "--trials", "1"],
-        capture_output=True, text=True, env=env, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "--tracking-uri",
+            f"http://127.0.0.1:{port}",
+            "study",
+            "run",
+            str(path),
+            "--trials",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
     )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -121,9 +138,18 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(stores, write_stud
     "argv, expected",
     [
         (["study", "run", "study.yaml", "--storage", "optuna.db"], "--storage 'optuna.db': not a database URL"),
-        (["study", "run", "study.yaml", "--storage", "nosuchdb://x/y"], "--storage nosuchdb://x/y: cannot open the Optuna storage"),
-        (["study", "run", "study.yaml", "--storage", "sqlite:///study.yaml/optuna.db"], "--storage sqlite:///study.yaml/optuna.db: cannot create "),
-        (["--tracking-uri", "nosuch://x", "study", "run", "study.yaml"], "--tracking-uri nosuch://x: cannot reach the tracking store"),
+        (
+            ["study", "run", "study.yaml", "--storage", "nosuchdb://x/y"],
+            "--storage nosuchdb://x/y: cannot open the Optuna storage",
+        ),
+        (
+            ["study", "run", "study.yaml", "--storage", "sqlite:///study.yaml/optuna.db"],
+            "--storage sqlite:///study.yaml/optuna.db: cannot create ",
+        ),
+        (
+            ["--tracking-uri", "nosuch://x", "study", "run", "study.yaml"],
+            "--tracking-uri nosuch://x: cannot reach the tracking store",
+        ),
     ],
 )
 @pytest.mark.slow
@@ -138,7 +164,9 @@ def in_namespace(script: str, workdir) -> subprocess.CompletedProcess:
     if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
         pytest.skip("needs unshare -rm (user + mount namespaces) to mount a read-only or full filesystem")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run(["unshare", "-rm", "sh", "-ec", script], capture_output=True, text=True, env=env, cwd=workdir, timeout=500)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-ec", script], capture_output=True, text=True, env=env, cwd=workdir, timeout=500
+    )
 
 
 @pytest.mark.slow
@@ -159,7 +187,9 @@ def test_read_only_mlruns(stores, write_study, workdir):
 def test_disk_full_during_a_trial_stops_the_study_cleanly(stores, write_study, workdir):
     """The trial checkpoints land on a 64 KiB tmpfs: the first save fills it."""
     write_study()
-    (workdir / "mlruns/trials/tiny").mkdir(parents=True, exist_ok=True)  # the seeded copy may hold the best trial's model
+    (workdir / "mlruns/trials/tiny").mkdir(
+        parents=True, exist_ok=True
+    )  # the seeded copy may hold the best trial's model
     done = in_namespace(
         f"mount -t tmpfs -o size=64k tmpfs mlruns/trials/tiny; {sys.executable} -m workbench study run study.yaml --trials 2",
         workdir,
@@ -168,7 +198,9 @@ def test_disk_full_during_a_trial_stops_the_study_cleanly(stores, write_study, w
     assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("error: trial 2: disk full") and "run the same command to resume" in lines[0], lines
     after = snapshot(workdir)
-    assert after["trial_states"] == stores["trial_states"] + [(2, "FAIL")]  # the earlier trials untouched, no third trial
+    assert after["trial_states"] == stores["trial_states"] + [
+        (2, "FAIL")
+    ]  # the earlier trials untouched, no third trial
     import optuna
 
     failed = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db").trials[2]
@@ -181,12 +213,18 @@ def test_disk_full_during_a_trial_stops_the_study_cleanly(stores, write_study, w
 def test_registry_errors(stores, workdir, capsys):
     assert "nope: no registered model of that name" in refused(capsys, ["promote", "nope"])
     assert "no version or alias 'rival'" in refused(capsys, ["promote", "tiny-classifier", "--candidate", "rival"])
-    assert "models:/nope@champion: cannot load the model" in refused(capsys, ["predict", "models:/nope@champion", "--text", "hi"])
+    assert "models:/nope@champion: cannot load the model" in refused(
+        capsys, ["predict", "models:/nope@champion", "--text", "hi"]
+    )
     assert "cannot load the model" in refused(capsys, ["predict", "models:/tiny-classifier@champion", "--text", "hi"])
     (workdir / "empty.txt").write_text("\n  \n")
-    assert "--input empty.txt: the file holds no texts" in refused(capsys, ["predict", "models:/tiny-classifier@challenger", "--input", "empty.txt"])
+    assert "--input empty.txt: the file holds no texts" in refused(
+        capsys, ["predict", "models:/tiny-classifier@challenger", "--input", "empty.txt"]
+    )
     assert snapshot(workdir) == stores
-    tracking_client(f"sqlite:///{workdir}/mlruns/mlflow.db").delete_registered_model_alias("tiny-classifier", "challenger")
+    tracking_client(f"sqlite:///{workdir}/mlruns/mlflow.db").delete_registered_model_alias(
+        "tiny-classifier", "challenger"
+    )
     before = snapshot(workdir)
     assert "no version or alias 'challenger'" in refused(capsys, ["promote", "tiny-classifier"])
     assert snapshot(workdir) == before
@@ -198,4 +236,6 @@ def test_model_loading_never_trusts_remote_code():
     import workbench
 
     sources = "".join(p.read_text() for p in pathlib.Path(workbench.__file__).parent.glob("*.py"))
-    assert "trust_remote_code=True" not in sources and "trust_remote_code" not in sources.replace("no trust_remote_code", "")
+    assert "trust_remote_code=True" not in sources and "trust_remote_code" not in sources.replace(
+        "no trust_remote_code", ""
+    )

@@ -6,9 +6,9 @@ import re
 
 import pytest
 import yaml
-
 from helpers import tracking_client
-from workbench.cli import main
+
+from workbench.cli.commands import main
 
 
 @pytest.mark.slow
@@ -16,10 +16,13 @@ def test_evaluate_logs_metrics_and_pictures_linked_to_the_version(keyword_regist
     import pandas as pd
     from sklearn.metrics import accuracy_score
 
-    from workbench.inference import load_model
+    from workbench.model.inference import load_model
 
     name, uri = keyword_registry.name, keyword_registry.tracking_uri
-    assert main(["--tracking-uri", uri, "evaluate", f"models:/{name}/1", "--data", str(keyword_registry.validation_csv)]) == 0
+    assert (
+        main(["--tracking-uri", uri, "evaluate", f"models:/{name}/1", "--data", str(keyword_registry.validation_csv)])
+        == 0
+    )
     out = capsys.readouterr().out
     client = tracking_client(keyword_registry.tracking_uri)
     version = client.get_model_version(name, "1")
@@ -35,7 +38,11 @@ def test_evaluate_logs_metrics_and_pictures_linked_to_the_version(keyword_regist
     assert run.data.metrics["eval_accuracy"] == pytest.approx(accuracy_score(frame["label"], predicted))
     assert f"accuracy   {run.data.metrics['eval_accuracy']:.4f}" in out
     assert {"eval_f1", "eval_precision", "eval_recall", "eval_loss"} <= set(run.data.metrics)
-    assert {a.path for a in client.list_artifacts(run_id)} >= {"confusion_matrix.png", "calibration.png", "classification_report.json"}
+    assert {a.path for a in client.list_artifacts(run_id)} >= {
+        "confusion_matrix.png",
+        "calibration.png",
+        "classification_report.json",
+    }
     assert run.data.tags["workbench.model_version"] == "1" and run.data.tags["workbench.role"] == "evaluation"
     # not a trial: no Optuna tags, its own name and description, never found by the UI's trial filter
     assert not any(key.startswith("optuna.") for key in run.data.tags), run.data.tags
@@ -52,7 +59,10 @@ def test_evaluate_on_a_study_file_uses_its_validation_split(keyword_registry, ca
     root = keyword_registry.root
     study = {
         "study": {"name": "keywords"},
-        "data": {"source": "files", "files": {"train": str(root / "train.csv"), "validation": str(root / "validation.csv")}},
+        "data": {
+            "source": "files",
+            "files": {"train": str(root / "train.csv"), "validation": str(root / "validation.csv")},
+        },
     }
     path = tmp_path / "keywords.yaml"
     path.write_text(yaml.safe_dump(study))

@@ -9,10 +9,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import pytest
-
 from helpers import trial_runs
 from servers import descendants
 
@@ -33,15 +31,24 @@ def with_password(url: str, password: str) -> str:
 # --- secrets --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flag, url", [
-    ("--storage", "postgresql://trainer:{secret}@127.0.0.1:1/optuna"),  # port 1: nothing listens
-    ("--tracking-uri", "http://trainer:{secret}@127.0.0.1:1"),
-])
+@pytest.mark.parametrize(
+    "flag, url",
+    [
+        ("--storage", "postgresql://trainer:{secret}@127.0.0.1:1/optuna"),  # port 1: nothing listens
+        ("--tracking-uri", "http://trainer:{secret}@127.0.0.1:1"),
+    ],
+)
 def test_an_unreachable_store_is_named_with_its_password_masked(write_study, flag, url):
     secret = f"pw-{uuid.uuid4().hex[:8]}"
     url = url.format(secret=secret)
-    args = ["--tracking-uri", url, "study", "run", str(write_study())] if flag == "--tracking-uri" else ["study", "run", str(write_study()), "--storage", url]
-    result = subprocess.run([sys.executable, "-m", "workbench", *args], env=env(), capture_output=True, text=True, timeout=120)
+    args = (
+        ["--tracking-uri", url, "study", "run", str(write_study())]
+        if flag == "--tracking-uri"
+        else ["study", "run", str(write_study()), "--storage", url]
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench", *args], env=env(), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {flag} {url.replace(secret, '***')}: cannot")
     assert secret not in result.stdout + result.stderr
@@ -49,7 +56,7 @@ def test_an_unreachable_store_is_named_with_its_password_masked(write_study, fla
 
 def mlflow_fields(tracking_uri: str, experiment: str, into: Path) -> list[str]:
     """Every param, tag and artifact (as text) of every run of `experiment`, and the registered versions' fields."""
-    from workbench.tracking import mlflow_client
+    from workbench.stores.tracking import mlflow_client
 
     client = mlflow_client(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
@@ -64,17 +71,38 @@ def mlflow_fields(tracking_uri: str, experiment: str, into: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_passwords_in_the_stores_reach_no_output_no_worker_command_line_and_no_mlflow_field(write_study, postgres_url, mlflow_server, tmp_path):
+def test_passwords_in_the_stores_reach_no_output_no_worker_command_line_and_no_mlflow_field(
+    write_study, postgres_url, mlflow_server, tmp_path
+):
     import optuna
 
-    from workbench.db import driver_url
+    from workbench.stores.db import driver_url
 
     secret = f"pw-{uuid.uuid4().hex[:12]}"
     storage = with_password(postgres_url, secret)
-    tracking = mlflow_server.url.replace("http://", f"http://trainer:{secret}@")  # basic auth in the URL (requests sends it)
-    path = write_study(study={"name": "secret", "n_trials": 2}, training={"num_train_epochs": 1}, registry={"model_name": "secret-classifier"})
+    tracking = mlflow_server.url.replace(
+        "http://", f"http://trainer:{secret}@"
+    )  # basic auth in the URL (requests sends it)
+    path = write_study(
+        study={"name": "secret", "n_trials": 2},
+        training={"num_train_epochs": 1},
+        registry={"model_name": "secret-classifier"},
+    )
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
-    command = [sys.executable, "-m", "workbench", "--tracking-uri", tracking, "study", "run", str(path), "--workers", "2", "--storage", storage]
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "--tracking-uri",
+        tracking,
+        "study",
+        "run",
+        str(path),
+        "--workers",
+        "2",
+        "--storage",
+        storage,
+    ]
     with open(out, "w") as stdout, open(err, "w") as stderr:
         proc = subprocess.Popen(command, env=env(), stdout=stdout, stderr=stderr)
     workers, leaks = set(), set()
@@ -105,7 +133,7 @@ def test_passwords_in_the_stores_reach_no_output_no_worker_command_line_and_no_m
     assert [f[:200] for f in recorded + fields if secret in f] == []
 
 
-def parent_pid(pid: int) -> Optional[int]:
+def parent_pid(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError):  # exited meanwhile
@@ -115,18 +143,34 @@ def parent_pid(pid: int) -> Optional[int]:
 # --- the tracking server goes away mid-study --------------------------------------------------
 
 # MLflow retries a failed request with backoff 1, 2, 4, 8 s...: an outage of ~10 s is bridged in seconds, not minutes
-OUTAGE_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "8", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+OUTAGE_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "8",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 OUTAGE_S = 8
 
 
 def start_server(port: int, root: Path) -> subprocess.Popen:
     from servers import wait_until_up
 
-    command = [sys.executable, "-m", "workbench", "server", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")]
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "server",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
     log = root / f"server-{time.monotonic_ns()}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, cwd=root, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=root, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     wait_until_up(f"http://127.0.0.1:{port}/health", proc, 120, log)
     return proc
 
@@ -137,23 +181,34 @@ def test_a_study_survives_its_tracking_server_stopped_and_restarted_mid_trial(wr
     import optuna
     from servers import free_port, stop
 
-    from workbench.tracking import mlflow_client
+    from workbench.stores.tracking import mlflow_client
 
     port, root = free_port(), tmp_path / "server"
     root.mkdir()
     url = f"http://127.0.0.1:{port}"
-    path = write_study(study={"name": "outage", "n_trials": 2}, training={"num_train_epochs": 3}, registry={"model_name": "outage-classifier"})
+    path = write_study(
+        study={"name": "outage", "n_trials": 2},
+        training={"num_train_epochs": 3},
+        registry={"model_name": "outage-classifier"},
+    )
     server, study, out = start_server(port, root), None, tmp_path / "study.log"
     try:
         with open(out, "w") as log:
-            study = subprocess.Popen([sys.executable, "-m", "workbench", "--tracking-uri", url, "study", "run", str(path)],
-                                     cwd=tmp_path, env=env(**OUTAGE_RETRIES), stdout=log, stderr=subprocess.STDOUT)
+            study = subprocess.Popen(
+                [sys.executable, "-m", "workbench", "--tracking-uri", url, "study", "run", str(path)],
+                cwd=tmp_path,
+                env=env(**OUTAGE_RETRIES),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         client = mlflow_client(url)
         deadline = time.monotonic() + 120
         while not (client.get_experiment_by_name("outage") and trial_runs(client, "outage")):
             assert study.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
             time.sleep(0.3)
-        os.kill(server.pid, signal.SIGTERM)  # trial 0 trains: its evaluations, its run's end, the next trial's start meet no server
+        os.kill(
+            server.pid, signal.SIGTERM
+        )  # trial 0 trains: its evaluations, its run's end, the next trial's start meet no server
         assert server.wait(timeout=40) == 0
         time.sleep(OUTAGE_S)
         assert study.poll() is None, out.read_text()[-3000:]  # waiting for the server, not failed
@@ -161,7 +216,9 @@ def test_a_study_survives_its_tracking_server_stopped_and_restarted_mid_trial(wr
         assert study.wait(timeout=240) == 0, out.read_text()[-3000:]
 
         runs = trial_runs(client, "outage")
-        assert sorted((r.data.tags["optuna.trial.number"], r.info.status) for r in runs) == [(str(n), "FINISHED") for n in range(2)]
+        assert sorted((r.data.tags["optuna.trial.number"], r.info.status) for r in runs) == [
+            (str(n), "FINISHED") for n in range(2)
+        ]
         trials = optuna.load_study(study_name="outage", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials
         assert [t.state.name for t in trials] == ["COMPLETE"] * 2
         by_run = {t.user_attrs["mlflow_run_id"]: t for t in trials}
@@ -187,7 +244,9 @@ def running_trial_with_evaluations(url: str) -> int | None:
         cur.execute("select to_regclass('trials')")
         if cur.fetchone()[0] is None:  # the study has not created its tables yet
             return None
-        cur.execute("select t.number from trials t join trial_intermediate_values v using (trial_id) where t.state = 'RUNNING' limit 1")
+        cur.execute(
+            "select t.number from trials t join trial_intermediate_values v using (trial_id) where t.state = 'RUNNING' limit 1"
+        )
         row = cur.fetchone()
     con.close()
     return row[0] if row else None
@@ -197,8 +256,10 @@ def running_trial_with_evaluations(url: str) -> int | None:
 # (with 4 epochs a trial took 0.5 s and the whole study could end while the server was being stopped)
 PG_EPOCHS = 30
 PG_STUDY = {
-    "study": {"name": "pg-restart", "n_trials": 3}, "training": {"num_train_epochs": PG_EPOCHS},
-    "data": {"synthetic": {"n_examples": 1200}}, "early_stopping": None,
+    "study": {"name": "pg-restart", "n_trials": 3},
+    "training": {"num_train_epochs": PG_EPOCHS},
+    "data": {"synthetic": {"n_examples": 1200}},
+    "early_stopping": None,
 }
 
 
@@ -208,8 +269,13 @@ def run_through_postgres_restart(path: Path, cluster, down_s: float, log: Path, 
     Returns the exit code and the number of the trial that was cut off.
     """
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench", "study", "run", str(path), "--storage", cluster.url],
-                                cwd=path.parent, env=env(**extra_env), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workbench", "study", "run", str(path), "--storage", cluster.url],
+            cwd=path.parent,
+            env=env(**extra_env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline, cut = time.monotonic() + 180, None
         while cut is None:
@@ -227,8 +293,8 @@ def check_all_trials_complete(url: str, tracking_root: Path, n_trials: int, epoc
     """Every trial COMPLETE with all its evaluations, each with one FINISHED run."""
     import optuna
 
-    from workbench.db import driver_url
-    from workbench.tracking import mlflow_client
+    from workbench.stores.db import driver_url
+    from workbench.stores.tracking import mlflow_client
 
     trials = optuna.load_study(study_name="pg-restart", storage=driver_url(url)).trials
     complete = [t for t in trials if t.state.name == "COMPLETE"]
@@ -256,7 +322,9 @@ def test_a_study_survives_its_postgresql_restarted_mid_trial(write_study, own_po
 
 
 @pytest.mark.slow
-def test_an_outage_longer_than_the_retries_stops_the_study_and_the_same_command_resumes_it(write_study, own_postgres, tmp_path):
+def test_an_outage_longer_than_the_retries_stops_the_study_and_the_same_command_resumes_it(
+    write_study, own_postgres, tmp_path
+):
     # grace well above the heartbeat: on a loaded machine a live trial must not look stale
     fast = {"WORKBENCH_RECONNECT_S": "2", "WORKBENCH_HEARTBEAT_S": "1", "WORKBENCH_GRACE_S": "8"}
     path, log = write_study(**PG_STUDY), tmp_path / "study.log"
@@ -264,19 +332,29 @@ def test_an_outage_longer_than_the_retries_stops_the_study_and_the_same_command_
     printed = log.read_text()
     assert code == 2, printed[-3000:]
     last = printed.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "unreachable for over 2 s" in last and "run the same command to resume" in last, printed[-3000:]
+    assert (
+        last.startswith("error: ") and "unreachable for over 2 s" in last and "run the same command to resume" in last
+    ), printed[-3000:]
     assert "Traceback" not in printed
 
-    resumed = subprocess.run([sys.executable, "-m", "workbench", "study", "run", str(path), "--storage", own_postgres.url],
-                             cwd=tmp_path, env=env(**fast), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "workbench", "study", "run", str(path), "--storage", own_postgres.url],
+        cwd=tmp_path,
+        env=env(**fast),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    check_all_trials_complete(own_postgres.url, tmp_path, 3, PG_EPOCHS)  # the cut-off trial was run again, not counted as the study's
+    check_all_trials_complete(
+        own_postgres.url, tmp_path, 3, PG_EPOCHS
+    )  # the cut-off trial was run again, not counted as the study's
 
 
 def optuna_trials(url: str) -> list:
     import optuna
 
-    from workbench.db import driver_url
+    from workbench.stores.db import driver_url
 
     return optuna.load_study(study_name="pg-restart", storage=driver_url(url)).trials
 
@@ -290,8 +368,11 @@ def evaluations_of_running_trial(db: Path, number: int) -> int:
 
     try:
         with sqlite3.connect(db, timeout=1) as con:
-            row = con.execute("select count(*) from trials t join trial_intermediate_values v using (trial_id) "
-                              "where t.number = ? and t.state = 'RUNNING'", (number,)).fetchone()
+            row = con.execute(
+                "select count(*) from trials t join trial_intermediate_values v using (trial_id) "
+                "where t.number = ? and t.state = 'RUNNING'",
+                (number,),
+            ).fetchone()
         con.close()
         return row[0]
     except sqlite3.OperationalError:  # not created yet, or locked by the writer
@@ -302,11 +383,15 @@ def evaluations_of_running_trial(db: Path, number: int) -> int:
 def test_a_preempted_worker_saves_its_trial_and_the_retry_resumes_from_that_checkpoint(write_study, tmp_path):
     import optuna
 
-    from workbench.tracking import mlflow_client
+    from workbench.stores.tracking import mlflow_client
 
     epochs = 20  # no early stopping: trial 1 is still training when the signal lands, however fast trials get
-    path = write_study(study={"name": "preempt", "n_trials": 2}, training={"num_train_epochs": epochs},
-                       data={"synthetic": {"n_examples": 1200}}, early_stopping=None)
+    path = write_study(
+        study={"name": "preempt", "n_trials": 2},
+        training={"num_train_epochs": epochs},
+        data={"synthetic": {"n_examples": 1200}},
+        early_stopping=None,
+    )
     command = [sys.executable, "-m", "workbench", "study", "run", str(path)]
     log = tmp_path / "first.log"
     with open(log, "w") as out:
@@ -323,18 +408,26 @@ def test_a_preempted_worker_saves_its_trial_and_the_retry_resumes_from_that_chec
             proc.kill()
     printed = log.read_text()
     assert code == 143, printed[-3000:]
-    assert printed.strip().splitlines()[-1].startswith("error: preempted (SIGTERM): trial 1 saved at step "), printed[-3000:]
+    assert printed.strip().splitlines()[-1].startswith("error: preempted (SIGTERM): trial 1 saved at step "), printed[
+        -3000:
+    ]
 
     resumed = subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "not found" not in resumed.stdout + resumed.stderr, resumed.stdout + resumed.stderr
 
     trials = optuna.load_study(study_name="preempt", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials
-    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]  # no completed trial lost, the preempted one retried
+    assert [t.state.name for t in trials] == [
+        "COMPLETE",
+        "FAIL",
+        "COMPLETE",
+    ]  # no completed trial lost, the preempted one retried
     first, retry = trials[1], trials[2]
     step = int(first.user_attrs["preempted"].removeprefix("preempted at step "))
     assert retry.params == first.params and retry.user_attrs["retry_of"] == 1
-    assert sorted(first.intermediate_values) + sorted(retry.intermediate_values) == list(range(1, epochs + 1))  # evaluations go on counting
+    assert sorted(first.intermediate_values) + sorted(retry.intermediate_values) == list(
+        range(1, epochs + 1)
+    )  # evaluations go on counting
 
     client = mlflow_client(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     runs = {r.info.run_id: r for r in trial_runs(client, "preempt")}
@@ -348,12 +441,18 @@ def test_a_preempted_worker_saves_its_trial_and_the_retry_resumes_from_that_chec
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_workers_launcher_saves_every_running_trial_and_the_same_command_resumes_them(write_study, tmp_path):
+def test_sigterm_to_the_workers_launcher_saves_every_running_trial_and_the_same_command_resumes_them(
+    write_study, tmp_path
+):
     import optuna
 
     epochs = 20  # no early stopping: the trials are still training when the signal lands, however fast trials get
-    path = write_study(study={"name": "preempt", "n_trials": 3}, training={"num_train_epochs": epochs},
-                       data={"synthetic": {"n_examples": 1200}}, early_stopping=None)
+    path = write_study(
+        study={"name": "preempt", "n_trials": 3},
+        training={"num_train_epochs": epochs},
+        data={"synthetic": {"n_examples": 1200}},
+        early_stopping=None,
+    )
     command = [sys.executable, "-m", "workbench", "study", "run", str(path), "--workers", "2"]
     log = tmp_path / "first.log"
     with open(log, "w") as out:
@@ -381,5 +480,7 @@ def test_sigterm_to_the_workers_launcher_saves_every_running_trial_and_the_same_
     assert preempted and sorted(retries) == [t.number for t in preempted]  # each preempted trial was retried once
     for t in preempted:  # each retry resumed: together they evaluated once per epoch
         assert retries[t.number].state.name == "COMPLETE"
-        assert sorted(t.intermediate_values) + sorted(retries[t.number].intermediate_values) == list(range(1, epochs + 1))
+        assert sorted(t.intermediate_values) + sorted(retries[t.number].intermediate_values) == list(
+            range(1, epochs + 1)
+        )
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3

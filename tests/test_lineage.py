@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import tracking_client, trial_runs
-from workbench.cli import main
+
+from workbench.cli.commands import main
 
 
 @pytest.mark.slow
@@ -18,9 +18,11 @@ def refused_line(capsys, argv) -> str:
 
 def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     import workbench
-    from workbench.lineage import git_commit
+    from workbench.trial.lineage import git_commit
 
-    study = write_study(study={"metric": "eval_loss", "direction": "minimize", "n_trials": 1}, training={"num_train_epochs": 1})
+    study = write_study(
+        study={"metric": "eval_loss", "direction": "minimize", "n_trials": 1}, training={"num_train_epochs": 1}
+    )
     assert main(["study", "run", str(study), "--no-register"]) == 0
     capsys.readouterr()
     uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
@@ -38,7 +40,9 @@ def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     assert json.loads(inputs["validation"].profile)["num_rows"] == 48  # 20% of 240 examples
     # the resolved spec, with the sampled learning rate and the seeds
     record = json.loads((workdir / client.download_artifacts(run_id, "trial_spec.json", str(workdir))).read_text())
-    assert record["spec"]["training"]["learning_rate"] == pytest.approx(float(trial.data.params["training.learning_rate"]))
+    assert record["spec"]["training"]["learning_rate"] == pytest.approx(
+        float(trial.data.params["training.learning_rate"])
+    )
     assert record["spec"]["training"]["seed"] == 0 and record["data"]["digest"] == digest
     assert trial.data.tags["workbench.version"] == workbench.__version__
     if git_commit():
@@ -60,8 +64,8 @@ def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
 
 
 def test_dataset_sources_name_the_files_the_hub_dataset_or_the_generator(tmp_path):
-    from workbench.lineage import _source
-    from workbench.study_file import validate_study
+    from workbench.config.study_file import validate_study
+    from workbench.trial.lineage import _source
 
     (tmp_path / "train.csv").write_text("text,label\na,x\n")
     study = {"study": {"name": "s"}, "source_dir": str(tmp_path)}

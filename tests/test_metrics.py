@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.cli import main
-from workbench.metrics import classification_metrics, metric_names
-from workbench.promotion import _resampled
-from workbench.tracking import mlflow_client, resolve_tracking_uri
+from workbench.cli.commands import main
+from workbench.core.metrics import classification_metrics, metric_names
+from workbench.lifecycle.promotion import _resampled
+from workbench.stores.tracking import mlflow_client, resolve_tracking_uri
 
 TOPICS = {
     "sports": "goal match team coach league score".split(),
@@ -55,21 +55,30 @@ def trial_run(name: str):
 def value(name: str) -> float:
     import optuna
 
-    from workbench.storage import resolve_storage
+    from workbench.stores.storage import resolve_storage
 
     return optuna.load_study(study_name=name, storage=resolve_storage()).trials[0].value
 
 
 def files_study(write_study, workdir, name, metric, frame, **data):
     frame.to_csv(workdir / f"{name}.csv", index=False)
-    return write_study(f"{name}.yaml", study={"name": name, "metric": metric, "n_trials": 1},
-                       data={"source": "files", "files": {"train": f"{name}.csv"}, **data}, search_space={})
+    return write_study(
+        f"{name}.yaml",
+        study={"name": name, "metric": metric, "n_trials": 1},
+        data={"source": "files", "files": {"train": f"{name}.csv"}, **data},
+        search_space={},
+    )
 
 
 @pytest.mark.slow
 def test_string_multi_class_labels_with_macro_f1_and_a_per_class_metric(write_study, workdir):
     frame = topic_frame(240, seed=0)
-    assert main(["study", "run", str(files_study(write_study, workdir, "topics", "eval_f1_macro", frame)), "--no-register"]) == 0
+    assert (
+        main(
+            ["study", "run", str(files_study(write_study, workdir, "topics", "eval_f1_macro", frame)), "--no-register"]
+        )
+        == 0
+    )
     client, run = trial_run("topics")
     for key in ("eval_f1_sports", "eval_recall_politics", "eval_f1_tech_science", "eval_f1_weighted", "eval_f1"):
         assert key in run.data.metrics, key
@@ -78,7 +87,9 @@ def test_string_multi_class_labels_with_macro_f1_and_a_per_class_metric(write_st
     path = files_study(write_study, workdir, "recall", "eval_recall_tech_science", frame)
     assert main(["study", "run", str(path), "--no-register"]) == 0
     client, run = trial_run("recall")
-    assert value("recall") == pytest.approx(max(m.value for m in client.get_metric_history(run.info.run_id, "eval_recall_tech_science")))
+    assert value("recall") == pytest.approx(
+        max(m.value for m in client.get_metric_history(run.info.run_id, "eval_recall_tech_science"))
+    )
 
 
 @pytest.mark.slow

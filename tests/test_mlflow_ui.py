@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from browser import Browser
 from helpers import study_runs, tracking_client, trial_runs
 from servers import free_port, stop, wait_until_up
-from workbench.cli import main
-from workbench.tracking import resolve_tracking_uri
+
+from workbench.cli.commands import main
+from workbench.stores.tracking import resolve_tracking_uri
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -26,11 +26,18 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 MAX_PNG_BYTES = 400_000  # README pictures stay small in the repository
 # A tiny study dressed as the README's demo, so the pictures match its text: 6 trials, some pruned.
 STUDY = {
-    "study": {"name": "demo", "metric": "eval_f1", "n_trials": 6, "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 3},
-              "pruner": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1}},
+    "study": {
+        "name": "demo",
+        "metric": "eval_f1",
+        "n_trials": 6,
+        "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 3},
+        "pruner": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
+    },
     "training": {"num_train_epochs": 3, "eval_strategy": "epoch"},
-    "search_space": {"model.hidden_size": {"choices": [16, 32]},
-                     "training.learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
+    "search_space": {
+        "model.hidden_size": {"choices": [16, 32]},
+        "training.learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+    },
     "registry": {"model_name": "demo-classifier"},
 }
 
@@ -42,8 +49,23 @@ def ui(workdir):
     uri = resolve_tracking_uri()
     with open(workdir / "ui.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -58,7 +80,9 @@ def browser(tmp_path):
     """Headless Chromium, 1600 x 900, driven through a chromedriver of our own on a free port."""
     port, log = free_port(), tmp_path / "chromedriver.log"
     with open(log, "w") as out:
-        driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={port}"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/status", driver, 60, log)
         session = Browser(f"http://127.0.0.1:{port}", CHROMIUM, width=1600, height=900)
@@ -85,7 +109,10 @@ def cell(browser: Browser, run_name: str, col_id: str) -> str | None:
         "  .find(r => [...r.querySelectorAll('a')].some(a => a.innerText.trim() === name));"
         "if (!row) return null;"
         "const c = document.querySelector(`.ag-center-cols-container [row-index='${row.getAttribute('row-index')}'] [col-id='${col}']`);"
-        "return c ? c.innerText.trim() : null;", run_name, col_id)
+        "return c ? c.innerText.trim() : null;",
+        run_name,
+        col_id,
+    )
 
 
 def visible_runs(browser: Browser) -> list[str]:
@@ -93,7 +120,8 @@ def visible_runs(browser: Browser) -> list[str]:
     return browser.run(
         "return [...document.querySelectorAll('.ag-pinned-left-cols-container [role=row]')]"
         "  .sort((a, b) => a.getAttribute('row-index') - b.getAttribute('row-index'))"
-        "  .map(r => [...r.querySelectorAll('a')].map(a => a.innerText.trim()).find(t => t) || '')")
+        "  .map(r => [...r.querySelectorAll('a')].map(a => a.innerText.trim()).find(t => t) || '')"
+    )
 
 
 def close_assistant(browser: Browser) -> None:
@@ -111,7 +139,10 @@ def small_png(path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="Chromium and chromedriver are not installed (.ci/run installs them)")
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="Chromium and chromedriver are not installed (.ci/run installs them)",
+)
 def test_the_study_its_scores_and_its_model_in_the_mlflow_ui(write_study, ui, browser, screenshots):
     assert main(["study", "run", str(write_study(**STUDY)), "--quiet"]) == 0
     assert main(["promote", "demo-classifier"]) == 0  # no champion yet: v1 becomes @champion, and stays @challenger
@@ -136,7 +167,9 @@ def test_the_study_its_scores_and_its_model_in_the_mlflow_ui(write_study, ui, br
     browser.click("button[data-component-id*=runnamecellrenderer]", within=".ag-pinned-left-cols-container [role=row]")
     shown = browser.wait_for("return document.body.innerText.includes('trial-0')") and visible_runs(browser)
     assert shown[0] == "study-demo" and sorted(shown[1:]) == sorted(trials), shown
-    assert browser.run("return !!document.querySelector('[data-testid=\"sort-header-objective\"]')"), "the objective column is shown"
+    assert browser.run("return !!document.querySelector('[data-testid=\"sort-header-objective\"]')"), (
+        "the objective column is shown"
+    )
     for name, run in trials.items():
         assert float(cell(browser, name, "metrics.`objective`")) == pytest.approx(run.data.metrics["objective"]), name
         assert cell(browser, name, "params.`training.learning_rate`") == run.data.params["training.learning_rate"]
@@ -158,7 +191,9 @@ def test_the_study_its_scores_and_its_model_in_the_mlflow_ui(write_study, ui, br
     browser.wait_for("return document.body.innerText.includes('Version 1')")
     close_assistant(browser)
     browser.click("h2, [role=button], span", text="Tags")  # fold the history tags: the versions table shows at once
-    row = browser.wait_for("return [...document.querySelectorAll('[role=row], tr')].map(r => r.innerText).find(t => t.includes('Version 1'))")
+    row = browser.wait_for(
+        "return [...document.querySelectorAll('[role=row], tr')].map(r => r.innerText).find(t => t.includes('Version 1'))"
+    )
     assert "@\xa0challenger" in row and "@\xa0champion" in row, row
     assert f"workbench.trial\n: {best.data.tags['optuna.trial.number']}" in row, row
     small_png(browser.screenshot(screenshots / "mlflow-model.png"))

@@ -1,11 +1,13 @@
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from workbench.modeling import WorkbenchConfig, WorkbenchForSequenceClassification
+from workbench.model.modeling import WorkbenchConfig, WorkbenchForSequenceClassification
 
 
 def small(**kw):
-    return WorkbenchConfig(**{"vocab_size": 50, "hidden_size": 16, "num_layers": 2, "num_heads": 2, "num_labels": 3, **kw})
+    return WorkbenchConfig(
+        **{"vocab_size": 50, "hidden_size": 16, "num_layers": 2, "num_heads": 2, "num_labels": 3, **kw}
+    )
 
 
 def test_init_weights_follow_the_config():

@@ -7,8 +7,8 @@ import re
 import optuna
 import pytest
 
-from workbench.plots import log_study_plots
-from workbench.tracking import StudyTracking, resolve_tracking_uri
+from workbench.stores.tracking import StudyTracking, resolve_tracking_uri
+from workbench.study.plots import log_study_plots
 
 
 def a_study_with_a_pruned_trial() -> optuna.Study:
@@ -35,6 +35,10 @@ def test_plots_are_png_and_one_interactive_page_with_the_metric_named_and_pruned
     assert logged == {f"plots/{name}" for name in drawn}
     page = tracking.client.download_artifacts(tracking.parent_run_id, "plots/study.html", str(workdir))
     html = open(page, encoding="utf-8").read()
-    assert html.count("plotly.js v") == 1 or html.count("window.PlotlyConfig") == 1, "plotly.js embedded once: opens offline"
-    assert '"text":"eval_f1"' in html and '"text":"eval_f1 (each evaluation)"' in html, "the metric names the value axes"
+    assert html.count("plotly.js v") == 1 or html.count("window.PlotlyConfig") == 1, (
+        "plotly.js embedded once: opens offline"
+    )
+    assert '"text":"eval_f1"' in html and '"text":"eval_f1 (each evaluation)"' in html, (
+        "the metric names the value axes"
+    )
     assert re.search(r'"name":"Trial1"', html), "the pruned trial's curve is drawn"

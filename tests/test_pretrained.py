@@ -10,9 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from stores import refused
-from workbench.cli import main
+
+from workbench.cli.commands import main
 
 TEXTS = ["a charming and moving film", "dull and tedious", "brilliant, witty work", "a lifeless bland mess"]
 
@@ -21,14 +21,21 @@ def save_tiny_bert(path: Path) -> Path:
     """A 1-layer, 16-wide BERT with a WordPiece tokenizer trained on a few texts, saved like a hub checkpoint."""
     from transformers import BertConfig, BertModel
 
-    from workbench.data import build_tokenizer
-    from workbench.spec import TokenizerSpec
-    from workbench.synthetic import generate_examples
+    from workbench.config.spec import TokenizerSpec
+    from workbench.data.splits import build_tokenizer
+    from workbench.data.synthetic import generate_examples
 
     texts = generate_examples(400, seed=3)["text"]
     tokenizer = build_tokenizer(TokenizerSpec(vocab_size=300), texts, 64)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -62,11 +69,14 @@ def bert_study(write_study, **model) -> Path:
 
 
 @pytest.mark.slow
-def test_fine_tunes_registers_and_serves_a_pretrained_checkpoint(tiny_bert, write_study, workdir, tmp_path_factory, capsys):
-    from servers import free_port, stop, wait_until_up
-    from workbench.pretrained import weights_sha256
+def test_fine_tunes_registers_and_serves_a_pretrained_checkpoint(
+    tiny_bert, write_study, workdir, tmp_path_factory, capsys
+):
     from helpers import tracking_client
-    from workbench.tracking import resolve_tracking_uri
+    from servers import free_port, stop, wait_until_up
+
+    from workbench.model.pretrained import weights_sha256
+    from workbench.stores.tracking import resolve_tracking_uri
 
     path = bert_study(write_study, classifier_dropout=0.0)
     assert main(["study", "run", str(path)]) == 0
@@ -77,8 +87,12 @@ def test_fine_tunes_registers_and_serves_a_pretrained_checkpoint(tiny_bert, writ
     run = client.get_run(version.run_id)
     assert run.data.tags["workbench.pretrained_sha256"] == weights_sha256(tiny_bert)
     assert "model.hidden_dropout_prob" in run.data.params  # searched
-    resolved = json.loads(Path(client.download_artifacts(run.info.run_id, "resolved_params.json", str(workdir))).read_text())
-    assert resolved["model.model_type"] == "bert" and resolved["model.classifier_dropout"] == 0.0  # the study file's override
+    resolved = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "resolved_params.json", str(workdir))).read_text()
+    )
+    assert (
+        resolved["model.model_type"] == "bert" and resolved["model.classifier_dropout"] == 0.0
+    )  # the study file's override
     assert main(["reproduce", version.run_id]) == 0  # from the run's record: the same checkpoint, data and seeds
     assert "matches within" in capsys.readouterr().out
 
@@ -86,27 +100,61 @@ def test_fine_tunes_registers_and_serves_a_pretrained_checkpoint(tiny_bert, writ
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri()}
     result = subprocess.run(
-        [sys.executable, "-m", "workbench", "predict", "models:/bert-classifier@challenger", "--text", TEXTS[0], "--text", TEXTS[1],
-         "--output", "predictions.jsonl"],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "predict",
+            "models:/bert-classifier@challenger",
+            "--text",
+            TEXTS[0],
+            "--text",
+            TEXTS[1],
+            "--output",
+            "predictions.jsonl",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (elsewhere / "predictions.jsonl").read_text().splitlines()]
-    assert [r["text"] for r in rows] == TEXTS[:2] and {r["label"] for r in rows} <= {"negative", "positive"}  # the head speaks the data's labels
+    assert [r["text"] for r in rows] == TEXTS[:2] and {r["label"] for r in rows} <= {
+        "negative",
+        "positive",
+    }  # the head speaks the data's labels
 
     port = free_port()
     log = elsewhere / "serve.log"
     with open(log, "w") as sink:
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/bert-classifier@challenger",
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=elsewhere, env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}, stdout=sink,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                "models:/bert-classifier@challenger",
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=elsewhere,
+            env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             wait_until_up(f"http://127.0.0.1:{port}/ping", server, 240, log)
             body = json.dumps({"dataframe_records": [{"text": t} for t in TEXTS]}).encode()
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=120) as response:
                 predictions = json.loads(response.read())["predictions"]
         finally:
@@ -136,4 +184,6 @@ def test_an_offline_hub_id_gets_a_clear_error(write_study, capsys, monkeypatch):
 
 def test_a_package_that_is_not_installed_is_named(write_study, capsys):
     path = pretrained_study(write_study, {"pretrained": "package:no_such_model_pkg"}, search_space={})
-    assert "model.pretrained: package 'no_such_model_pkg' is not installed" in refused(capsys, ["study", "run", str(path)])
+    assert "model.pretrained: package 'no_such_model_pkg' is not installed" in refused(
+        capsys, ["study", "run", str(path)]
+    )

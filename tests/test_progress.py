@@ -6,10 +6,10 @@ import re
 import pytest
 from rich.console import Console
 
-from workbench.cli import main
-from workbench.progress import LiveProgress, StudyState
-from workbench.study import RunOptions, run_study
-from workbench.study_file import load_study_file
+from workbench.cli.commands import main
+from workbench.config.study_file import load_study_file
+from workbench.core.progress import LiveProgress, StudyState
+from workbench.study.session import RunOptions, run_study
 
 TRIAL_LINE = re.compile(r"^  trial +(\d+) (COMPLETE|PRUNED|FAIL) ", re.M)
 TERMINAL_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -34,8 +34,11 @@ def test_plain_lines_when_not_a_terminal_and_quiet_prints_failures_and_the_summa
     assert "ran 1 trials" in out and "best: trial" in out, "the final summary still prints"
 
     # num_heads 3 does not divide hidden_size 16: that trial fails, and --quiet says so
-    broken = write_study("broken.yaml", study={"name": "broken", "n_trials": 2, "sampler": {"type": "grid"}},
-                         search_space={"model.num_heads": {"choices": [2, 3]}})
+    broken = write_study(
+        "broken.yaml",
+        study={"name": "broken", "n_trials": 2, "sampler": {"type": "grid"}},
+        search_space={"model.num_heads": {"choices": [2, 3]}},
+    )
     assert main(["study", "run", str(broken), "--no-register", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert [state for _, state in TRIAL_LINE.findall(out)] == ["FAIL"] and "divisible" in out
@@ -50,7 +53,9 @@ def test_a_terminal_gets_a_live_display_with_counts_best_eta_and_the_running_eva
     assert "\x1b[" in buffer.getvalue(), "drawn in place with terminal codes"
     out = screen_lines(buffer.getvalue())
     assert [n for n, _ in TRIAL_LINE.findall(out)] == ["0", "1"], "each trial's line still scrolls above the display"
-    assert re.search(r"study tiny .*2/2 .*2 complete +best eval_accuracy 0\.\d{4} \(trial \d\)", out), "done of target, states, best"
+    assert re.search(r"study tiny .*2/2 .*2 complete +best eval_accuracy 0\.\d{4} \(trial \d\)", out), (
+        "done of target, states, best"
+    )
     assert re.search(r"\d:\d\d:\d\d ETA \d:\d\d:\d\d", out), "elapsed and ETA"
     assert re.search(r"trial 1: evaluation [12], eval_accuracy=0\.\d{4}", out), "the running trial's latest evaluation"
 

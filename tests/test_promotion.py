@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import tracking_client
-from workbench.cli import main
-from workbench.promotion import TAG, mcnemar_exact, paired_bootstrap
+
+from workbench.cli.commands import main
+from workbench.lifecycle.promotion import TAG, mcnemar_exact, paired_bootstrap
 
 
 def test_mcnemar_counts_only_the_examples_the_models_disagree_on():
@@ -80,7 +80,7 @@ def test_first_promotion_without_a_champion(keyword_registry, capsys):
 
 @pytest.mark.slow
 def test_clearly_better_candidate_is_promoted_with_the_test_recorded(keyword_registry, capsys):
-    from workbench.evaluation import load_eval_data
+    from workbench.lifecycle.evaluation import load_eval_data
 
     _set_aliases(keyword_registry, champion=1, previous_champion=None)
     assert _promote(keyword_registry, "--candidate", "2") == 0
@@ -180,7 +180,7 @@ def test_unknown_model_or_bad_data_is_one_line_and_exit_2(keyword_registry, caps
 
 @pytest.mark.slow
 def test_history_keeps_every_promotion_refusal_and_rollback(keyword_registry, capsys):
-    from workbench.registry import read_history
+    from workbench.stores.registry import read_history
 
     _set_aliases(keyword_registry, champion=None, previous_champion=None)
     client = tracking_client(keyword_registry.tracking_uri)
@@ -192,11 +192,19 @@ def test_history_keeps_every_promotion_refusal_and_rollback(keyword_registry, ca
     capsys.readouterr()
     events = read_history(client, keyword_registry.name)[before:]
     assert [(e["action"], e["version"], e["champion_before"], e["champion_after"]) for e in events] == [
-        ("promoted", "1", None, "1"), ("promoted", "2", "1", "2"), ("refused", "1", "2", "2"), ("rollback", "1", "2", "1"),
+        ("promoted", "1", None, "1"),
+        ("promoted", "2", "1", "2"),
+        ("refused", "1", "2", "2"),
+        ("rollback", "1", "2", "1"),
     ]
     assert [e["n"] for e in events] == list(range(before + 1, before + 5)), "numbered, none overwritten"
     v1 = client.get_model_version(keyword_registry.name, "1").description
     v2 = client.get_model_version(keyword_registry.name, "2").description
-    assert v1.index("promoted") < v1.index("replaced as @champion by v2") < v1.index("refused") < v1.index("@champion again by rollback")
+    assert (
+        v1.index("promoted")
+        < v1.index("replaced as @champion by v2")
+        < v1.index("refused")
+        < v1.index("@champion again by rollback")
+    )
     assert v2.index("promoted") < v2.index("rolled back")
     assert _tags(keyword_registry, 2)["decision"] == "rolled back"

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from servers import free_port, stop, wait_until_up
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,34 +27,31 @@ README = REPO / "README.md"
 COMMAND_TIMEOUT_S = 900  # the demo study as written: about 2 minutes on 2 idle cores, more on busy ones
 
 SKIPPED = {
-    "pip install torch==2.13.0 && pip install -e . && workbench study run studies/demo.yaml":
-        "fresh-machine set-up: it pip installs (its `study run` is the Quickstart's first line, run below)",
-    'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m pytest -q':
-        "fresh-machine set-up: it pip installs, then runs the whole suite this test belongs to",
-    "pip install optuna-dashboard && optuna-dashboard sqlite:///mlruns/optuna.db":
-        "it pip installs an optional extra, then starts a server that runs until stopped",
+    "pip install torch==2.13.0 && pip install -e . && workbench study run studies/demo.yaml": "fresh-machine set-up: it pip installs (its `study run` is the Quickstart's first line, run below)",
+    'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m pytest -q': "fresh-machine set-up: it pip installs, then runs the whole suite this test belongs to",
+    "pip install optuna-dashboard && optuna-dashboard sqlite:///mlruns/optuna.db": "it pip installs an optional extra, then starts a server that runs until stopped",
     "workbench study run studies/demo.yaml --workers-per-gpu 2": "needs GPUs",
-    "workbench server --host 0.0.0.0 --backend-store-uri postgresql://mlflow@db/mlflow":
-        "needs PostgreSQL on another host (db); tests/test_server.py runs `workbench server`",
-    "workbench --tracking-uri http://trainhost:5000 study run studies/demo.yaml --storage postgresql://optuna@db/optuna --workers 4":
-        "needs an MLflow server and PostgreSQL on other hosts (trainhost, db)",
-    "torchrun --nnodes=2 --node_rank=$R --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 -m workbench study run studies/big.yaml":
-        "multi-node torchrun: two machines with 4 GPUs each",
+    "workbench server --host 0.0.0.0 --backend-store-uri postgresql://mlflow@db/mlflow": "needs PostgreSQL on another host (db); tests/test_server.py runs `workbench server`",
+    "workbench --tracking-uri http://trainhost:5000 study run studies/demo.yaml --storage postgresql://optuna@db/optuna --workers 4": "needs an MLflow server and PostgreSQL on other hosts (trainhost, db)",
+    "torchrun --nnodes=2 --node_rank=$R --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 -m workbench study run studies/big.yaml": "multi-node torchrun: two machines with 4 GPUs each",
 }
 
 # Servers run in the background until they answer, then stop. The README's fixed ports are replaced by
 # free ones: 5000 or 5001 may be taken on a test machine (a test running beside this one, a real UI).
 SERVERS = {
     "workbench ui": ("workbench ui --port {port}", "/health"),
-    "mlflow models serve -m models:/demo-classifier@champion --env-manager local -p 5001":
-        ("mlflow models serve -m models:/demo-classifier@champion --env-manager local -p {port}", "/ping"),
+    "mlflow models serve -m models:/demo-classifier@champion --env-manager local -p 5001": (
+        "mlflow models serve -m models:/demo-classifier@champion --env-manager local -p {port}",
+        "/ping",
+    ),
 }
 ADJUSTED = {  # command -> (what runs instead, why)
     "curl -s localhost:5001/invocations -H 'Content-Type: application/json' -d "
-    '\'{"dataframe_records": [{"text": "a charming film"}, {"text": ""}]}\'':
-        ("curl -sf localhost:{port}/invocations -H 'Content-Type: application/json' -d "
-         '\'{"dataframe_records": [{"text": "a charming film"}, {"text": ""}]}\'',
-         "the server above listens on a free port, not 5001; -f makes an HTTP error fail the command"),
+    '\'{"dataframe_records": [{"text": "a charming film"}, {"text": ""}]}\'': (
+        "curl -sf localhost:{port}/invocations -H 'Content-Type: application/json' -d "
+        '\'{"dataframe_records": [{"text": "a charming film"}, {"text": ""}]}\'',
+        "the server above listens on a free port, not 5001; -f makes an HTTP error fail the command",
+    ),
 }
 REFUSAL_OK = {  # exit 1 is a documented outcome here, not a failure of the snippet
     "workbench promote demo-classifier": "the gate may refuse (exit 1); with no champion yet it promotes",
@@ -78,7 +74,11 @@ def commands(block: str) -> list[str]:
 
 def run_env() -> dict[str, str]:
     """This checkout's workbench and this interpreter's tools first; no tracking store from the outside."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "WORKBENCH_STORAGE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "WORKBENCH_STORAGE")
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
@@ -91,9 +91,13 @@ def fresh_directory(path: Path) -> Path:
 
 
 def run(command: str, cwd: Path, env: dict, ok=(0,)) -> str:
-    result = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+    )
     output = result.stdout + result.stderr
-    assert result.returncode in ok, f"README snippet failed as written: {command}\nexit {result.returncode}\n{output[-4000:]}"
+    assert result.returncode in ok, (
+        f"README snippet failed as written: {command}\nexit {result.returncode}\n{output[-4000:]}"
+    )
     assert "Traceback" not in output, f"{command}: printed a traceback\n{output[-4000:]}"
     return output
 
@@ -102,8 +106,14 @@ def serve(command: str, cwd: Path, env: dict, health: str) -> subprocess.Popen:
     """Start a server command in the background (its own process group) and wait until `health` answers."""
     log = cwd / f"server-{len(list(cwd.glob('server-*.log')))}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {command}"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     wait_until_up(health, proc, 180, log)
     return proc
 
@@ -123,7 +133,9 @@ def run_bash_blocks(cwd: Path) -> list[str]:
                 elif command in SERVERS:
                     port = free_port()
                     replacement, health = SERVERS[command]
-                    server = serve(replacement.replace("{port}", str(port)), cwd, env, f"http://127.0.0.1:{port}{health}")
+                    server = serve(
+                        replacement.replace("{port}", str(port)), cwd, env, f"http://127.0.0.1:{port}{health}"
+                    )
                 elif command in ADJUSTED:
                     output = run(ADJUSTED[command][0].replace("{port}", str(port)), cwd, env)
                     assert '"label"' in output and '"score"' in output, output

@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from workbench.search_space import CategoricalSpec, RangeSpec, grid_of, parse_param, suggest_params
+from workbench.config.search_space import CategoricalSpec, RangeSpec, grid_of, parse_param, suggest_params
 
 
 def test_suggest_params_gives_typed_values_in_range():
@@ -22,23 +22,28 @@ def test_suggest_params_gives_typed_values_in_range():
     assert distributions["training.learning_rate"].log
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"choices": []}, "choices is empty"),
-    ({"low": 3, "high": 1}, "greater than high"),
-    ({"low": 0.0, "high": 1.0, "log": True}, "log: true needs low > 0"),
-    ({"lo": 1}, "needs `choices"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"choices": []}, "choices is empty"),
+        ({"low": 3, "high": 1}, "greater than high"),
+        ({"low": 0.0, "high": 1.0, "log": True}, "log: true needs low > 0"),
+        ({"lo": 1}, "needs `choices"),
+    ],
+)
 def test_bad_parameters_are_refused(raw, message):
     with pytest.raises(ValueError, match=message):
         parse_param(raw)
 
 
 def test_grid_enumerates_choices_and_stepped_ranges():
-    grid = grid_of({
-        "model.hidden_size": CategoricalSpec(choices=(16, 32)),
-        "model.num_layers": RangeSpec(low=1, high=3),
-        "training.weight_decay": RangeSpec(low=0.0, high=0.1, step=0.05),
-    })
+    grid = grid_of(
+        {
+            "model.hidden_size": CategoricalSpec(choices=(16, 32)),
+            "model.num_layers": RangeSpec(low=1, high=3),
+            "training.weight_decay": RangeSpec(low=0.0, high=0.1, step=0.05),
+        }
+    )
     assert grid["model.hidden_size"] == [16, 32]
     assert grid["model.num_layers"] == [1, 2, 3]
     assert grid["training.weight_decay"] == pytest.approx([0.0, 0.05, 0.1])

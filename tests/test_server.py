@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import tracking_client
 from servers import alive, descendants, free_port, stop, wait_until_up
 
-from workbench.server import ServerSpec, build_server_command
+from workbench.lifecycle.server import ServerSpec, build_server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +31,9 @@ def listening_addresses(port: int) -> set[str]:
 
 def test_defaults_bind_loopback_one_worker_local_sqlite_and_proxied_artifacts(workdir):
     command, env = build_server_command(ServerSpec())
-    options = {flag: command[i + 1] for i, flag in enumerate(command) if flag.startswith("--") and flag != "--serve-artifacts"}
+    options = {
+        flag: command[i + 1] for i, flag in enumerate(command) if flag.startswith("--") and flag != "--serve-artifacts"
+    }
     assert command[1:4] == ["-m", "mlflow", "server"]
     assert options["--host"] == "127.0.0.1" and options["--workers"] == "1"
     assert env == {"MLFLOW_BACKEND_STORE_URI": "sqlite:///mlruns/mlflow.db"}  # the store `study run` writes by default
@@ -44,7 +45,10 @@ def test_defaults_bind_loopback_one_worker_local_sqlite_and_proxied_artifacts(wo
 def test_bad_server_options_are_one_line_usage_errors(workdir):
     result = subprocess.run(
         [sys.executable, "-m", "workbench", "server", "--port", "0", "--workers", "0"],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr == "error: --port 0: choose a port between 1 and 65535; --workers 0: must be 1 or more\n"
@@ -65,7 +69,9 @@ def test_server_listens_on_loopback_only_and_stores_runs_and_artifacts(mlflow_se
     client.set_terminated(run.info.run_id)
 
     assert [m.value for m in client.get_metric_history(run.info.run_id, "eval_f1")] == [0.75]
-    stored = [p for p in (mlflow_server.root / "artifacts").rglob("note.txt") if run.info.run_id in str(p)]  # the server wrote it, not the client
+    stored = [
+        p for p in (mlflow_server.root / "artifacts").rglob("note.txt") if run.info.run_id in str(p)
+    ]  # the server wrote it, not the client
     assert len(stored) == 1 and stored[0].read_text() == "hello"
 
 
@@ -73,12 +79,28 @@ def test_server_listens_on_loopback_only_and_stores_runs_and_artifacts(mlflow_se
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_to_the_server_stops_its_whole_process_tree_and_frees_the_port(tmp_path, signum):
     port = free_port()
-    command = [sys.executable, "-m", "workbench", "server", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "artifacts")]
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "server",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
     log = tmp_path / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # a group of its own, so a failed test can still clean up
+        proc = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # a group of its own, so a failed test can still clean up
     children: set[int] = set()
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", proc, 120, log)
@@ -88,7 +110,9 @@ def test_a_stop_signal_to_the_server_stops_its_whole_process_tree_and_frees_the_
         assert proc.wait(timeout=40) == 0
         assert [pid for pid in children if alive(pid)] == []
         assert listening_addresses(port) == set()
-        with socket.socket() as s:  # a restart on the same port would succeed (servers set SO_REUSEADDR, as uvicorn does)
+        with (
+            socket.socket() as s
+        ):  # a restart on the same port would succeed (servers set SO_REUSEADDR, as uvicorn does)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
         assert log.read_text().rstrip().endswith("server stopped")

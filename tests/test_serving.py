@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from helpers import tracking_client
 from servers import free_port, stop, wait_until_up
 
@@ -25,7 +24,11 @@ def test_registered_model_holds_no_pickle_and_carries_weights_and_tokenizer(keyw
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{keyword_registry.name}/2", dst_path=str(tmp_path)))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".bin", ".pt"))], files
-    assert {"artifacts/model/model.safetensors", "artifacts/model/tokenizer.json", "artifacts/model/config.json"} <= files
+    assert {
+        "artifacts/model/model.safetensors",
+        "artifacts/model/tokenizer.json",
+        "artifacts/model/config.json",
+    } <= files
     assert "loader_module: mlflow.pyfunc.loaders.code_model" in (local / "MLmodel").read_text()
 
 
@@ -37,9 +40,24 @@ def test_mlflow_models_serve_answers_raw_text(keyword_registry, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": keyword_registry.tracking_uri}
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [str(mlflow_cli), "models", "serve", "-m", f"models:/{keyword_registry.name}@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(mlflow_cli),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{keyword_registry.name}@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/ping", server, SERVER_START_S, tmp_path / "server.log")

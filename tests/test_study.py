@@ -5,12 +5,12 @@ import sys
 
 import optuna
 import pytest
-
 from helpers import study_runs, tracking_client, trial_runs
-from workbench.cli import main
-from workbench.storage import open_study, resolve_storage
-from workbench.study import RunOptions, run_study
-from workbench.study_file import load_study_file
+
+from workbench.cli.commands import main
+from workbench.config.study_file import load_study_file
+from workbench.stores.storage import open_study, resolve_storage
+from workbench.study.session import RunOptions, run_study
 
 
 def stored_trials(name="tiny"):
@@ -20,10 +20,13 @@ def stored_trials(name="tiny"):
 @pytest.mark.slow
 def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, capsys):
     # a categorical parameter too: its stored description (JSON lists) must match on resume
-    path = write_study(study={"n_trials": 2}, search_space={
-        "training.learning_rate": {"low": 1.0e-3, "high": 5.0e-3, "log": True},
-        "model.hidden_size": {"choices": [16, 24]},
-    })
+    path = write_study(
+        study={"n_trials": 2},
+        search_space={
+            "training.learning_rate": {"low": 1.0e-3, "high": 5.0e-3, "log": True},
+            "model.hidden_size": {"choices": [16, 24]},
+        },
+    )
     assert main(["study", "run", str(path), "--no-register"]) == 0
     assert len(stored_trials()) == 2
     assert main(["study", "run", str(path), "--no-register"]) == 0
@@ -48,13 +51,17 @@ def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
     (run,) = trial_runs(client)
     assert run.info.status == "FINISHED"
     assert run.data.tags["optuna.study"] == "tiny" and run.data.tags["optuna.trial.state"] == "COMPLETE"
-    assert float(run.data.params["training.learning_rate"]) == pytest.approx(stored_trials()[0].params["training.learning_rate"])
+    assert float(run.data.params["training.learning_rate"]) == pytest.approx(
+        stored_trials()[0].params["training.learning_rate"]
+    )
     assert run.data.params["model.hidden_size"] == "16"
     history = client.get_metric_history(run.info.run_id, "eval_accuracy")
     assert len(history) == 2, "one point per evaluation (2 epochs)"
     assert history[0].step < history[1].step
     assert stored_trials()[0].user_attrs["mlflow_run_id"] == run.info.run_id
-    assert stored_trials()[0].value == pytest.approx(max(m.value for m in history)), "the trial's value is its best evaluation"
+    assert stored_trials()[0].value == pytest.approx(max(m.value for m in history)), (
+        "the trial's value is its best evaluation"
+    )
 
 
 @pytest.mark.slow
@@ -85,7 +92,7 @@ def test_resumed_study_with_another_direction_is_refused(write_study):
     spec = load_study_file(write_study(study={"n_trials": 0}))
     open_study(spec, resolve_storage())
     changed = load_study_file(write_study(study={"n_trials": 0, "direction": "minimize"}))
-    from workbench.errors import StudyFileError
+    from workbench.core.errors import StudyFileError
 
     with pytest.raises(StudyFileError, match="study.direction: minimize differs from the stored study"):
         open_study(changed, resolve_storage())
@@ -98,18 +105,24 @@ def test_the_same_study_run_twice_gives_the_same_tokenizer_and_trial_values(writ
     for name in ("first", "second"):
         where = tmp_path / name
         where.mkdir()
-        subprocess.run([sys.executable, "-m", "workbench", "study", "run", str(path), "--no-register"], cwd=where, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "workbench", "study", "run", str(path), "--no-register"], cwd=where, check=True
+        )
         trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{where}/mlruns/optuna.db").trials
         values.append([t.value for t in trials])
         best = max(trials, key=lambda t: t.value)
-        tokenizers.append((where / "mlruns" / "trials" / "tiny" / f"trial-{best.number}" / "model" / "tokenizer.json").read_bytes())
+        tokenizers.append(
+            (where / "mlruns" / "trials" / "tiny" / f"trial-{best.number}" / "model" / "tokenizer.json").read_bytes()
+        )
     assert values[0] == values[1] and None not in values[0]
     assert tokenizers[0] == tokenizers[1]
 
 
 def test_timeout_starts_no_trial_after_the_budget_and_resume_counts_time_spent(write_study, capsys):
     # 30 epochs and no early stopping: the first trial must outlast the 1 s budget however fast trials get
-    path = write_study(study={"n_trials": 50, "timeout": 1}, search_space={}, training={"num_train_epochs": 30}, early_stopping=None)
+    path = write_study(
+        study={"n_trials": 50, "timeout": 1}, search_space={}, training={"num_train_epochs": 30}, early_stopping=None
+    )
     assert main(["study", "run", str(path), "--no-register"]) == 0
     out = capsys.readouterr().out
     assert "time budget of 1 s is spent; no new trial" in out

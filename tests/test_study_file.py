@@ -3,9 +3,9 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from workbench.errors import StudyFileError
-from workbench.search_space import CategoricalSpec, RangeSpec
-from workbench.study_file import apply_overrides, load_study_file
+from workbench.config.search_space import CategoricalSpec, RangeSpec
+from workbench.config.study_file import apply_overrides, load_study_file
+from workbench.core.errors import StudyFileError
 
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.yaml"))
 
@@ -65,11 +65,15 @@ def test_overrides_follow_one_precedence(write_study):
 
 
 def test_categorical_and_range_parsing(write_study):
-    spec = load_study_file(write_study(search_space={
-        "model.hidden_size": {"choices": [16, 32]},
-        "model.num_layers": {"low": 1, "high": 3},
-        "training.weight_decay": {"low": 0.0, "high": 0.1, "step": 0.05},
-    }))
+    spec = load_study_file(
+        write_study(
+            search_space={
+                "model.hidden_size": {"choices": [16, 32]},
+                "model.num_layers": {"low": 1, "high": 3},
+                "training.weight_decay": {"low": 0.0, "high": 0.1, "step": 0.05},
+            }
+        )
+    )
     space = spec.space
     assert isinstance(space["model.hidden_size"], CategoricalSpec)
     assert space["model.num_layers"].is_int
@@ -78,8 +82,9 @@ def test_categorical_and_range_parsing(write_study):
 
 def test_every_metric_a_trial_computes_is_accepted_per_class_ones_by_their_shape():
     from helpers import TINY, merge
-    from workbench.errors import StudyFileError
-    from workbench.study_file import validate_study
+
+    from workbench.config.study_file import validate_study
+    from workbench.core.errors import StudyFileError
 
     for metric in ("eval_f1_macro", "eval_f1_weighted", "eval_recall", "eval_f1_positive", "eval_recall_any label"):
         assert validate_study(merge(TINY, {"study": {"metric": metric}})).study.metric == metric
@@ -89,7 +94,8 @@ def test_every_metric_a_trial_computes_is_accepted_per_class_ones_by_their_shape
 
 def test_loss_section_is_checked():
     from helpers import TINY, merge
-    from workbench.study_file import validate_study
+
+    from workbench.config.study_file import validate_study
 
     assert validate_study(merge(TINY, {"loss": {"class_weights": "balanced"}})).loss.custom
     assert validate_study(merge(TINY, {"loss": {"class_weights": [1, 3.5]}})).loss.class_weights == [1.0, 3.5]

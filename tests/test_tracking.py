@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 import yaml
-
 from helpers import TINY, merge
 from stores import refused, snapshot
-from workbench.cli import main
+
+from workbench.cli.commands import main
 
 
 def recorded_places(root) -> list[str]:
@@ -48,7 +48,10 @@ def test_a_copied_store_works_where_it_is_and_a_store_without_its_artifacts_is_r
     in_folder(monkeypatch, bare)
     before = snapshot(bare)
     (bare / "study.yaml").write_text(study)
-    for argv in (["predict", "tiny-classifier@challenger", "--text", "hi"], ["study", "run", "study.yaml", "--trials", "1"]):
+    for argv in (
+        ["predict", "tiny-classifier@challenger", "--text", "hi"],
+        ["study", "run", "study.yaml", "--trials", "1"],
+    ):
         err = refused(capsys, argv)
         in_folder(monkeypatch, bare)
         assert f"copied or moved from {original / 'mlruns'}" in err and str(bare / "mlruns" / "artifacts") in err, err

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from transformers.trainer_utils import EvalPrediction
 
-from workbench.study_file import load_study_file
-from workbench.training import build_training_args, compute_metrics
+from workbench.config.study_file import load_study_file
+from workbench.trial.training import build_training_args, compute_metrics
 
 
 def test_compute_metrics_binary_of_the_positive_label_macro_weighted_and_per_class():
@@ -16,7 +16,9 @@ def test_compute_metrics_binary_of_the_positive_label_macro_weighted_and_per_cla
     assert metrics["f1"] == pytest.approx(2 / 3)
     assert metrics["f1_spam"] == pytest.approx(2 / 3) and metrics["recall_ham"] == pytest.approx(2 / 3)
     assert compute_metrics(prediction, ("ham", "spam"), positive=0)["f1"] == pytest.approx(metrics["f1_ham"])
-    assert not {"f1", "precision", "recall"} & set(compute_metrics(prediction, ("ham", "spam"))), "no positive label: no guess"
+    assert not {"f1", "precision", "recall"} & set(compute_metrics(prediction, ("ham", "spam"))), (
+        "no positive label: no guess"
+    )
     three = np.eye(3)[[0, 1, 2, 2]] * 3
     macro = compute_metrics(EvalPrediction(predictions=three, label_ids=np.array([0, 1, 2, 1])), ("a", "b", "c/d"))
     assert macro["accuracy"] == pytest.approx(0.75)
@@ -26,11 +28,15 @@ def test_compute_metrics_binary_of_the_positive_label_macro_weighted_and_per_cla
 
 
 def test_training_args_take_the_study_file_and_keep_ours(write_study, tmp_path):
-    spec = load_study_file(write_study(training={"num_train_epochs": 4, "report_to": "mlflow", "eval_strategy": "steps", "eval_steps": 5}))
+    spec = load_study_file(
+        write_study(training={"num_train_epochs": 4, "report_to": "mlflow", "eval_strategy": "steps", "eval_steps": 5})
+    )
     args = build_training_args(spec, tmp_path / "out")
     assert args.num_train_epochs == 4
     assert args.eval_strategy == "steps" and args.eval_steps == 5
-    assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"], "metrics go through our callback only"
+    assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"], (
+        "metrics go through our callback only"
+    )
     assert args.metric_for_best_model == "eval_accuracy" and args.greater_is_better
     assert args.load_best_model_at_end and args.disable_tqdm
 
@@ -38,24 +44,27 @@ def test_training_args_take_the_study_file_and_keep_ours(write_study, tmp_path):
 def skewed_study(workdir, write_study, **changes):
     """Keyword reviews (tests/registry_models.py) kept 90% negative / 10% positive, as a csv study of one trial."""
     import pandas as pd
-
     from registry_models import keyword_frame
 
     frame = keyword_frame(1500, seed=0)
     negative, positive = frame[frame.label == "negative"], frame[frame.label == "positive"]
     frame = pd.concat([negative.iloc[:540], positive.iloc[:60]]).sample(frac=1.0, random_state=0)
     frame.to_csv(workdir / "skewed.csv", index=False)
-    return load_study_file(write_study(
-        study={"name": "skewed", "metric": "eval_loss", "direction": "minimize", "n_trials": 1},
-        data={"source": "files", "files": {"train": "skewed.csv"}, "positive_label": "positive"},
-        training={"num_train_epochs": 2, "learning_rate": 3.0e-3, "seed": 0}, search_space={}, **changes,
-    ))
+    return load_study_file(
+        write_study(
+            study={"name": "skewed", "metric": "eval_loss", "direction": "minimize", "n_trials": 1},
+            data={"source": "files", "files": {"train": "skewed.csv"}, "positive_label": "positive"},
+            training={"num_train_epochs": 2, "learning_rate": 3.0e-3, "seed": 0},
+            search_space={},
+            **changes,
+        )
+    )
 
 
 @pytest.mark.slow
 def test_class_weights_make_the_minority_class_predicted_more_often(workdir, write_study):
-    from workbench.data import prepare_data
-    from workbench.training import WeightedLossTrainer, build_trainer
+    from workbench.data.splits import prepare_data
+    from workbench.trial.training import WeightedLossTrainer, build_trainer
 
     predicted = {}
     for name, loss in (("plain", {}), ("balanced", {"class_weights": "balanced"})):
@@ -68,27 +77,35 @@ def test_class_weights_make_the_minority_class_predicted_more_often(workdir, wri
         predicted[name] = int((logits.argmax(-1) == data.label_names.index("positive")).sum())
         if loss:
             counts = np.bincount(data.splits.train["label"])
-            assert data.class_weights == pytest.approx(tuple(len(data.splits.train) / (2 * counts))), "as compute_class_weight"
+            assert data.class_weights == pytest.approx(tuple(len(data.splits.train) / (2 * counts))), (
+                "as compute_class_weight"
+            )
     assert predicted["balanced"] > predicted["plain"], predicted
 
 
 @pytest.mark.slow
 def test_class_weights_are_logged_on_the_trial_run(workdir, write_study):
-    from workbench.cli import main
-    from workbench.tracking import mlflow_client, resolve_tracking_uri
+    from workbench.cli.commands import main
+    from workbench.stores.tracking import mlflow_client, resolve_tracking_uri
 
     skewed_study(workdir, write_study, loss={"class_weights": [1.0, 4.0], "label_smoothing": 0.1})
     assert main(["study", "run", str(workdir / "study.yaml"), "--no-register"]) == 0
     client = mlflow_client(resolve_tracking_uri())
-    (run,) = client.search_runs([client.get_experiment_by_name("skewed").experiment_id], "tags.`workbench.role` = 'trial'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("skewed").experiment_id], "tags.`workbench.role` = 'trial'"
+    )
     params = run.data.params
-    assert (params["loss.class_weight.negative"], params["loss.class_weight.positive"], params["loss.label_smoothing"]) == ("1.0", "4.0", "0.1")
+    assert (
+        params["loss.class_weight.negative"],
+        params["loss.class_weight.positive"],
+        params["loss.label_smoothing"],
+    ) == ("1.0", "4.0", "0.1")
 
 
 def test_batches_pad_to_the_study_files_multiple(write_study, tmp_path):
     """`data.pad_to_multiple_of` rounds each batch's length up (8 suits GPU tensor cores); absent, no rounding."""
-    from workbench.data import prepare_data
-    from workbench.training import build_trainer
+    from workbench.data.splits import prepare_data
+    from workbench.trial.training import build_trainer
 
     for multiple, expected in ((None, lambda n: n), (8, lambda n: -(-n // 8) * 8)):
         spec = load_study_file(write_study(data={"pad_to_multiple_of": multiple} if multiple else {}))

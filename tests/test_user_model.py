@@ -11,12 +11,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-
 from stores import refused
-from workbench.cli import main
+
+from workbench.cli.commands import main
 
 # As the tutorial writes one: a config with its hyperparameters, a model with _init_weights and post_init.
-USER_MODULE = '''
+USER_MODULE = """
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -60,7 +60,7 @@ class BagForSequenceClassification(PreTrainedModel):
 
 class NotAModel:
     pass
-'''
+"""
 
 
 def user_study(write_study, workdir: Path, model: dict, **changes) -> Path:
@@ -73,11 +73,15 @@ def user_study(write_study, workdir: Path, model: dict, **changes) -> Path:
 
 
 @pytest.mark.slow
-def test_a_user_model_trains_registers_and_predicts_where_its_module_is_absent(write_study, workdir, tmp_path_factory, capsys):
-    from workbench.tracking import resolve_tracking_uri
+def test_a_user_model_trains_registers_and_predicts_where_its_module_is_absent(
+    write_study, workdir, tmp_path_factory, capsys
+):
+    from workbench.stores.tracking import resolve_tracking_uri
 
     path = user_study(
-        write_study, workdir, {"class": "bagmodels:BagForSequenceClassification", "dropout": 0.0},
+        write_study,
+        workdir,
+        {"class": "bagmodels:BagForSequenceClassification", "dropout": 0.0},
         study={"name": "bag", "n_trials": 2, "sampler": {"type": "grid"}},
         training={"num_train_epochs": 3, "learning_rate": 0.05},
         search_space={"model.hidden_size": {"choices": [16, 64]}},  # 64 is refused by BagConfig: that trial fails alone
@@ -96,9 +100,22 @@ def test_a_user_model_trains_registers_and_predicts_where_its_module_is_absent(w
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(MLFLOW_TRACKING_URI=resolve_tracking_uri(), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     result = subprocess.run(
-        [sys.executable, "-m", "workbench", "predict", "models:/bag-classifier@challenger", "--text", "a charming film",
-         "--output", "out.jsonl"],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "predict",
+            "models:/bag-classifier@challenger",
+            "--text",
+            "a charming film",
+            "--output",
+            "out.jsonl",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     row = json.loads((elsewhere / "out.jsonl").read_text().splitlines()[0])
@@ -106,13 +123,19 @@ def test_a_user_model_trains_registers_and_predicts_where_its_module_is_absent(w
 
 
 def test_model_keys_are_checked_against_the_users_config(write_study, workdir, capsys):
-    path = user_study(write_study, workdir, {"class": "bagmodels:BagForSequenceClassification", "hiden_size": 16}, search_space={})
-    assert "model.hiden_size: not a BagConfig field (did you mean hidden_size?)" in refused(capsys, ["study", "run", str(path)])
+    path = user_study(
+        write_study, workdir, {"class": "bagmodels:BagForSequenceClassification", "hiden_size": 16}, search_space={}
+    )
+    assert "model.hiden_size: not a BagConfig field (did you mean hidden_size?)" in refused(
+        capsys, ["study", "run", str(path)]
+    )
 
 
 def test_a_class_that_is_not_a_model_is_refused(write_study, workdir, capsys):
     path = user_study(write_study, workdir, {"class": "bagmodels:NotAModel"}, search_space={})
-    assert "model.class: bagmodels:NotAModel is not a transformers PreTrainedModel subclass" in refused(capsys, ["study", "run", str(path)])
+    assert "model.class: bagmodels:NotAModel is not a transformers PreTrainedModel subclass" in refused(
+        capsys, ["study", "run", str(path)]
+    )
 
 
 def test_a_module_that_does_not_import_is_refused(write_study, workdir, capsys):

@@ -7,10 +7,10 @@ import io
 import json
 
 import pytest
-
 from stores import refused, snapshot
-from workbench.cli import main
-from workbench.tracking import mlflow_client
+
+from workbench.cli.commands import main
+from workbench.stores.tracking import mlflow_client
 
 
 def run_cli(capsys, argv: list[str]) -> str:
@@ -45,7 +45,9 @@ def test_study_show_marks_the_best_trial_and_states_the_registry(stores, workdir
         assert trial["state"] == "COMPLETE" and trial["evaluations"] == 2 and trial["duration_s"] > 0
         assert set(trial["params"]) == {"training.learning_rate"}
         assert runs[trial["run_id"]].data.tags["optuna.trial.number"] == str(trial["number"])
-    assert view["registry"] == [{"model": "tiny-classifier", "version": "1", "trial": view["best_trial"], "aliases": ["challenger"]}]
+    assert view["registry"] == [
+        {"model": "tiny-classifier", "version": "1", "trial": view["best_trial"], "aliases": ["challenger"]}
+    ]
     origin = client.get_model_version("tiny-classifier", "1").description
     assert origin.startswith(f"From study 'tiny', trial {view['best_trial']}: eval_accuracy = {view['best_value']:.4f}")
 
@@ -62,8 +64,12 @@ def test_study_show_marks_the_best_trial_and_states_the_registry(stores, workdir
 def test_global_options_after_the_subcommand(stores, workdir, capsys):
     uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
     storage = f"sqlite:///{workdir}/mlruns/optuna.db"
-    before = json.loads(run_cli(capsys, ["--tracking-uri", uri, "--storage", storage, "study", "show", "tiny", "--json"]))
-    after = json.loads(run_cli(capsys, ["study", "show", "tiny", "--json", "--tracking-uri", uri, "--storage", storage]))
+    before = json.loads(
+        run_cli(capsys, ["--tracking-uri", uri, "--storage", storage, "study", "show", "tiny", "--json"])
+    )
+    after = json.loads(
+        run_cli(capsys, ["study", "show", "tiny", "--json", "--tracking-uri", uri, "--storage", storage])
+    )
     assert before == after
 
 
@@ -90,7 +96,11 @@ def test_registry_unknown_when_the_tracking_store_is_missing(stores, workdir, ca
 def test_pruned_trial_has_a_score_and_is_not_a_failure(write_study, workdir, capsys):
     # 1 epoch: one evaluation, before the pruner's warm-up ends -> COMPLETE; 2 epochs: pruned at its second
     path = write_study(
-        study={"n_trials": 2, "sampler": {"type": "grid"}, "pruner": {"type": "threshold", "lower": 0.99, "n_warmup_steps": 2}},
+        study={
+            "n_trials": 2,
+            "sampler": {"type": "grid"},
+            "pruner": {"type": "threshold", "lower": 0.99, "n_warmup_steps": 2},
+        },
         search_space={"training.num_train_epochs": {"choices": [1, 2]}},
         registry={},
     )
@@ -102,13 +112,20 @@ def test_pruned_trial_has_a_score_and_is_not_a_failure(write_study, workdir, cap
         run = client.get_run(trial["run_id"])
         states[trial["state"]] = run.info.status
         history = client.get_metric_history(trial["run_id"], "eval_accuracy")
-        assert run.data.metrics["objective"] == pytest.approx(trial["score"]) == pytest.approx(max(m.value for m in history))
+        assert (
+            run.data.metrics["objective"]
+            == pytest.approx(trial["score"])
+            == pytest.approx(max(m.value for m in history))
+        )
         assert run.data.metrics["best_eval_accuracy"] == pytest.approx(trial["score"])
         assert trial["evaluations"] == len(history)
     assert states == {"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}
     pruned = client.get_run(next(t["run_id"] for t in view["trials"] if t["state"] == "PRUNED"))
     assert pruned.data.tags["optuna.trial.state"] == "PRUNED"
-    assert "not a failure" in pruned.data.tags["mlflow.note.content"] and "threshold" in pruned.data.tags["mlflow.note.content"]
+    assert (
+        "not a failure" in pruned.data.tags["mlflow.note.content"]
+        and "threshold" in pruned.data.tags["mlflow.note.content"]
+    )
     assert "PRUNED" in run_cli(capsys, ["study", "show", "tiny"])
 
 
@@ -126,14 +143,24 @@ def test_workbench_ui_serves_this_folders_store_on_loopback_and_stops_with_its_s
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     with open(workdir / "ui.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench", "ui", "--port", str(port)], cwd=workdir, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workbench", "ui", "--port", str(port)],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", proc, 120, workdir / "ui.log")
         assert f"MLflow UI: http://127.0.0.1:{port}" in (workdir / "ui.log").read_text()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny") as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny"
+        ) as r:
             experiment = json.loads(r.read())["experiment"]
-        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"], "model-training mode"
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"], (
+            "model-training mode"
+        )
         proc.send_signal(signal.SIGTERM)  # to workbench alone: it must take its mlflow server down with it
         assert proc.wait(timeout=60) == 0
         with pytest.raises(OSError):
@@ -155,10 +182,20 @@ def test_the_study_in_mlflow_params_a_person_can_read(write_study, workdir, caps
     trial = next(r for r in runs if r.data.tags.get("workbench.role") == "trial")
     assert parent.data.params["sampler"] == "random" and parent.data.params["sampler.seed"] == "0"
     assert parent.data.params["pruner"] == "median" and parent.data.params["pruner.n_warmup_steps"] == "1"
-    assert json.loads(parent.data.params["search_space.training.learning_rate"]) == {"low": 0.001, "high": 0.005, "log": True}
+    assert json.loads(parent.data.params["search_space.training.learning_rate"]) == {
+        "low": 0.001,
+        "high": 0.005,
+        "log": True,
+    }
     params = trial.data.params
-    assert "training.learning_rate" in params and params["model.hidden_size"] == "16" and params["training.num_train_epochs"] == "2"
+    assert (
+        "training.learning_rate" in params
+        and params["model.hidden_size"] == "16"
+        and params["training.num_train_epochs"] == "2"
+    )
     assert "training.hub_token" not in params and "training.fsdp" not in params and len(params) < 40, sorted(params)
-    resolved = json.loads((workdir / client.download_artifacts(trial.info.run_id, "resolved_params.json", str(workdir))).read_text())
+    resolved = json.loads(
+        (workdir / client.download_artifacts(trial.info.run_id, "resolved_params.json", str(workdir))).read_text()
+    )
     assert "training.fsdp" in resolved and len(resolved) > 100
     assert trial.data.metrics["objective"] == trial.data.metrics["best_eval_accuracy"]

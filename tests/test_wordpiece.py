@@ -3,13 +3,13 @@
 import subprocess
 import sys
 
-from workbench.data import SPECIAL_TOKENS
-from workbench.wordpiece import learn_vocab, train_wordpiece
+from workbench.data.splits import SPECIAL_TOKENS
+from workbench.data.wordpiece import learn_vocab, train_wordpiece
 
 BUILD = """
 import sys
-from workbench.data import build_tokenizer, load_splits
-from workbench.spec import DataSpec, TokenizerSpec
+from workbench.data.splits import build_tokenizer, load_splits
+from workbench.config.spec import DataSpec, TokenizerSpec
 splits = load_splits(DataSpec(synthetic={"n_examples": 600, "seed": 3}))
 build_tokenizer(TokenizerSpec(vocab_size=int(sys.argv[2])), list(splits.train["text"]), 32).save_pretrained(sys.argv[1])
 """

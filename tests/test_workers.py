@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import tracking_client, trial_runs
-from workbench.db import driver_url
-from workbench.errors import WorkbenchError
-from workbench.workers import WorkerPlan, plan_workers, worker_env
+
+from workbench.core.errors import WorkbenchError
+from workbench.stores.db import driver_url
+from workbench.study.workers import WorkerPlan, plan_workers, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT_HEARTBEAT = {"WORKBENCH_HEARTBEAT_S": "1", "WORKBENCH_GRACE_S": "4"}
@@ -82,12 +82,19 @@ def test_workers_spread_round_robin_over_gpus_and_pack_with_workers_per_gpu():
     assert plan_workers(3, None, []) == [WorkerPlan(0), WorkerPlan(1), WorkerPlan(2)]
     assert [p.gpu for p in plan_workers(3, None, ["0", "1"])] == ["0", "1", "0"]
     assert [p.gpu for p in plan_workers(None, 2, ["4", "5"])] == ["4", "4", "5", "5"]
-    assert worker_env(WorkerPlan(1, "5"), 4).items() >= {"CUDA_VISIBLE_DEVICES": "5", "WORKBENCH_WORKER_ID": "1", "WORKBENCH_WORKERS": "4"}.items()
+    assert (
+        worker_env(WorkerPlan(1, "5"), 4).items()
+        >= {"CUDA_VISIBLE_DEVICES": "5", "WORKBENCH_WORKER_ID": "1", "WORKBENCH_WORKERS": "4"}.items()
+    )
 
 
 @pytest.mark.parametrize(
     "workers, per_gpu, gpus, message",
-    [(0, None, [], "--workers 0: must be 1 or more"), (None, 2, [], "no GPU is visible"), (5, 2, ["0", "1"], "at most 4 workers")],
+    [
+        (0, None, [], "--workers 0: must be 1 or more"),
+        (None, 2, [], "no GPU is visible"),
+        (5, 2, ["0", "1"], "at most 4 workers"),
+    ],
 )
 def test_impossible_worker_plans_name_the_flag(workers, per_gpu, gpus, message):
     with pytest.raises(WorkbenchError, match=message):
@@ -97,7 +104,10 @@ def test_impossible_worker_plans_name_the_flag(workers, per_gpu, gpus, message):
 def test_workers_per_gpu_without_gpus_is_a_one_line_usage_error(write_study):
     result = cli("study", "run", str(write_study()), "--workers-per-gpu", "2", CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: --workers-per-gpu: no GPU is visible; use --workers N to run N workers on the CPU"
+    assert (
+        result.stderr.strip()
+        == "error: --workers-per-gpu: no GPU is visible; use --workers N to run N workers on the CPU"
+    )
 
 
 # --- end to end -----------------------------------------------------------------------------
@@ -107,13 +117,17 @@ def test_workers_per_gpu_without_gpus_is_a_one_line_usage_error(write_study):
 def test_three_workers_share_one_study_on_postgres_and_an_mlflow_server(write_study, postgres_url, mlflow_server):
     path = write_study(study={"n_trials": 9}, training={"num_train_epochs": 1})
     server = mlflow_server.url
-    result = cli("--tracking-uri", server, "study", "run", str(path), "--workers", "3", "--storage", postgres_url, timeout=400)
+    result = cli(
+        "--tracking-uri", server, "study", "run", str(path), "--workers", "3", "--storage", postgres_url, timeout=400
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert {line[:4] for line in result.stdout.splitlines() if line.startswith("[w")} == {"[w0]", "[w1]", "[w2]"}
 
     trials = load(postgres_url).get_trials()
     assert sorted(t.number for t in trials) == list(range(9))
-    not_complete = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials if t.state.name != "COMPLETE"]
+    not_complete = [
+        (t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials if t.state.name != "COMPLETE"
+    ]
     assert not not_complete, result.stdout[-3000:]
     client = tracking_client(server)
     runs = trial_runs(client)
@@ -166,7 +180,10 @@ def test_a_worker_killed_mid_trial_is_failed_closed_and_retried(write_study):
     path = write_study(study={"n_trials": 3}, training={"num_train_epochs": 200}, early_stopping=None)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "workbench", "study", "run", str(path), "--workers", "2", "--no-register"],
-        env=env(**SHORT_HEARTBEAT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env(**SHORT_HEARTBEAT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     victim = wait_for(running_trials, 180, "a running trial")[0]
     time.sleep(1.0)  # well inside its training
@@ -191,7 +208,10 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_next_run_resumes(write_study)
     path = write_study(study={"n_trials": 2}, training={"num_train_epochs": 200}, early_stopping=None)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "workbench", "study", "run", str(path), "--workers", "2", "--no-register"],
-        env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     started = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(running_trials()), 180, "two running trials")
     pids = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in started]

@@ -1,13 +1,19 @@
 """workbench: hyperparameter studies for transformers models, tracked in MLflow.
 
-    import workbench
-    spec = workbench.load_study("studies/demo.yaml", study={"n_trials": 4})
-    result = workbench.run_study(spec)
+import workbench
+spec = workbench.load_study("studies/demo.yaml", study={"n_trials": 4})
+result = workbench.run_study(spec)
 """
 
 __version__ = "0.1.0"
 __all__ = ["load_study", "run_study", "StudyResult", "StudySpec", "WorkbenchError", "__version__"]
-_PUBLIC = {"load_study": "api", "run_study": "api", "StudyResult": "api", "StudySpec": "spec", "WorkbenchError": "errors"}
+_PUBLIC = {
+    "load_study": "api",
+    "run_study": "api",
+    "StudyResult": "api",
+    "StudySpec": "spec",
+    "WorkbenchError": "errors",
+}
 
 
 def __getattr__(name: str):

@@ -1,3 +1,3 @@
-from workbench.cli import run
+from workbench.cli.commands import run
 
 run()

@@ -6,24 +6,25 @@
     result.trials            # a pandas DataFrame, one row per trial
     result.best_params, result.best_value, result.model_uri
 
-Nothing here calls `sys.exit`; errors are `workbench.errors.WorkbenchError`s with a message
+Nothing here calls `sys.exit`; errors are `workbench.core.errors.WorkbenchError`s with a message
 that names the key and the fix. The command line is a thin layer over these two functions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
-from workbench import distributed
-from workbench.errors import WorkbenchError
-from workbench.progress import StudyProgress
-from workbench.storage import best_trial, build_storage, resolve_storage
-from workbench.study import RunOptions, StudyOutcome
-from workbench.study import run_study as _run_study
-from workbench.study_file import apply_overrides, load_study_file, validate_study
-from workbench.spec import StudySpec
+from workbench.config.spec import StudySpec
+from workbench.config.study_file import apply_overrides, load_study_file, validate_study
+from workbench.core import distributed
+from workbench.core.errors import WorkbenchError
+from workbench.core.progress import StudyProgress
+from workbench.stores.storage import best_trial, build_storage, resolve_storage
+from workbench.study.session import RunOptions, StudyOutcome
+from workbench.study.session import run_study as _run_study
 
 
 def load_study(source: str | Path | dict, /, **overrides: Any) -> StudySpec:
@@ -53,10 +54,10 @@ class StudyResult:
     trials_run: int  # by this call
     best_trial: Any  # optuna FrozenTrial, or None when no trial completed
     trials: Any  # pandas DataFrame: number, state, value, params_*, duration, ...
-    registered: Optional[str]  # "NAME version N" when this call registered a version
+    registered: str | None  # "NAME version N" when this call registered a version
 
     @property
-    def best_value(self) -> Optional[float]:
+    def best_value(self) -> float | None:
         return self.best_trial.value if self.best_trial is not None else None
 
     @property
@@ -64,7 +65,7 @@ class StudyResult:
         return dict(self.best_trial.params) if self.best_trial is not None else {}
 
     @property
-    def model_uri(self) -> Optional[str]:
+    def model_uri(self) -> str | None:
         """`models:/NAME/N` of the version this call registered, for `mlflow.pyfunc.load_model`."""
         if not self.registered:
             return None
@@ -75,9 +76,9 @@ class StudyResult:
 def run_study(
     spec: StudySpec,
     *,
-    trials: Optional[int] = None,
-    storage: Optional[str] = None,
-    tracking_uri: Optional[str] = None,
+    trials: int | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
     data: Any = None,
     register: bool = True,
     progress: Callable[[str], None] | StudyProgress = print,
@@ -99,10 +100,14 @@ def run_study(
     return result_of(spec, outcome, storage)
 
 
-def result_of(spec: StudySpec, outcome: StudyOutcome, storage: Optional[str] = None) -> StudyResult:
+def result_of(spec: StudySpec, outcome: StudyOutcome, storage: str | None = None) -> StudyResult:
     """The StudyResult of a finished run, read back from the study's storage."""
     import optuna
 
     study = optuna.load_study(study_name=spec.study.name, storage=build_storage(resolve_storage(storage)))
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "datetime_start", "duration", "user_attrs"))
-    return StudyResult(spec.study.name, spec.study.metric, outcome.trials_run, best_trial(study), frame, outcome.registered)
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "params", "datetime_start", "duration", "user_attrs")
+    )
+    return StudyResult(
+        spec.study.name, spec.study.metric, outcome.trials_run, best_trial(study), frame, outcome.registered
+    )

@@ -1,0 +1,1 @@
+"""The study spec: the study file parsed and validated, the search space, and the builders of model config and TrainingArguments."""

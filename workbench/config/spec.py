@@ -1,0 +1,185 @@
+"""The typed spec of a study: frozen pydantic models, one per section of a study file.
+
+`StudySpec` is what every other module receives; `study_file` parses YAML into it and
+validates it against the real classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from workbench.config.search_space import ParamSpec, parse_param
+
+# Metrics every trial computes (the Trainer's own names, prefixed `eval_`); eval_f1/precision/recall on
+# two classes are those of `data.positive_label`. Per class, by label name: these prefixes + the label.
+METRICS = (
+    "eval_loss",
+    "eval_accuracy",
+    "eval_f1",
+    "eval_precision",
+    "eval_recall",
+    "eval_f1_macro",
+    "eval_f1_weighted",
+)
+PER_CLASS_METRICS = ("eval_f1_", "eval_recall_")
+
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "gp": "GPSampler",
+    "qmc": "QMCSampler",
+    "grid": "GridSampler",
+}
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
+    "none": "NopPruner",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplerSpec(_Frozen):
+    """`type` picks the Optuna sampler; every other key is passed to its constructor."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = "tpe"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PrunerSpec(SamplerSpec):
+    """`type` picks the Optuna pruner; every other key is passed to its constructor."""
+
+    type: str = "median"
+
+
+class StudySection(_Frozen):
+    name: str = Field(min_length=1)
+    metric: str = "eval_loss"
+    direction: Literal["maximize", "minimize"] = "minimize"
+    n_trials: int = Field(default=10, ge=0)
+    timeout: float | None = Field(
+        default=None, gt=0
+    )  # seconds; no new trial starts after it (resume counts time spent)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+
+
+class SyntheticSpec(_Frozen):
+    n_examples: int = Field(default=2000, ge=20)  # train + validation
+    label_noise: float = Field(default=0.05, ge=0.0, lt=0.5)  # fraction of flipped labels
+    seed: int = 0
+
+
+class HubSpec(_Frozen):
+    path: str
+    name: str | None = None  # the dataset's config, e.g. "sst2" for glue
+    revision: str | None = None
+
+
+class DataSpec(_Frozen):
+    source: Literal["synthetic", "files", "hub", "python"] = (
+        "synthetic"  # python: given to workbench.run_study(data=...)
+    )
+    synthetic: SyntheticSpec = SyntheticSpec()
+    files: dict[str, str] = {}  # split name ("train", "validation") -> path, relative to the study file
+    hub: HubSpec | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # when no validation split is given
+    max_train_examples: int | None = Field(
+        default=None, ge=2
+    )  # a seeded, stratified subset of train (small machines)
+    max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
+    pad_to_multiple_of: int | None = Field(
+        default=None, ge=1
+    )  # batches pad to their longest text, rounded up (8: GPU tensor cores)
+    seed: int = 0
+    # the label binary eval_f1/precision/recall are of; default "positive" for synthetic data, 1 for labels 0/1
+    positive_label: str | int | None = None
+
+    @field_validator("positive_label")
+    @classmethod
+    def _as_text(cls, value):
+        return None if value is None else str(value)  # labels are known by their names, "1" for 1
+
+    @model_validator(mode="after")
+    def _source_has_details(self) -> DataSpec:
+        if self.source == "files" and "train" not in self.files:
+            raise ValueError("source: files needs files.train (and optionally files.validation)")
+        if self.source == "hub" and self.hub is None:
+            raise ValueError("source: hub needs hub.path (e.g. {path: glue, name: sst2})")
+        return self
+
+
+class TokenizerSpec(_Frozen):
+    train: Literal["wordpiece"] | None = "wordpiece"
+    vocab_size: int = Field(default=4000, ge=100)
+    path: str | None = None  # a local tokenizer directory instead of training one
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TokenizerSpec:
+        if self.path is not None:
+            object.__setattr__(self, "train", None)
+        return self
+
+
+class LossSpec(_Frozen):
+    """Class-weighted (and optionally smoothed) cross-entropy instead of the model's own loss."""
+
+    class_weights: Literal["balanced"] | list[float] | None = None  # "balanced": n / (classes * count)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights(cls, value):
+        if isinstance(value, list) and (len(value) < 2 or min(value) < 0 or max(value) <= 0):
+            raise ValueError("give one weight per class, in label order: numbers >= 0, not all 0 (or: balanced)")
+        return value
+
+    @property
+    def custom(self) -> bool:
+        return self.class_weights is not None or self.label_smoothing > 0
+
+
+class EarlyStoppingSpec(_Frozen):
+    patience: int = Field(default=2, ge=1)  # evaluations without improvement
+    threshold: float = Field(default=0.0, ge=0.0)
+
+
+class RegistrySpec(_Frozen):
+    model_name: str | None = None  # registered model name; no registration when absent
+
+
+class StudySpec(_Frozen):
+    """Everything one study needs, resolved and validated."""
+
+    study: StudySection
+    data: DataSpec = DataSpec()
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    model: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    loss: LossSpec = LossSpec()
+    early_stopping: EarlyStoppingSpec | None = EarlyStoppingSpec()
+    search_space: dict[str, Any] = {}
+    registry: RegistrySpec = RegistrySpec()
+    source_dir: str = "."  # directory of the study file; data paths are relative to it
+
+    @property
+    def space(self) -> dict[str, ParamSpec]:
+        return {k: parse_param(v) for k, v in self.search_space.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved spec, for logging."""
+        return self.model_dump(mode="json", exclude={"source_dir"})

@@ -1,0 +1,1 @@
+"""Low helpers every layer may use: errors, metrics, tables, distributed ranks, progress, keys and settings."""

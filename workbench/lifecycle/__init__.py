@@ -1,0 +1,1 @@
+"""After a study: evaluation, promotion, reproduction, the study views and the MLflow server."""

@@ -1,0 +1,185 @@
+"""Log the best trial's model to MLflow, register it, and look versions up by alias.
+
+A new version gets the alias `challenger`; `workbench.lifecycle.promotion` decides whether
+`champion` moves to it. Aliases only, never the deprecated stages.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import workbench
+from workbench.config.study_file import StudySpec
+from workbench.core.errors import RegistryError, first_line
+from workbench.data.splits import TrialData
+from workbench.model.inference import WorkbenchClassifier
+from workbench.model.user_code import code_paths, import_object, read_model_class
+from workbench.stores.storage import RUN_ID_ATTR, WORKER_ATTR
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+logger = logging.getLogger(__name__)
+
+CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous-champion"
+STUDY_TAG, TRIAL_TAG, METRIC_TAG, VALUE_TAG, DIRECTION_TAG = (
+    "workbench.study",
+    "workbench.trial",
+    "workbench.metric",
+    "workbench.value",
+    "workbench.direction",
+)
+# The registered model's history: one tag per event (promotion, refusal, rollback), numbered, never overwritten.
+HISTORY_TAG = "workbench.history."
+POSITIVE_TAG = "workbench.positive_label"  # the label binary f1/precision/recall are of, when stated
+EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is tedious"]
+
+
+def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking, trial_dir: Path) -> str | None:
+    """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger`.
+
+    Returns "NAME version N", or None when that trial is already registered or has no model.
+    """
+    name = spec.registry.model_name
+    run_id = best.user_attrs.get(RUN_ID_ATTR)
+    client = tracking.client
+    if run_id and client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+        return None  # resumed with no better trial: nothing new to register
+    model_dir = trial_dir / "model"
+    if not (model_dir / "config.json").is_file():
+        host = best.user_attrs.get(WORKER_ATTR, "").rpartition(":")[0]
+        if host and host != socket.gethostname():  # workers on several machines: each keeps its own trials' models
+            logger.warning("registry: the best trial (%d) ran on %s; `study run` there registers it", best.number, host)
+        else:
+            logger.warning("registry: the best trial's model is missing at %s; nothing registered", model_dir)
+        return None
+    tags = {
+        STUDY_TAG: spec.study.name,
+        TRIAL_TAG: best.number,
+        METRIC_TAG: spec.study.metric,
+        VALUE_TAG: best.value,
+        DIRECTION_TAG: spec.study.direction,
+        "workbench.data_digest": data.splits.digest,
+    }
+    if data.positive_label is not None:
+        tags[POSITIVE_TAG] = data.positive_label
+    version = register_model_dir(name, model_dir, data.splits.frame("validation"), tags, run_id)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    origin = (
+        f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.value:.4f} "
+        f"({spec.study.direction}; the best trial when registered), MLflow run {run_id}."
+    )
+    client.update_model_version(name, version, description=origin)
+    return f"{name} version {version}"
+
+
+def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_id: str | None) -> str:
+    """Log a saved model (with `eval_frame`, its evaluation data) into run `run_id`, register it; returns the version."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        eval_data = Path(tmp) / "validation.parquet"
+        eval_frame.to_parquet(eval_data)
+        with mlflow.start_run(run_id=run_id):
+            info = log_pyfunc_model(model_dir, eval_data)
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
+
+    disable_logging()  # MLflow prints "Successfully registered model" and "Created version": our summary line says it once
+    try:
+        return mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version
+    finally:
+        enable_logging()
+
+
+def log_pyfunc_model(model_dir: Path, eval_data: Path):
+    """Log `model_dir` (HF model + tokenizer) as an MLflow model from code; returns ModelInfo."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"text": EXAMPLE_TEXTS})
+    output = WorkbenchClassifier().load(model_dir).predict(None, example)
+    package = Path(workbench.__file__).parent
+    ref = read_model_class(model_dir)
+    user = code_paths(import_object(ref, model_dir, "model.class")) if ref else []  # a user's model class travels too
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(package / "model" / "mlflow_model.py"),
+        artifacts={"model": str(model_dir), "eval_data": str(eval_data)},
+        code_paths=[str(package), *user],  # the model's code travels with it: no trust_remote_code
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=requirements(),
+    )
+
+
+def requirements() -> list[str]:
+    """Pins of the packages the model needs to load and predict."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("torch", "transformers", "tokenizers", "safetensors", "mlflow", "pandas", "numpy"):
+        try:
+            pins.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def get_version(client, name: str, ref: str):
+    """A model version by alias or number, with a clear error when either is unknown."""
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        raise RegistryError(
+            f"{name}: no registered model of that name (run a study with registry.model_name: {name})"
+        ) from None
+    try:
+        return client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+    except Exception as e:
+        raise RegistryError(f"{name}: no version or alias {ref!r}: {first_line(e)}") from None
+
+
+def alias_or_none(client, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except Exception:
+        return None
+
+
+def record_event(client, name: str, event: dict, versions: dict[str, str]) -> int:
+    """Append `event` to the registered model's history; returns its number.
+
+    The history is one registered-model tag per event (`workbench.history.0001`, ...), so none
+    overwrites another; `versions` maps each version the event touched to the line appended to
+    its description (where it came from, then its promotion history).
+    """
+    number = len(read_history(client, name)) + 1
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record = {"n": number, "time": stamp, "user": _user(), **event}
+    client.set_registered_model_tag(name, f"{HISTORY_TAG}{number:04d}", json.dumps(record, default=str))
+    for version, line in versions.items():
+        old = client.get_model_version(name, version).description or ""
+        head = "" if "Promotion history:" in old else "\n\nPromotion history:"
+        client.update_model_version(name, version, description=f"{old}{head}\n- {stamp} {line}".lstrip())
+    return number
+
+
+def read_history(client, name: str) -> list[dict]:
+    """The registered model's events, oldest first."""
+    tags = client.get_registered_model(name).tags
+    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(HISTORY_TAG))]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a container without a passwd entry
+        return "unknown"

@@ -1,0 +1,1 @@
+"""One study: the session (open, run trials, conclude), forked workers, the study plots."""

@@ -1,0 +1,107 @@
+"""Pictures of a study for its parent run: optimization history, intermediate values, importances.
+
+Each as a PNG (matplotlib) and together in one interactive page, `plots/study.html` (plotly,
+its JavaScript embedded once, so the page opens offline in the MLflow UI). The study metric
+names the value axis; pruned trials are drawn in the intermediate values (their curve stops
+where the pruner stopped them).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from workbench.core.errors import first_line
+from workbench.stores.storage import best_trial, quiet_experimental
+
+logger = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"  # under the parent run's artifacts
+HTML_PAGE = "study.html"
+
+
+def log_study_plots(study, tracking, metric: str) -> list[str]:
+    """Draw Optuna's plots and log them under `plots/` of the study's parent run; returns the files logged.
+
+    Never fails the study: a plot that cannot be drawn (or a missing plotting library) is skipped with a warning.
+    """
+    with tempfile.TemporaryDirectory() as tmp, quiet_experimental():
+        folder = Path(tmp)
+        drawn = _draw_pngs(study, metric, folder) + _draw_html(study, metric, folder)
+        for name in drawn:
+            tracking.client.log_artifact(tracking.parent_run_id, str(folder / name), PLOTS_DIR)
+    return drawn
+
+
+def _plots(study, module) -> dict[str, Callable]:
+    """name -> plot function of `module` (optuna.visualization or its matplotlib twin) that has something to draw."""
+    plots = {
+        "optimization_history": module.plot_optimization_history,
+        "intermediate_values": module.plot_intermediate_values,
+    }
+    best = best_trial(study)
+    if (
+        sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) >= 2
+        and best is not None
+        and best.params
+    ):
+        plots["param_importances"] = module.plot_param_importances
+    return plots
+
+
+def _call(name: str, plot: Callable, study, metric: str):
+    """The plot with the study metric named on its value axis (Optuna's default says "Objective Value")."""
+    return plot(study) if name == "intermediate_values" else plot(study, target_name=metric)
+
+
+def _draw_pngs(study, metric: str, folder: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as ovm
+    except ImportError as e:
+        logger.info("no PNG plots: %s", first_line(e))
+        return []
+    drawn = []
+    for name, plot in _plots(study, ovm).items():
+        try:
+            ax = _call(name, plot, study, metric)
+            if name == "intermediate_values":
+                ax.set_ylabel(f"{metric} (each evaluation)")
+            ax.figure.savefig(folder / f"{name}.png", bbox_inches="tight", dpi=100)
+            plt.close(ax.figure)
+            drawn.append(f"{name}.png")
+        except Exception as e:  # a plot is a nicety: never fail a study over it
+            logger.warning("could not draw %s.png: %s", name, first_line(e))
+    return drawn
+
+
+def _draw_html(study, metric: str, folder: Path) -> list[str]:
+    """One page holding every plot, interactive (zoom, hover for a trial's params), plotly.js embedded once."""
+    try:
+        import optuna.visualization as ov
+
+        if not ov.is_available():
+            raise ImportError("plotly is not installed (pip install plotly)")
+    except ImportError as e:
+        logger.info("no interactive plots: %s", first_line(e))  # a dependency; missing only in a partial install
+        return []
+    parts = []
+    for name, plot in _plots(study, ov).items():
+        try:
+            figure = _call(name, plot, study, metric)
+            if name == "intermediate_values":
+                figure.update_yaxes(title_text=f"{metric} (each evaluation)")
+            parts.append(figure.to_html(full_html=False, include_plotlyjs=not parts))
+        except Exception as e:
+            logger.warning("could not draw %s in %s: %s", name, HTML_PAGE, first_line(e))
+    if not parts:
+        return []
+    title = f"study {study.study_name}: {metric}"
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head><body>{''.join(parts)}</body></html>"
+    (folder / HTML_PAGE).write_text(page, encoding="utf-8")
+    return [HTML_PAGE]

@@ -1,0 +1,328 @@
+"""The objective of a study and its bookkeeping: one MLflow run per trial, each failure recorded once.
+
+`TrialRunner.objective` reads suggest -> build -> train -> return. Under torchrun every rank
+calls it (rank 0 through Optuna with the trial, the others through `follow`): rank 0 samples
+the parameters and opens the trial's run, every rank trains the same configuration, rank 0
+records the outcome.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from workbench.config.search_space import suggest_params
+from workbench.config.study_file import StudySpec, apply_overrides
+from workbench.core import distributed
+from workbench.core.errors import Preempted, StoreError, error_chain, first_line
+from workbench.core.progress import StudyProgress
+from workbench.data.splits import TrialData
+from workbench.stores.storage import (
+    FAIL_REASON_ATTR,
+    INTERRUPTED_ATTR,
+    PREEMPTED_ATTR,
+    RECONNECT_S,
+    RESUME_ATTR,
+    RETRY_OF_ATTR,
+    RETRY_RUN_ATTR,
+    RUN_ID_ATTR,
+    STORE_ERROR_ATTR,
+    WORKER_ATTR,
+    best_trial,
+    lost_connection,
+)
+from workbench.stores.tracking import NullTrialRun, StudyTracking, TrialRun
+from workbench.trial.lineage import StudyLineage, log_trial_lineage, study_lineage
+from workbench.trial.training import TrialPreempted, TrialResult, train_trial
+
+logger = logging.getLogger(__name__)
+
+
+class TrialRunner:
+    """The objective Optuna calls, the failures it records, and the trial directories it keeps."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        data: TrialData,
+        tracking: StudyTracking | None,
+        workdir: Path,
+        progress: StudyProgress | None = None,
+    ):
+        self.spec = spec
+        self.data = data
+        self.tracking = tracking  # None on DDP ranks other than 0
+        self.workdir = workdir
+        self.started = 0.0
+        self.diverged: distributed.RanksDiverged | None = None  # set when the ranks lost step
+        self.fatal: Exception | None = None  # set when a trial fails for a reason that stops the study
+        self.preempted: Preempted | None = (
+            None  # set when SIGTERM stopped a trial: its retry is queued, the worker leaves
+        )
+        self.lineage: StudyLineage | None = None  # built by the first trial (rank 0)
+        self.on_start: Callable[[], None] = lambda: (
+            None
+        )  # called once the trial exists (StudySession releases its AskLock)
+        self.progress = progress if progress is not None else StudyProgress()  # rank 0 reports to it
+
+    def trial_dir(self, number: int) -> Path:
+        return self.workdir / f"trial-{number}"
+
+    def objective(self, trial: Any) -> float:
+        """suggest -> build -> train -> return the best evaluation of the study metric."""
+        import optuna
+
+        self.started = time.monotonic()
+        number, params, run_id, resume = distributed.on_main(lambda: self._start(trial))
+        run = TrialRun(self.tracking.client, run_id) if distributed.is_main() else NullTrialRun()
+        label = f"rank {distributed.rank()} trial {number}"
+        logger.info("%s params %s", label, json.dumps(params, sort_keys=True))
+        if distributed.is_main():
+            self.progress.trial_started(number)
+        on_evaluation = lambda index, value: self.progress.evaluation(number, index, value)  # noqa: E731
+        state = "FAIL"
+        try:
+            trial_spec = distributed.together(lambda: apply_overrides(self.spec, params))
+            distributed.on_main(lambda: self._record_lineage(run, trial_spec))
+            result = train_trial(
+                trial_spec,
+                self.data,
+                trial,
+                run,
+                self.trial_dir(number),
+                is_main=distributed.is_main(),
+                label=label,
+                on_evaluation=on_evaluation,
+                resume_from=Path(resume) if resume else None,
+            )
+            distributed.on_main(lambda: self._complete(run, result))  # a store fault here fails the trial
+            state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
+            return result.value
+        except optuna.TrialPruned as e:
+            state = "PRUNED"
+            self._end_pruned(run, e)
+            raise
+        except TrialPreempted as e:
+            state, preempted = f"PREEMPTED at step {e.step}", e
+            distributed.on_main(lambda: self._record_preemption(trial, run, preempted))
+            raise
+        except Exception as e:
+            state = "FAIL " + self._record_failure(trial, run, number, e)
+            raise
+        except KeyboardInterrupt:
+            state = "KILLED"
+            self._record_interrupt(trial, run)
+            raise
+        finally:
+            logger.info("%s %s", label, state)
+
+    def _start(self, trial) -> tuple[int, dict[str, Any], str, str | None]:
+        """Rank 0: sample the parameters and open the trial's run; a preempted trial's retry also gets its checkpoint."""
+        self.on_start()  # the trial exists: other workers' counts include it
+        params = suggest_params(trial, self.spec.space)
+        try:
+            run = self.tracking.start_trial_run(trial.number, params)
+        except StoreError as e:
+            self.fatal = e
+            trial.set_user_attr(STORE_ERROR_ATTR, str(e))  # not counted: the trial is run again on resume
+            raise
+        trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+        trial.set_user_attr(
+            WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"
+        )  # where it ran, for the logs and tests
+        resume = trial.user_attrs.get(RESUME_ATTR)
+        if resume is not None:
+            run.set_tags(
+                {
+                    "workbench.retry_of_trial": trial.user_attrs.get(RETRY_OF_ATTR),
+                    "workbench.retry_of_run": trial.user_attrs.get(RETRY_RUN_ATTR),
+                }
+            )
+            if not Path(resume, "trainer_state.json").is_file():  # another machine, or cleaned up: train from step 0
+                logger.warning("trial %d: checkpoint %s not found; training from the start", trial.number, resume)
+                resume = None
+        return trial.number, params, run.run_id, resume
+
+    def _record_preemption(self, trial, run: TrialRun, e: TrialPreempted) -> None:
+        """Rank 0: the trial failed as preempted (not counted), and a retry with its params resumes from its checkpoint."""
+        reason = str(e)
+        _quietly(trial.set_user_attr, PREEMPTED_ATTR, reason)
+        retry = {RESUME_ATTR: str(e.checkpoint.resolve()), RETRY_OF_ATTR: trial.number, RETRY_RUN_ATTR: run.run_id}
+        trial.study.enqueue_trial(trial.params, user_attrs=retry)
+        _quietly(
+            run.end,
+            "KILLED",
+            note=f"Preempted (SIGTERM) at step {e.step}: a retry of trial {trial.number} resumes from {e.checkpoint}",
+        )
+        self.preempted = Preempted(
+            f"preempted (SIGTERM): trial {trial.number} saved at step {e.step} and queued for a retry; run the same command to resume"
+        )
+
+    def _record_lineage(self, run: TrialRun, trial_spec: StudySpec) -> None:
+        """Rank 0: what `reproduce` needs."""
+        if self.lineage is None:
+            self.lineage = study_lineage(self.spec, self.data)
+        log_trial_lineage(run, trial_spec, self.data, self.lineage)
+
+    def _complete(self, run: TrialRun, result: TrialResult) -> None:
+        run.end("COMPLETE")  # `objective` and `best_<metric>` were logged with each evaluation (TrialCallback)
+
+    def _end_pruned(self, run: TrialRun, e: BaseException) -> None:
+        try:
+            note = f"Pruned by the {self.spec.study.pruner.type} pruner ({e}): stopped early on purpose, not a failure; `objective` is the best {self.spec.study.metric} it reached"
+            run.end("PRUNED", note=note)
+        except StoreError as store:
+            self.fatal = store
+
+    def _record_failure(self, trial, run: TrialRun, number: int, e: Exception) -> str:
+        """Record why the trial failed (once, by rank 0); returns the reason."""
+        reason, self.fatal = classify_failure(e, number)
+        if isinstance(e, distributed.RanksDiverged):
+            self.diverged = e
+        if distributed.is_main():
+            # store faults are not the trial's doing: they are not counted and run again on resume
+            _quietly(trial.set_user_attr, STORE_ERROR_ATTR if self.fatal else FAIL_REASON_ATTR, reason)
+        if not isinstance(e, StoreError):  # a tracking store that just failed would only be retried again
+            _quietly(run.end, "FAIL", note=reason)
+        return reason
+
+    def _record_interrupt(self, trial, run: TrialRun) -> None:
+        if distributed.is_main():
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+        _quietly(run.end, "KILLED", note="Interrupted (Ctrl-C)")
+
+    def follow(self) -> None:
+        """A non-zero rank's share of one trial: same code path, no Optuna or MLflow writes."""
+        try:
+            self.objective(None)
+        except distributed.RanksDiverged:
+            raise
+        except Exception:  # pruned or failed on every rank together; rank 0 records how
+            pass
+
+    def after_trial(self):
+        """Optuna callback: one progress line per trial, the parent run's curve, checkpoint clean-up."""
+
+        def callback(study, frozen) -> None:
+            state = frozen.state.name
+            seconds = time.monotonic() - self.started
+            value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
+            release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
+            reason = next(
+                (
+                    frozen.user_attrs[k]
+                    for k in (FAIL_REASON_ATTR, STORE_ERROR_ATTR, PREEMPTED_ATTR)
+                    if k in frozen.user_attrs
+                ),
+                "",
+            )
+            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
+            line = f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s"
+            self.progress.trial_finished(frozen.number, state, line)
+            best = best_trial(study)
+            if frozen.value is not None and best is not None and self.fatal is None:
+                self.tracking.parent.log_metrics(
+                    {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value},
+                    step=frozen.number,
+                )
+            if (
+                best is None or best.number != frozen.number
+            ) and PREEMPTED_ATTR not in frozen.user_attrs:  # its retry resumes from there
+                shutil.rmtree(self.trial_dir(frozen.number), ignore_errors=True)
+
+        return callback
+
+    def clean_up(self, keep: int | None, running: set[int] = frozenset()) -> None:
+        """Remove every trial directory but the best trial's and those of `running` trials (other workers')."""
+        if not self.workdir.exists():
+            return
+        kept = {f"trial-{n}" for n in {keep, *running} if n is not None}
+        for path in self.workdir.iterdir():
+            if path.name not in kept:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def classify_failure(e: BaseException, number: int) -> tuple[str, Exception | None]:
+    """A failed trial's reason, and the error that must stop the study (store down, disk full) or None."""
+    reason = distributed.failure_reason(e)
+    if isinstance(e, StoreError):
+        return str(e), StoreError(f"trial {number}: {e}")
+    lost = lost_connection(e)
+    if lost is not None:  # the Optuna storage stayed unreachable (workbench.stores.storage retried it)
+        return f"Optuna storage unreachable: {lost}", StoreError(
+            f"trial {number}: the Optuna storage stayed unreachable for over {RECONNECT_S:g} s ({lost}): run the same command to resume"
+        )
+    if _is_disk_full(e):
+        return f"disk full: {first_line(e)}", StoreError(
+            f"trial {number}: disk full ({first_line(e)}): free space under mlruns/ and run the same command to resume"
+        )
+    if _is_out_of_memory(e):
+        return f"out of memory: {reason}", None
+    return reason, None
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    words = ("no space left on device", "storagefull", "database or disk is full", "disk quota exceeded")
+    return any(
+        getattr(x, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(w in str(x).lower() for w in words)
+        for x in error_chain(e)
+    )
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    words = ("out of memory", "can't allocate memory", "cannot allocate memory")
+    return any(
+        isinstance(x, (MemoryError, torch.OutOfMemoryError)) or any(w in str(x).lower() for w in words)
+        for x in error_chain(e)
+    )
+
+
+@contextmanager
+def long_lived_frozen():
+    """Trials run with what is alive now (libraries, data, stores) out of the collector's sight.
+
+    `gc.freeze` keeps those ~700k objects out of every collection, so `release_memory` after
+    each trial scans only what trials allocated (1.2 s -> ~0 s a trial on 2 CPU cores).
+    Unfrozen at the end: a process that goes on (tests, notebooks) can collect all of it again.
+    """
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def release_memory() -> None:
+    """Free what a finished trial left: reference cycles (Trainer, callbacks) and cached CUDA blocks."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _quietly(call: Callable, *args, **kwargs) -> None:
+    """Bookkeeping after a failure must not hide the failure itself."""
+    try:
+        call(*args, **kwargs)
+    except Exception as e:
+        logger.warning("could not record the failure: %s", first_line(e))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
