@@ -78,13 +78,13 @@ def start_one_trial(session, spec) -> tuple[float, float]:
 
 def opened_session(spec, url: str):
     """A StudySession whose stores are just the Optuna study (no MLflow, no data): all _wait_for_work reads."""
+    from workbench.core.progress import StudyProgress
     from workbench.stores.storage import count_trials, open_study
-    from workbench.study.session import OpenedStores, StudySession
+    from workbench.study.session import OpenedStores, RunOptions, StudySession
 
     study = open_study(spec, url)
-    session = StudySession(spec, progress=lambda line: None)
-    session.stores = OpenedStores(study, None, url, "", count_trials(study), target=10**9)
-    return session
+    stores = OpenedStores(study, None, url, "", count_trials(study), target=10**9)  # type: ignore[arg-type]
+    return StudySession(spec, RunOptions(), StudyProgress(lambda line: None), None, stores)  # type: ignore[arg-type]
 
 
 def time_asks(spec, url: str, repeats: int) -> dict[str, list[float]]:

@@ -26,7 +26,7 @@ def main() -> None:
     from helpers import TINY, merge
 
     from workbench.config.study_file import validate_study
-    from workbench.study.session import RunOptions, run_study
+    from workbench.study.session import RunOptions, run_session
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
@@ -38,7 +38,7 @@ def main() -> None:
                 figures.append(rss_mib())
                 print(f"{line.strip()[:60]:<60} rss {figures[-1]:7.1f} MiB", flush=True)
 
-        run_study(spec, RunOptions(register=False), progress=progress)
+        run_session(spec, RunOptions(register=False), progress=progress)
     print(
         f"rss after trial 1: {figures[0]:.1f} MiB; after trial {len(figures)}: {figures[-1]:.1f} MiB; ratio {figures[-1] / figures[0]:.3f}"
     )

@@ -96,7 +96,7 @@ def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
     from workbench.config.study_file import validate_study
     from workbench.core.tables import read_table, write_table
     from workbench.data.splits import prepare_data
-    from workbench.study.session import RunOptions, run_study
+    from workbench.study.session import RunOptions, run_session
 
     quiet()
     torch.set_num_threads(1)  # as data_pipeline.py: on a shared machine, 2 threads' barrier waits swamp every timing
@@ -117,7 +117,7 @@ def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
             results = {}
             for name, pruner in [("none", {"type": "none"}), *PRUNERS.items()]:
                 spec = validate_study(study_dict(f"sst2-{name}", pruner, trials, epochs, train, dev, tokenizer))
-                run_study(spec, RunOptions(register=False), progress=lambda line: None)
+                run_session(spec, RunOptions(register=False), progress=lambda line: None)
                 results[name] = evaluations(f"sst2-{name}")
             unpruned = results.pop("none")
             best = max(v for values in unpruned for v in values)

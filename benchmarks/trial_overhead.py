@@ -102,10 +102,9 @@ def measure(repeats: int, overrides: dict, breakdown: bool = False, show=print) 
     tmp = tempfile.TemporaryDirectory()
     os.chdir(tmp.name)
     try:
-        session = StudySession(
+        session = StudySession.open(
             spec, RunOptions(register=False, workdir=Path(tmp.name) / "trials"), progress=lambda line: None
         )
-        session.open()
         ours_t, bare_t, ours_p, bare_p = [], [], [], []
         times: dict = {}
         if breakdown:

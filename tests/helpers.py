@@ -3,6 +3,8 @@ the tiny study and its merge, and an MLflow client with the reads of a study's r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from workbench.stores.tracking import mlflow_client, resolve_tracking_uri
 
 # A study that runs in seconds per trial; tests merge their changes into it.
@@ -55,3 +57,20 @@ def study_runs(client, study: str = "tiny") -> list:
 def _runs(client, study: str, role: str) -> list:
     experiment = client.get_experiment_by_name(study)
     return client.search_runs([experiment.experiment_id], f"tags.`workbench.role` = '{role}'")
+
+
+def evaluations_of_running_trial(db: Path, number: int) -> int:
+    """How many evaluations trial `number` reported while RUNNING (0 when it is not running or the store is busy)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            row = con.execute(
+                "select count(*) from trials t join trial_intermediate_values v using (trial_id) "
+                "where t.number = ? and t.state = 'RUNNING'",
+                (number,),
+            ).fetchone()
+        con.close()
+        return row[0]
+    except sqlite3.OperationalError:  # not created yet, or locked by the writer
+        return 0

@@ -1,4 +1,4 @@
-"""The Python API: load_study + run_study in one interpreter, with data made in Python."""
+"""The Python API: load_study_spec + run_study in one interpreter, with data made in Python."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def test_run_study_twice_in_one_interpreter_returns_the_trials_as_a_dataframe(wo
     import mlflow
     import pandas as pd
 
-    spec = workbench.load_study(TINY, study={"name": "api", "n_trials": 2}, training__num_train_epochs=1)
+    spec = workbench.load_study_spec(TINY, study={"name": "api", "n_trials": 2}, training__num_train_epochs=1)
     assert spec.training["num_train_epochs"] == 1 and spec.study.n_trials == 2
     first = workbench.run_study(spec, progress=lambda line: None)
     assert first.trials_run == 2 and list(first.trials["number"]) == [0, 1]
@@ -47,7 +47,7 @@ def test_a_torch_dataset_is_studied_and_its_digest_recorded(workdir):
         def __getitem__(self, i):
             return examples["text"][i], torch.tensor(examples["label"][i])
 
-    spec = workbench.load_study(TINY, study={"name": "torch-data", "n_trials": 1}, search_space={})
+    spec = workbench.load_study_spec(TINY, study={"name": "torch-data", "n_trials": 1}, search_space={})
     result = workbench.run_study(spec, data=Reviews(), register=False, progress=lambda line: None)
     assert list(result.trials["state"]) == ["COMPLETE"]
     client = tracking_client()
@@ -58,6 +58,6 @@ def test_a_torch_dataset_is_studied_and_its_digest_recorded(workdir):
 
 
 def test_bad_python_data_is_one_clear_error(workdir):
-    spec = workbench.load_study(TINY, study={"name": "bad-data"})
+    spec = workbench.load_study_spec(TINY, study={"name": "bad-data"})
     with pytest.raises(workbench.WorkbenchError, match="is not a dataset"):
         workbench.run_study(spec, data=42, progress=lambda line: None)

@@ -88,10 +88,10 @@ def test_many_imbalanced_classes_with_non_ascii_text_split_stratified(tmp_path):
     assert set(subset.train["label"]) == set(range(21)), "the subset is stratified"
 
 
-def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_same_spec(tmp_path, monkeypatch):
+def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_same_spec(tmp_path):
     """`--workers`: the launcher saves the data it prepared; a worker with the same spec maps it instead of tokenizing again."""
     from workbench.config.study_file import apply_overrides, validate_study
-    from workbench.data.splits import PREPARED_ENV, prepare_data, save_prepared
+    from workbench.data.splits import prepare_data, save_prepared
 
     spec = validate_study(
         {
@@ -103,9 +103,8 @@ def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_sam
     )
     made = prepare_data(spec)
     save_prepared(made, spec, tmp_path)
-    monkeypatch.setenv(PREPARED_ENV, str(tmp_path))
 
-    loaded = prepare_data(spec)
+    loaded = prepare_data(spec, prepared_dir=tmp_path)
     assert loaded.train.column_names == made.train.column_names
     assert all(
         list(loaded.train[c]) == list(made.train[c]) and list(loaded.validation[c]) == list(made.validation[c])
@@ -125,4 +124,4 @@ def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_sam
     )
 
     other = apply_overrides(spec, {"tokenizer.vocab_size": 150})  # another spec prepares its own
-    assert prepare_data(other).tokenizer.get_vocab() != made.tokenizer.get_vocab()
+    assert prepare_data(other, prepared_dir=tmp_path).tokenizer.get_vocab() != made.tokenizer.get_vocab()

@@ -189,3 +189,55 @@ def test_a_rank_failing_inside_a_training_step_ends_the_job_within_seconds_with_
     assert "rank 1: RuntimeError: injected fault in a training step; the ranks can no longer train in step" in err
     fault_at = float(re.search(r"fault at (\S+)", err).group(1))
     assert ended - fault_at < 30, f"the job took {ended - fault_at:.0f} s to stop\n{err[-3000:]}"
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_torchrun_job_saves_the_trial_once_and_the_requeued_job_resumes_it(write_study, workdir):
+    """What a preempted multi-GPU array task sees: SIGTERM to torchrun (its agent forwards it to every rank)."""
+    import signal
+    import time
+
+    import optuna
+    from helpers import evaluations_of_running_trial
+
+    epochs = 20  # no early stopping: the trial is still training when the signal lands
+    path = write_study(
+        study={"name": "ddp-preempt", "n_trials": 1},
+        training={"num_train_epochs": epochs},
+        data={"synthetic": {"n_examples": 600}},
+        early_stopping=None,
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "workbench", "study", "run", str(path)]
+    log = workdir / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + HANG_S
+        while evaluations_of_running_trial(workdir / "mlruns" / "optuna.db", 0) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)  # the ranks save, queue the retry and exit within torchrun's grace period
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    printed = log.read_text()
+    assert "preempted (SIGTERM): trial 0 saved at step" in printed, printed[-3000:]
+    assert "Traceback" not in printed.split("preempted (SIGTERM)")[0], printed[-3000:]
+
+    storage = f"sqlite:///{workdir}/mlruns/optuna.db"
+    first = optuna.load_study(study_name="ddp-preempt", storage=storage).trials[0]
+    assert first.state.name == "FAIL" and first.user_attrs["preempted"].startswith("preempted at step ")
+    checkpoint = Path(optuna.load_study(study_name="ddp-preempt", storage=storage).trials[1].user_attrs["resume_from"])
+    assert (checkpoint / "trainer_state.json").is_file()  # saved once, by rank 0, at the step every rank agreed on
+
+    rc, out, err = torchrun(["-m", "workbench", "study", "run", str(path)], cwd=workdir)  # the requeued job
+    assert rc == 0, f"exit {rc}\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}"
+    trials = optuna.load_study(study_name="ddp-preempt", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    retry = trials[1]
+    assert retry.user_attrs["retry_of"] == 0 and retry.params == first.params
+    assert sorted(first.intermediate_values) + sorted(retry.intermediate_values) == list(range(1, epochs + 1))

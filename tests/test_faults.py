@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import trial_runs
+from helpers import evaluations_of_running_trial, trial_runs
 from servers import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,23 +360,6 @@ def optuna_trials(url: str) -> list:
 
 
 # --- a worker preempted (SIGTERM) mid-trial ----------------------------------------------------
-
-
-def evaluations_of_running_trial(db: Path, number: int) -> int:
-    """How many evaluations trial `number` reported while RUNNING (0 when it is not running or the store is busy)."""
-    import sqlite3
-
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            row = con.execute(
-                "select count(*) from trials t join trial_intermediate_values v using (trial_id) "
-                "where t.number = ? and t.state = 'RUNNING'",
-                (number,),
-            ).fetchone()
-        con.close()
-        return row[0]
-    except sqlite3.OperationalError:  # not created yet, or locked by the writer
-        return 0
 
 
 @pytest.mark.slow

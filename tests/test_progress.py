@@ -9,7 +9,7 @@ from rich.console import Console
 from workbench.cli.commands import main
 from workbench.config.study_file import load_study_file
 from workbench.core.progress import LiveProgress, StudyState
-from workbench.study.session import RunOptions, run_study
+from workbench.study.session import RunOptions, run_session
 
 TRIAL_LINE = re.compile(r"^  trial +(\d+) (COMPLETE|PRUNED|FAIL) ", re.M)
 TERMINAL_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -49,7 +49,7 @@ def test_a_terminal_gets_a_live_display_with_counts_best_eta_and_the_running_eva
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=160, color_system=None)
     spec = load_study_file(write_study(study={"n_trials": 2}))
-    run_study(spec, RunOptions(register=False), progress=LiveProgress(console))
+    run_session(spec, RunOptions(register=False), progress=LiveProgress(console))
     assert "\x1b[" in buffer.getvalue(), "drawn in place with terminal codes"
     out = screen_lines(buffer.getvalue())
     assert [n for n, _ in TRIAL_LINE.findall(out)] == ["0", "1"], "each trial's line still scrolls above the display"

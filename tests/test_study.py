@@ -10,7 +10,7 @@ from helpers import study_runs, tracking_client, trial_runs
 from workbench.cli.commands import main
 from workbench.config.study_file import load_study_file
 from workbench.stores.storage import open_study, resolve_storage
-from workbench.study.session import RunOptions, run_study
+from workbench.study.session import RunOptions, run_session
 
 
 def stored_trials(name="tiny"):
@@ -45,7 +45,7 @@ def test_resume_runs_only_what_is_missing_and_trials_adds_exactly(write_study, c
 @pytest.mark.slow
 def test_trial_runs_hold_params_step_metrics_and_optuna_tags(write_study):
     spec = load_study_file(write_study(study={"n_trials": 1}))
-    outcome = run_study(spec, RunOptions(register=False), progress=lambda line: None)
+    outcome = run_session(spec, RunOptions(register=False), progress=lambda line: None)
     assert outcome.states == {"COMPLETE": 1}
     client = tracking_client()
     (run,) = trial_runs(client)
@@ -71,7 +71,7 @@ def test_failing_and_pruned_trials_are_recorded_and_the_study_goes_on(write_stud
         study={"n_trials": 4, "sampler": {"type": "grid"}, "pruner": {"type": "median", "n_startup_trials": 1}},
         search_space={"model.num_heads": {"choices": [2, 3]}, "training.learning_rate": {"choices": [3.0e-3, 1.0e-5]}},
     )
-    outcome = run_study(load_study_file(path), RunOptions(register=False), progress=lambda line: None)
+    outcome = run_session(load_study_file(path), RunOptions(register=False), progress=lambda line: None)
     trials = stored_trials()
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(trials) == 4 and len(failed) == 2

@@ -16,7 +16,8 @@ from helpers import tracking_client, trial_runs
 
 from workbench.core.errors import WorkbenchError
 from workbench.stores.db import driver_url
-from workbench.study.workers import WorkerPlan, plan_workers, worker_env
+from workbench.study.forked import WorkerTask
+from workbench.study.workers import WorkerPlan, plan_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT_HEARTBEAT = {"WORKBENCH_HEARTBEAT_S": "1", "WORKBENCH_GRACE_S": "4"}
@@ -83,7 +84,7 @@ def test_workers_spread_round_robin_over_gpus_and_pack_with_workers_per_gpu():
     assert [p.gpu for p in plan_workers(3, None, ["0", "1"])] == ["0", "1", "0"]
     assert [p.gpu for p in plan_workers(None, 2, ["4", "5"])] == ["4", "4", "5", "5"]
     assert (
-        worker_env(WorkerPlan(1, "5"), 4).items()
+        WorkerTask(None, None, worker_id=1, n_workers=4, gpu="5").environment().items()  # type: ignore[arg-type]
         >= {"CUDA_VISIBLE_DEVICES": "5", "WORKBENCH_WORKER_ID": "1", "WORKBENCH_WORKERS": "4"}.items()
     )
 
@@ -227,3 +228,28 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_next_run_resumes(write_study)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "study tiny: 0/2 trials done" in resumed.stdout  # interrupted trials do not count
     assert sum(t.state.name == "COMPLETE" for t in load().get_trials()) == 2
+
+
+def test_a_worker_gets_one_picklable_task_and_reports_trials_as_events():
+    """The launcher and its workers talk through typed objects, not through the text printed for people."""
+    import multiprocessing
+    import pickle
+
+    from workbench.config.study_file import validate_study
+    from workbench.study.forked import EventProgress, TrialEvent
+    from workbench.study.session import RunOptions
+
+    spec = validate_study({"study": {"name": "typed", "n_trials": 3}, "data": {"synthetic": {"n_examples": 100}}})
+    task = WorkerTask(spec, RunOptions(storage="postgresql://u:secret@db/optuna", launched=True), 1, 2)
+    assert pickle.loads(pickle.dumps(task)) == task
+
+    read, write = multiprocessing.Pipe(duplex=False)
+    progress = EventProgress(write, worker=1)
+    progress.trial_started(5)
+    progress.evaluation(5, 1, 0.75)
+    progress.trial_finished(5, "COMPLETE", "  trial   5 COMPLETE eval_f1=0.7500  (lr=0.001) 1.0s")
+    assert [read.recv() for _ in range(3)] == [
+        TrialEvent(1, "started", 5),
+        TrialEvent(1, "evaluated", 5, index=1, value=0.75),
+        TrialEvent(1, "ended", 5, state="COMPLETE", summary="trial   5 COMPLETE eval_f1=0.7500  (lr=0.001) 1.0s"),
+    ]

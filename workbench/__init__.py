@@ -1,18 +1,27 @@
 """workbench: hyperparameter studies for transformers models, tracked in MLflow.
 
 import workbench
-spec = workbench.load_study("studies/demo.yaml", study={"n_trials": 4})
+spec = workbench.load_study_spec("studies/demo.yaml", study={"n_trials": 4})
 result = workbench.run_study(spec)
 """
 
 __version__ = "0.1.0"
-__all__ = ["load_study", "run_study", "StudyResult", "StudySpec", "WorkbenchError", "__version__"]
+__all__ = [
+    "load_study_spec",
+    "run_study",
+    "conclude_study",
+    "StudyResult",
+    "StudySpec",
+    "WorkbenchError",
+    "__version__",
+]
 _PUBLIC = {
-    "load_study": "api",
+    "load_study_spec": "api",
     "run_study": "api",
+    "conclude_study": "api",
     "StudyResult": "api",
-    "StudySpec": "spec",
-    "WorkbenchError": "errors",
+    "StudySpec": "config.spec",
+    "WorkbenchError": "core.errors",
 }
 
 

@@ -1,7 +1,7 @@
-"""The Python API, for notebooks and scripts: `load_study` and `run_study`.
+"""The Python API, for notebooks and scripts: `load_study_spec`, `run_study` and `conclude_study`.
 
     import workbench
-    spec = workbench.load_study("studies/demo.yaml", study={"n_trials": 4})
+    spec = workbench.load_study_spec("studies/demo.yaml", study={"n_trials": 4})
     result = workbench.run_study(spec)
     result.trials            # a pandas DataFrame, one row per trial
     result.best_params, result.best_value, result.model_uri
@@ -23,11 +23,11 @@ from workbench.core import distributed
 from workbench.core.errors import WorkbenchError
 from workbench.core.progress import StudyProgress
 from workbench.stores.storage import best_trial, build_storage, resolve_storage
-from workbench.study.session import RunOptions, StudyOutcome
-from workbench.study.session import run_study as _run_study
+from workbench.study.session import RunOptions, StudyOutcome, run_session
+from workbench.study.session import conclude_study as _conclude_study
 
 
-def load_study(source: str | Path | dict, /, **overrides: Any) -> StudySpec:
+def load_study_spec(source: str | Path | dict, /, **overrides: Any) -> StudySpec:
     """A validated study spec from a YAML file or a dict shaped like one.
 
     `overrides` set values on top, by section (`training={"num_train_epochs": 1}`) or by dotted
@@ -94,10 +94,26 @@ def run_study(
     if data is not None:
         spec = apply_overrides(spec, {"data.source": "python"})
     options = RunOptions(storage=storage, tracking_uri=tracking_uri, add_trials=trials, register=register)
-    outcome = _run_study(spec, options, progress, data)
+    outcome = run_session(spec, options, progress, data)
     if not distributed.is_main():  # under torchrun rank 0 owns the study; the other ranks only trained
         return StudyResult(spec.study.name, spec.study.metric, outcome.trials_run, None, None, None)
     return result_of(spec, outcome, storage)
+
+
+def conclude_study(
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    register: bool = True,
+    progress: Callable[[str], None] | StudyProgress = print,
+) -> StudyResult:
+    """Conclude a study whose trials ran elsewhere (workers on a cluster): summary, plots, registration.
+
+    Runs on any machine that reaches both stores; a second call registers nothing new.
+    """
+    options = RunOptions(storage=storage, tracking_uri=tracking_uri, register=register)
+    return result_of(spec, _conclude_study(spec, options, progress), storage)
 
 
 def result_of(spec: StudySpec, outcome: StudyOutcome, storage: str | None = None) -> StudyResult:

@@ -6,14 +6,12 @@ Heavy libraries are imported inside the commands, so `workbench --help` answers 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.core.errors import WorkbenchError, first_line, mask_secrets
+from workbench.core.console import configure_output
+from workbench.core.errors import WorkbenchError, exit_status
 
 DESCRIPTION = """Hyperparameter studies for Hugging Face transformers models, tracked in MLflow.
 
@@ -27,16 +25,6 @@ Stores: mlruns/mlflow.db (MLflow) and mlruns/optuna.db (Optuna) in the current f
 --tracking-uri / --storage say otherwise. Exit codes: 0 done, 1 refused (a gate, a mismatch),
 2 bad input, 130 interrupted."""
 MODEL_HELP = "NAME (its @champion), NAME@ALIAS, NAME/VERSION, models:/..., or a model folder"
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-QUIET_ENV = {
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TOKENIZERS_PARALLELISM": "false",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "MLFLOW_LOGGING_LEVEL": "WARNING",
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run at http://user:password@host/...": a secret, and noise
-}
 
 
 def _global_options(storage: bool) -> argparse.ArgumentParser:
@@ -99,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="pack K workers on each visible GPU (default --workers: K x GPUs)",
     )
     run.set_defaults(handler=cmd_study_run)
+    conclude = study.add_parser(
+        "conclude",
+        parents=with_storage,
+        help="after workers anywhere have run a study's trials: summary, plots, registration (once)",
+    )
+    conclude.add_argument("study_file", type=Path)
+    conclude.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a study-file value, as for run"
+    )
+    conclude.add_argument("--no-register", action="store_true", help="do not register the best model")
+    conclude.set_defaults(handler=cmd_study_conclude)
     listing = study.add_parser(
         "list", parents=with_storage, help="the studies in the store: trials by state, best value, last activity"
     )
@@ -150,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     promote.add_argument(
         "--data",
-        help="evaluation data: a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the candidate's validation data)",
+        help="evaluation data: a csv/tsv/jsonl/parquet file with text and label, or a study file "
+        "(default: the candidate's validation data)",
     )
     promote.add_argument(
         "--min-delta",
@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help=MODEL_HELP)
     evaluate.add_argument(
         "--data",
-        help="a csv/tsv/jsonl/parquet file with text and label, or a study file (default: the version's validation data)",
+        help="a csv/tsv/jsonl/parquet file with text and label, or a study file "
+        "(default: the version's validation data)",
     )
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -197,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--input",
         type=Path,
-        help="a file of texts: .txt (one per line), or csv/tsv/jsonl/parquet with a `text` column (other columns are kept)",
+        help="a file of texts: .txt (one per line), or csv/tsv/jsonl/parquet with a `text` column "
+        "(other columns are kept)",
     )
     predict.add_argument(
         "--output", type=Path, help="write predictions here (.csv, .jsonl or .parquet) instead of printing"
@@ -232,45 +234,15 @@ def run() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for key, value in QUIET_ENV.items():
-        if not (args.debug and key.endswith(("VERBOSITY", "LOGGING_LEVEL"))):
-            os.environ.setdefault(key, value)
-    logging.basicConfig(
-        level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not args.debug:
-        _quiet_libraries()
+    configure_output(args.debug)
     try:
         return args.handler(args) or 0
-    except WorkbenchError as e:
-        if args.debug:
+    except (Exception, KeyboardInterrupt) as e:  # ours: one line; a bug: one line, the traceback behind --debug
+        if args.debug and not isinstance(e, KeyboardInterrupt):
             raise
-        print(
-            "error: " + " ".join(mask_secrets(str(e)).split()), file=sys.stderr
-        )  # one line, whatever the message holds
-        return getattr(e, "exit_code", EXIT_USAGE)
-    except KeyboardInterrupt:
-        print("interrupted: the running trial was marked failed; run the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as e:  # a bug or an unforeseen fault: still one line, the traceback behind --debug
-        if args.debug:
-            raise
-        print(
-            f"error: {e.__class__.__name__}: {first_line(e)} (unexpected: rerun with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-
-
-def _quiet_libraries() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    for name in ("mlflow", "alembic", "transformers", "datasets", "urllib3", "sqlalchemy"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import optuna  # its logger resets its level when first imported: set it after
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress line carries each trial's outcome
+        message, code = exit_status(e)
+        print(message, file=sys.stderr)
+        return code
 
 
 def _parse_sets(pairs: list[str]) -> dict:
@@ -286,29 +258,30 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def cmd_study_run(args) -> int:
-    if args.workers is not None or args.workers_per_gpu is not None:
-        start_worker_server()  # first: it imports the libraries while this process does the same
+    with_workers = args.workers is not None or args.workers_per_gpu is not None
+    if with_workers:
+        from workbench.study.forked import start_fork_server
+
+        start_fork_server()  # first: it imports the libraries while this process does the same
     from workbench.api import result_of, run_study
     from workbench.config.study_file import load_study_file
     from workbench.core import distributed
-    from workbench.study.session import RunOptions
 
     spec = load_study_file(args.study_file, _parse_sets(args.set))
     show = _study_progress(args.quiet)
     distributed.install_interrupt_handler()
     distributed.install_preemption_handler()
-    if args.workers is not None or args.workers_per_gpu is not None:
+    if args.trials is not None and args.trials < 0:
+        raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
+    if with_workers:
+        from workbench.study.session import RunOptions
         from workbench.study.workers import plan_workers, run_workers, visible_gpus
 
-        if args.trials is not None and args.trials < 0:
-            raise WorkbenchError(f"--trials {args.trials}: must be 0 or more")
         options = RunOptions(
             storage=args.storage, tracking_uri=args.tracking_uri, add_trials=args.trials, register=not args.no_register
         )
         plans = plan_workers(args.workers, args.workers_per_gpu, visible_gpus())
-        outcome = run_workers(
-            args.study_file, spec, options, plans, args.set, debug=args.debug, progress=show, launch=fork_worker
-        )
+        outcome = run_workers(spec, options, plans, debug=args.debug, progress=show)
         result = result_of(spec, outcome, args.storage)
     else:
         result = run_study(
@@ -325,76 +298,29 @@ def cmd_study_run(args) -> int:
         print(
             f"study {result.study_name}: ran {result.trials_run} trials" + (f"; in total {summary}" if summary else "")
         )
-    if distributed.is_main() and distributed.worker_id() is None:  # a worker of --workers: its launcher concludes
-        if result.best_trial is not None:
-            print(f"best: trial {result.best_trial.number}, {result.metric}={result.best_value:.4f}")
-        if result.registered:
-            print(f"registered {result.registered} as @challenger; next: workbench promote {spec.registry.model_name}")
+    if distributed.is_main():
+        _print_result(result, spec.registry.model_name)
     return 0
 
 
-# `study run --workers`: the workers are forked from a multiprocessing fork server that imports
-# these once, on another core while the launcher imports and prepares the study, instead of each
-# worker importing torch, transformers and MLflow after the launcher is done (5 s on 2 cores).
-WORKER_MODULES = ["workbench.cli.commands", "workbench.api"]
+def cmd_study_conclude(args) -> int:
+    from workbench.api import conclude_study
+    from workbench.config.study_file import load_study_file
+
+    spec = load_study_file(args.study_file, _parse_sets(args.set))
+    result = conclude_study(
+        spec, storage=args.storage, tracking_uri=args.tracking_uri, register=not args.no_register, progress=print
+    )
+    _print_result(result, spec.registry.model_name)
+    return 0
 
 
-def start_worker_server() -> None:
-    """Start the fork server in the background (it ends with this process); `fork_worker` forks from it."""
-    from multiprocessing import forkserver
-
-    forkserver.set_forkserver_preload(WORKER_MODULES)
-    # The server must not hold our stdout and stderr: a caller reading them to the end would wait
-    # for the server's own exit (1.5 s of garbage collection), after ours. Each worker gets a pipe.
-    saved = [os.dup(fd) for fd in (1, 2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd in (1, 2):
-            os.dup2(devnull, fd)
-        forkserver.ensure_running()
-    finally:
-        for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)
-
-
-def fork_worker(argv: list[str], env: dict[str, str]):
-    """A worker running `workbench ARGV` in `env`, forked from the server; its stdout and stderr come back as text."""
-    import multiprocessing
-
-    from workbench.study.workers import ForkedWorker
-
-    context = multiprocessing.get_context("forkserver")
-    read, write = context.Pipe(duplex=False)
-    process = context.Process(target=_forked_worker, args=(argv, env, write), name="workbench-worker")
-    # multiprocessing re-runs the launching script in the child unless it is a module's __main__:
-    # a user's unguarded script would start over in every worker. The worker needs nothing from it.
-    main_module = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        process.start()
-    finally:
-        sys.modules["__main__"] = main_module
-    write.close()  # the worker holds the only write end: its exit ends our reading
-    stdout = os.fdopen(os.dup(read.fileno()), "r", encoding="utf-8", errors="replace")
-    read.close()
-    return ForkedWorker(process, stdout)
-
-
-def _forked_worker(argv: list[str], env: dict[str, str], out) -> None:
-    """In the forked process: what `python -m workbench ARGV` does in a new process, minus the imports."""
-    os.setsid()  # its own session, as a spawned worker's: a terminal's Ctrl-C reaches the launcher only, which forwards it
-    os.environ.clear()
-    os.environ.update(env)
-    for fd in (1, 2):
-        os.dup2(out.fileno(), fd)
-    out.close()
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-    sys.exit(main(argv))
+def _print_result(result, model_name: str | None) -> None:
+    """The study's best trial and the version registered, as the last lines of `study run` and `study conclude`."""
+    if result.best_trial is not None:
+        print(f"best: trial {result.best_trial.number}, {result.metric}={result.best_value:.4f}")
+    if result.registered:
+        print(f"registered {result.registered} as @challenger; next: workbench promote {model_name}")
 
 
 def _study_progress(quiet: bool):
@@ -460,7 +386,8 @@ def cmd_promote(args) -> int:
     print(decision.table())
     if not decision.promoted and not args.dry_run:
         raise PromotionRefused(
-            f"{args.model_name}: v{decision.candidate} not promoted: {decision.reason}; @champion stays v{decision.champion}"
+            f"{args.model_name}: v{decision.candidate} not promoted: {decision.reason}; "
+            f"@champion stays v{decision.champion}"
         )
     return 0
 

@@ -80,10 +80,10 @@ def install_preemption_handler() -> None:
     """SIGTERM (what a spot instance, Slurm or Kubernetes sends before SIGKILL) is remembered, not raised:
     training saves a checkpoint at the end of the current step and the trial is queued for a retry.
 
-    Not under torchrun: its ranks would each see the signal at another step and lose step; there
-    SIGTERM ends the job as before, and the heartbeat retries the trial from its start.
+    Under torchrun every rank gets the signal (the agent forwards it), each at its own step: the
+    ranks stop at the first step end where any of them has it (`any_rank`), so they stay in step.
     """
-    if threading.current_thread() is threading.main_thread() and world_size() == 1:
+    if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: note_preemption())
 
 
@@ -150,6 +150,21 @@ def shutdown_distributed() -> None:
             dist.barrier(group=_control)
             dist.destroy_process_group()
         _control = _sync = None
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is True on any rank: one decision, taken together (`flag` alone without torchrun).
+
+    Every rank must call it at the same point (a training step's end, between trials).
+    """
+    if not is_distributed():
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    box = torch.tensor([1 if flag else 0])
+    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=_control)
+    return bool(box.item())
 
 
 def broadcast(value: Any) -> Any:

@@ -57,6 +57,23 @@ class Preempted(WorkbenchError):
     exit_code = 143
 
 
+class TrialFailed(Exception):
+    """A trial's own failure (its error, a non-finite loss, out of memory), already recorded: the study goes on.
+
+    The only exception a study lets Optuna catch. Anything else a trial raises (a store that
+    stays down, a full disk, SIGTERM, ranks that lost step) stops the study where it happens.
+    """
+
+
+def exit_status(e: BaseException) -> tuple[str, int]:
+    """The one line a command prints for `e` (no traceback, passwords masked), and its exit code."""
+    if isinstance(e, WorkbenchError):
+        return "error: " + " ".join(mask_secrets(str(e)).split()), getattr(e, "exit_code", 2)
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted: the running trial was marked failed; run the same command to resume", 130
+    return f"error: {e.__class__.__name__}: {first_line(e)} (unexpected: rerun with --debug for the traceback)", 1
+
+
 def mask_secrets(text: str) -> str:
     """`text` with the password of every URL in it shown as ***: safe to print, log or record."""
     return _URL_PASSWORD.sub(r"\g<head>***@", text)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ logger = logging.getLogger(__name__)
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Set by `study run --workers` in each worker: the folder where the launcher saved the data it
 # prepared, which the worker loads instead of reading, tokenizer-training and tokenizing again.
-PREPARED_ENV = "WORKBENCH_PREPARED_DATA"
 
 
 @dataclass(frozen=True)
@@ -72,14 +70,13 @@ class TrialData:
     class_weights: tuple[float, ...] | None = None  # per class id, for `loss.class_weights`
 
 
-def prepare_data(spec: StudySpec, given: Any = None) -> TrialData:
+def prepare_data(spec: StudySpec, given: Any = None, prepared_dir: Path | None = None) -> TrialData:
     """Load (or take `given`), validate and tokenize the study's data once; every trial shares it.
 
-    A `--workers` worker loads what its launcher prepared for the same spec (PREPARED_ENV).
+    A `--workers` worker maps what its launcher prepared for the same spec (`prepared_dir`).
     """
-    shared = os.environ.get(PREPARED_ENV)
-    if shared and given is None:
-        prepared = load_prepared(Path(shared), spec)
+    if prepared_dir is not None and given is None:
+        prepared = load_prepared(prepared_dir, spec)
         if prepared is not None:
             return prepared
     # under torchrun a rank that cannot load the data fails every rank, with its reason

@@ -21,7 +21,7 @@ from workbench.core.errors import RegistryError, first_line
 from workbench.data.splits import TrialData
 from workbench.model.inference import WorkbenchClassifier
 from workbench.model.user_code import code_paths, import_object, read_model_class
-from workbench.stores.storage import RUN_ID_ATTR, WORKER_ATTR
+from workbench.stores.storage import MODEL_URI_ATTR, RUN_ID_ATTR, WORKER_ATTR
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -48,14 +48,17 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
     Returns "NAME version N", or None when that trial is already registered or has no model.
     """
     name = spec.registry.model_name
+    if not name:  # registry.model_name unset: the study registers nothing
+        return None
     run_id = best.user_attrs.get(RUN_ID_ATTR)
     client = tracking.client
     if run_id and client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
         return None  # resumed with no better trial: nothing new to register
     model_dir = trial_dir / "model"
-    if not (model_dir / "config.json").is_file():
+    model_uri = best.user_attrs.get(MODEL_URI_ATTR)  # logged to the tracking store when it became the best
+    if model_uri is None and not (model_dir / "config.json").is_file():
         host = best.user_attrs.get(WORKER_ATTR, "").rpartition(":")[0]
-        if host and host != socket.gethostname():  # workers on several machines: each keeps its own trials' models
+        if host and host != socket.gethostname():  # a local study on several machines: each keeps its own models
             logger.warning("registry: the best trial (%d) ran on %s; `study run` there registers it", best.number, host)
         else:
             logger.warning("registry: the best trial's model is missing at %s; nothing registered", model_dir)
@@ -70,7 +73,9 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
     }
     if data.positive_label is not None:
         tags[POSITIVE_TAG] = data.positive_label
-    version = register_model_dir(name, model_dir, data.splits.frame("validation"), tags, run_id)
+    if model_uri is None:
+        model_uri = log_model_dir(model_dir, data.splits.frame("validation"), run_id)
+    version = register_model_uri(name, model_uri, tags)
     client.set_registered_model_alias(name, CHALLENGER, version)
     origin = (
         f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.value:.4f} "
@@ -81,21 +86,44 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
 
 
 def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_id: str | None) -> str:
-    """Log a saved model (with `eval_frame`, its evaluation data) into run `run_id`, register it; returns the version."""
+    """Log a saved model (`eval_frame`: its evaluation data) into run `run_id`, register it; returns the version."""
+    return register_model_uri(name, log_model_dir(model_dir, eval_frame, run_id), tags)
+
+
+def log_model_dir(model_dir: Path, eval_frame, run_id: str | None) -> str:
+    """Log a saved model (with `eval_frame`, its evaluation data) as an MLflow model of run `run_id`; its URI."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         eval_data = Path(tmp) / "validation.parquet"
         eval_frame.to_parquet(eval_data)
         with mlflow.start_run(run_id=run_id):
-            info = log_pyfunc_model(model_dir, eval_data)
+            return str(log_pyfunc_model(model_dir, eval_data).model_uri)
+
+
+def register_model_uri(name: str, model_uri: str, tags: dict) -> str:
+    """Register a logged model (`models:/<model_id>` or `runs:/...`) under `name`; returns the version."""
+    import mlflow
     from mlflow.utils.logging_utils import disable_logging, enable_logging
 
-    disable_logging()  # MLflow prints "Successfully registered model" and "Created version": our summary line says it once
+    disable_logging()  # MLflow prints "Successfully registered model" and "Created version": our line says it once
     try:
-        return mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version
+        return mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()}).version
     finally:
         enable_logging()
+
+
+def remove_logged_model(client, model_uri: str) -> None:
+    """Delete a logged model and its files (a trial's model that a better trial superseded)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    model_id = model_uri.removeprefix("models:/")
+    try:
+        location = client.get_logged_model(model_id).artifact_location
+        get_artifact_repository(location).delete_artifacts()
+        client.delete_logged_model(model_id)
+    except Exception as e:  # a model already gone, or a store that refuses: the study goes on
+        logger.warning("could not remove the superseded model %s: %s", model_id, first_line(e))
 
 
 def log_pyfunc_model(model_dir: Path, eval_data: Path):

@@ -66,6 +66,7 @@ METRIC_ATTR = "workbench.metric"
 ELAPSED_ATTR = "workbench.elapsed_s"  # wall time the study has run, over every session: study.timeout counts it
 # Trial attributes: the trial's MLflow run, where it ran, and why it did not complete.
 RUN_ID_ATTR = "mlflow_run_id"
+MODEL_URI_ATTR = "model_uri"  # a best-so-far trial's model in the tracking store (models:/<id>), when shared
 WORKER_ATTR = "worker"
 FAIL_REASON_ATTR = "fail_reason"  # the trial's own failure: it counts toward the target
 STORE_ERROR_ATTR = "store_error"  # a store fault, not the trial's doing: run again on resume
@@ -106,6 +107,12 @@ def quiet_experimental():
         yield
 
 
+def _lost_table_race(e: BaseException) -> bool:
+    """True when workers starting together on an empty database raced to create Optuna's tables, and this one lost."""
+    words = ("duplicate key value", "already exists", "unique constraint")
+    return any(w in str(x).lower() for x in error_chain(e) for w in words)
+
+
 def build_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -115,15 +122,24 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
             f"--storage {mask_url(url)!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)"
         )
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
+
+    def open_rdb() -> optuna.storages.RDBStorage:
         with quiet_experimental():
-            storage = RDBStorage(
+            return RDBStorage(
                 driver_url(url),
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_S,
                 grace_period=GRACE_S,
                 heartbeat_stale_trial_callback=_retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
             )
+
+    try:
+        try:
+            storage = open_rdb()
+        except Exception as e:
+            if not _lost_table_race(e):
+                raise
+            storage = open_rdb()  # the other worker made the tables: they are there now
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {mask_url(url)}: cannot open the Optuna storage: {first_line(e)}") from None
     if not url.startswith("sqlite"):  # a server can restart; a SQLite file cannot lose its connection

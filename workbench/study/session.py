@@ -21,9 +21,10 @@ from typing import Any
 from workbench.config.search_space import describe_space
 from workbench.config.study_file import StudySpec
 from workbench.core import distributed
-from workbench.core.errors import Preempted, first_line
+from workbench.core.errors import Preempted, StoreError, TrialFailed, first_line
 from workbench.core.progress import StudyProgress, StudyState, as_progress
 from workbench.data.splits import TrialData, prepare_data
+from workbench.stores.ask_lock import ask_lock_for
 from workbench.stores.db import STORE_DIR, check_sqlite_writable, mask_url
 from workbench.stores.registry import register_best
 from workbench.stores.storage import (
@@ -51,6 +52,7 @@ from workbench.trial.objective import TrialRunner, long_lived_frozen
 
 logger = logging.getLogger(__name__)
 
+PREEMPTED_BETWEEN_TRIALS = "preempted (SIGTERM) between trials; run the same command to resume"
 WAIT_POLL_S = 1.0  # how often a worker with nothing to do looks again: it exits as soon as the study is done
 
 
@@ -61,6 +63,8 @@ class RunOptions:
     add_trials: int | None = None  # run this many more trials instead of filling up to n_trials
     workdir: Path = Path(STORE_DIR) / "trials"  # trial checkpoints and saved best models
     register: bool = True
+    launched: bool = False  # a worker of a launcher (`--workers`): it runs trials; the launcher concludes
+    prepared: Path | None = None  # data its launcher prepared for this spec (`data.save_prepared`), to map
 
 
 @dataclass
@@ -92,80 +96,63 @@ class OpenedStores:
 
 
 class StudySession:
-    """A study from open to conclude; rank 0 holds the stores, every rank holds the data."""
+    """A study from open to conclude; rank 0 holds the stores, every rank holds the data.
+
+    Built whole by `StudySession.open`; `stores` answers on rank 0 only (the other ranks of a
+    torchrun job train what rank 0 samples and never touch a store).
+    """
 
     def __init__(
         self,
         spec: StudySpec,
+        options: RunOptions,
+        progress: StudyProgress,
+        data: TrialData,
+        stores: OpenedStores | None,
+    ):
+        self.spec = spec
+        self.options = options
+        self.progress = progress  # plain lines, quiet, or a live display
+        self.outcome = StudyOutcome(spec.study.name)
+        self.data = data
+        self._stores = stores  # rank 0 only
+        storage_url = stores.storage_url if stores is not None else ""
+        self.ask_lock = ask_lock_for(storage_url, spec.study.name, options.workdir)
+        tracking = stores.tracking if stores is not None else None
+        self.runner = TrialRunner(
+            spec,
+            data,
+            tracking,
+            options.workdir / spec.study.name,
+            progress,
+            on_start=self.ask_lock.release,
+            publish_models=shares_machines(storage_url),
+        )
+
+    @classmethod
+    def open(
+        cls,
+        spec: StudySpec,
         options: RunOptions = RunOptions(),
         progress: Callable[[str], None] | StudyProgress = print,
         data: Any = None,
-    ):
-        self.spec = spec
-        self.given_data = data  # data made in Python (workbench.run_study(data=...)), else the spec's source
-        self.options = options
-        self.progress = as_progress(progress)  # plain lines, quiet, or a live display
-        self.outcome = StudyOutcome(spec.study.name)
-        self.stores: OpenedStores | None = None  # rank 0 only
-        self.data: TrialData | None = None
-        self.runner: TrialRunner | None = None
+    ) -> StudySession:
+        """Check both stores and the data, then create or resume the study: a refused study writes nothing.
 
-    def open(self) -> None:
-        """Check both stores and the data, then create or resume the study: a refused study writes nothing."""
-        urls = distributed.on_main(self._check_stores)
-        self.data = prepare_data(self.spec, self.given_data)  # bad data leaves no empty study or RUNNING run behind
-        distributed.on_main(lambda: self._open_stores(*urls))
-        tracking = self.stores.tracking if self.stores else None
-        self.runner = TrialRunner(
-            self.spec, self.data, tracking, self.options.workdir / self.spec.study.name, self.progress
-        )
-        self.ask_lock = AskLock(self.options.workdir / f".{self.spec.study.name}.ask.lock")
-        self.runner.on_start = self.ask_lock.release
+        `data`: data made in Python (`workbench.run_study(data=...)`), else the spec's source.
+        """
+        urls = distributed.on_main(lambda: _check_stores(spec, options))
+        prepared = prepare_data(spec, data, options.prepared)  # bad data leaves no empty study or RUNNING run
+        opened: list[OpenedStores] = []  # rank 0's: the other ranks get no copy of a study or a client
+        distributed.on_main(lambda: opened.append(_open_stores(spec, options, *urls)))
+        return cls(spec, options, as_progress(progress), prepared, opened[0] if opened else None)
 
-    def _check_stores(self) -> tuple[str, str]:
-        storage_url = resolve_storage(self.options.storage)
-        tracking_uri = resolve_tracking_uri(self.options.tracking_uri)
-        if storage_url.startswith("sqlite:///"):
-            check_sqlite_writable(storage_url, "--storage")
-        check_stored(self.spec, build_storage(storage_url))
-        check_tracking_store(tracking_uri)
-        adopt_moved_store(tracking_uri)  # a copied mlruns/ never writes into the original's folder
-        return storage_url, tracking_uri
-
-    def _open_stores(self, storage_url: str, tracking_uri: str) -> None:
-        study = open_study(self.spec, storage_url)
-        configure_mlflow(tracking_uri)
-        tracking = StudyTracking(tracking_uri, self.spec.study.name)
-        tracking.parent.log_dict(self.spec.to_dict(), "study_spec.json")
-        self._log_study_params(tracking)
-        fail_stale(study)
-        counts = count_trials(study)
-        add = self.options.add_trials
-        target = counts.counted + add if add is not None else self.spec.study.n_trials
-        elapsed = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
-        self.stores = OpenedStores(study, tracking, storage_url, tracking_uri, counts, target, elapsed)
-
-    def _log_study_params(self, tracking: StudyTracking) -> None:
-        """The search space, sampler, pruner and objective as the parent run's params (once: params never change)."""
-        study = self.spec.study
-        params = {
-            "metric": study.metric,
-            "direction": study.direction,
-            "sampler": study.sampler.type,
-            "pruner": study.pruner.type,
-        }
-        params.update({f"sampler.{k}": v for k, v in study.sampler.options.items()})
-        params.update({f"pruner.{k}": v for k, v in study.pruner.options.items()})
-        params.update({f"search_space.{k}": v for k, v in describe_space(self.spec.space).items()})
-        logged = tracking.client.get_run(tracking.parent_run_id).data.params
-        changed = sorted(
-            k for k in params if k in logged and logged[k] != str(params[k]) and not isinstance(params[k], dict)
-        )
-        if (
-            changed
-        ):  # a resumed study with another sampler seed, say: the first values stay, the spec artifact has the new
-            logger.info("study params changed since the study started (kept as first logged): %s", ", ".join(changed))
-        tracking.parent.log_params({k: v for k, v in params.items() if k not in logged})
+    @property
+    def stores(self) -> OpenedStores:
+        """The study's Optuna study and MLflow parent run (rank 0)."""
+        if self._stores is None:
+            raise RuntimeError("only rank 0 holds the study's stores")
+        return self._stores
 
     def headline(self, workers: str | None = None) -> str:
         """`study NAME: 3/12 trials done (stores)`, or `; WORKERS` instead: the first line; no password shown."""
@@ -192,8 +179,13 @@ class StudySession:
 
     def run_trials(self) -> None:
         """Trials until the target is met: rank 0 runs each through Optuna, the other ranks follow it."""
-        with long_lived_frozen(), outage_stops_study(self.stores.storage_url if self.stores else ""):
-            while distributed.on_main(self._wait_for_work):
+        storage_url = self.stores.storage_url if distributed.is_main() else ""
+        with long_lived_frozen(), outage_stops_study(storage_url):
+            while True:
+                if distributed.any_rank(distributed.preempted()):  # every rank leaves, with the same error
+                    raise Preempted(PREEMPTED_BETWEEN_TRIALS)
+                if not distributed.on_main(self._wait_for_work):
+                    return
                 if distributed.is_main():
                     self._run_one()
                 else:
@@ -206,26 +198,30 @@ class StudySession:
         return timeout is not None and self.stores.elapsed() >= timeout
 
     def _run_one(self) -> None:
+        """One trial through Optuna. Its own failure is caught there (TrialFailed); what else it raises
+        stops the study (a store or disk fault, SIGTERM with the retry queued, ranks out of step)."""
         runner, study = self.runner, self.stores.study
         try:
-            study.optimize(runner.objective, n_trials=1, catch=(Exception,), callbacks=[runner.after_trial()])
+            study.optimize(runner.objective, n_trials=1, catch=(TrialFailed,), callbacks=[runner.after_trial()])
+        except Exception:
+            runner.finish_stopped_trial(study)
+            self._record_elapsed()
+            raise
         finally:
             self.ask_lock.release()  # already released when the trial started; not when the ask failed
-        study.set_user_attr(ELAPSED_ATTR, self.stores.elapsed())
+        self._record_elapsed()
+
+    def _record_elapsed(self) -> None:
+        self.stores.study.set_user_attr(ELAPSED_ATTR, self.stores.elapsed())
         self.report_state()
-        if runner.diverged is not None:  # recorded as failed; the other ranks cannot go on
-            raise runner.diverged
-        if runner.fatal is not None:  # a store or disk fault: this trial failed, the next would too
-            raise runner.fatal
-        if runner.preempted is not None:  # SIGTERM: the trial's retry is queued; leave within the grace period
-            raise runner.preempted
 
     def _wait_for_work(self) -> bool:
         """True when a trial should start here; waits while other workers' trials may still fail and need a retry.
 
-        Workers on this machine count the trials and ask for one under one lock (`AskLock`): a
-        count and an ask of two workers in between would start a trial past the target. On True
-        the lock is held until the trial exists (TrialRunner.on_start releases it).
+        Workers count the trials and ask for one under one lock (`stores.ask_lock`, which covers
+        every worker that reaches the storage): a count and an ask of two workers in between would
+        start a trial past the target. On True the lock is held until the trial exists
+        (TrialRunner.on_start releases it).
         """
         while True:
             self.ask_lock.acquire()
@@ -245,7 +241,7 @@ class StudySession:
         """True: start a trial; False: the study is done here; None: wait for other workers' trials."""
         study, target = self.stores.study, self.stores.target
         if distributed.preempted():
-            raise Preempted("preempted (SIGTERM) between trials; run the same command to resume")
+            raise Preempted(PREEMPTED_BETWEEN_TRIALS)
         if self.out_of_time():
             self.progress.line(
                 f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial"
@@ -270,7 +266,7 @@ class StudySession:
             status = "FAILED"
             raise
         finally:
-            if closes and self.stores is not None:
+            if closes and self._stores is not None:
                 try:
                     self.stores.tracking.finish(status)
                 except Exception as e:  # must not hide the failure that ended the block
@@ -293,34 +289,59 @@ class StudySession:
             )
         log_study_plots(study, tracking, self.spec.study.metric)
         if self.options.register and self.spec.registry.model_name and best is not None:
-            outcome.registered = register_best(self.spec, best, self.data, tracking, self.runner.trial_dir(best.number))
+            trial_dir = self.runner.trial_dir(best.number)
+            outcome.registered = register_best(self.spec, best, self.data, tracking, trial_dir)
         # other workers may be training in this directory right now
         self.runner.clean_up(keep=outcome.best_trial, running=running_trials(study))
 
 
-class AskLock:
-    """An exclusive file lock (flock) that workers of one machine take to count the trials and ask for one."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        if self.file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "a")
-        fcntl.flock(self.file, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        import fcntl
-
-        if self.file is not None:
-            fcntl.flock(self.file, fcntl.LOCK_UN)  # unlocking what is not locked is harmless
+def _check_stores(spec: StudySpec, options: RunOptions) -> tuple[str, str]:
+    storage_url = resolve_storage(options.storage)
+    tracking_uri = resolve_tracking_uri(options.tracking_uri)
+    if storage_url.startswith("sqlite:///"):
+        check_sqlite_writable(storage_url, "--storage")
+    check_stored(spec, build_storage(storage_url))
+    check_tracking_store(tracking_uri)
+    adopt_moved_store(tracking_uri)  # a copied mlruns/ never writes into the original's folder
+    return storage_url, tracking_uri
 
 
-def run_study(
+def _open_stores(spec: StudySpec, options: RunOptions, storage_url: str, tracking_uri: str) -> OpenedStores:
+    study = open_study(spec, storage_url)
+    configure_mlflow(tracking_uri)
+    tracking = StudyTracking(tracking_uri, spec.study.name)
+    tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
+    _log_study_params(spec, tracking)
+    fail_stale(study)
+    counts = count_trials(study)
+    add = options.add_trials
+    target = counts.counted + add if add is not None else spec.study.n_trials
+    elapsed = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
+    return OpenedStores(study, tracking, storage_url, tracking_uri, counts, target, elapsed)
+
+
+def _log_study_params(spec: StudySpec, tracking: StudyTracking) -> None:
+    """The search space, sampler, pruner and objective as the parent run's params (once: params never change)."""
+    study = spec.study
+    params: dict[str, Any] = {
+        "metric": study.metric,
+        "direction": study.direction,
+        "sampler": study.sampler.type,
+        "pruner": study.pruner.type,
+    }
+    params.update({f"sampler.{k}": v for k, v in study.sampler.options.items()})
+    params.update({f"pruner.{k}": v for k, v in study.pruner.options.items()})
+    params.update({f"search_space.{k}": v for k, v in describe_space(spec.space).items()})
+    logged = tracking.client.get_run(tracking.parent_run_id).data.params
+    changed = sorted(
+        k for k in params if k in logged and logged[k] != str(params[k]) and not isinstance(params[k], dict)
+    )
+    if changed:  # a resumed study with another sampler seed, say: the first values stay, the spec artifact has the new
+        logger.info("study params changed since the study started (kept as first logged): %s", ", ".join(changed))
+    tracking.parent.log_params({k: v for k, v in params.items() if k not in logged})
+
+
+def run_session(
     spec: StudySpec,
     options: RunOptions = RunOptions(),
     progress: Callable[[str], None] | StudyProgress = print,
@@ -328,21 +349,69 @@ def run_study(
 ) -> StudyOutcome:
     """Run or resume a study until its trial target is met; returns what happened.
 
-    A worker of `--workers` runs trials only: its launcher owns the parent run and the conclusion.
+    A worker of `--workers` (`options.launched`) runs trials only: its launcher owns the parent
+    run and the conclusion.
     """
     distributed.init_distributed()
     distributed.set_threads()
-    session = StudySession(spec, options, progress, data)
-    session.open()
+    session = StudySession.open(spec, options, progress, data)
     distributed.on_main(lambda: session.progress.line(session.headline()))
     distributed.on_main(session.report_state)
-    launched = distributed.worker_id() is not None
     try:
-        with session.parent_run(closes=not launched):
+        with session.parent_run(closes=not options.launched):
             session.run_trials()
     finally:
         session.progress.close()  # the live display stops before the summary lines (or the error) print
-    if not launched:
+    if not options.launched:
         session.conclude()
     distributed.shutdown_distributed()
     return session.outcome
+
+
+def conclude_study(
+    spec: StudySpec,
+    options: RunOptions = RunOptions(),
+    progress: Callable[[str], None] | StudyProgress = print,
+) -> StudyOutcome:
+    """What a launcher does once its workers have exited, from any machine that reaches the stores:
+    the summary, the plots, the registration of the best model (once, however often it runs).
+
+    The study must exist; trials still running elsewhere are reported and left alone.
+    """
+    distributed.set_threads()
+    require_study(spec.study.name, resolve_storage(options.storage))
+    session = StudySession.open(spec, options, progress)
+    stores = session.stores
+    fail_stale(stores.study)
+    counts = count_trials(stores.study)
+    session.progress.line(session.headline())
+    if counts.running or counts.queued:
+        session.progress.line(
+            f"study {spec.study.name}: {counts.running} trials still running and {counts.queued} queued elsewhere; "
+            "concluding with the trials that have ended"
+        )
+    with session.parent_run():
+        pass  # the study's parent run ends FINISHED
+    return session.conclude()
+
+
+def shares_machines(storage_url: str) -> bool:
+    """True for a storage other machines can reach (not SQLite): their workers may conclude the study.
+
+    Then each new best trial's model is logged to the tracking store as it completes, and local
+    trial folders are scratch: a few seconds per new best, instead of a model lost with its node.
+    """
+    return bool(storage_url) and not storage_url.startswith("sqlite")
+
+
+def require_study(name: str, storage_url: str) -> None:
+    """Refuse, naming the stored studies, when `name` is not in the storage."""
+    import optuna
+
+    stored = optuna.get_all_study_names(build_storage(storage_url))
+    if name not in stored:
+        known = ", ".join(sorted(stored)) or "none"
+        raise StoreError(
+            f"study {name!r}: not in the Optuna storage {mask_url(storage_url)} (studies there: {known}); "
+            "check --storage or run the study first"
+        )

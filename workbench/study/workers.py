@@ -1,16 +1,16 @@
-"""Many worker processes on one study: spawn them, show their progress, stop them, conclude once.
+"""Many worker processes on one study: start them, show their progress, stop them, conclude once.
 
 `study run FILE --workers N` prepares the stores once (so N processes never race to create
-the experiment, the parent run or the database tables), starts N `workbench study run`
-processes that share the study through its Optuna storage, prefixes each line they print
-with their id, forwards Ctrl-C to all of them, and, when they have all exited, summarises
-the study and registers its best model: one registration, whatever the number of workers.
+the experiment, the parent run or the database tables), forks N workers (`study.forked`) that
+share the study through its Optuna storage, shows their trial events and prefixes each line
+they print with their id, forwards Ctrl-C to all of them, and, when they have all exited,
+summarises the study and registers its best model: one registration, whatever the number of workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
 import signal
 import subprocess
 import tempfile
@@ -18,19 +18,17 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from workbench.config.study_file import StudySpec
+from workbench.config.study_file import StudySpec, apply_overrides
 from workbench.core import distributed
 from workbench.core.errors import Preempted, WorkbenchError, WorkersFailed
 from workbench.core.progress import StudyProgress
-from workbench.data.splits import PREPARED_ENV, save_prepared
-from workbench.stores.storage import STORAGE_ENV, count_trials, fail_stale
+from workbench.data.splits import save_prepared
+from workbench.stores.storage import count_trials, fail_stale
+from workbench.study.forked import ForkedWorker, TrialEvent, WorkerTask, fork_worker
 from workbench.study.session import RunOptions, StudyOutcome, StudySession
 
-TRIAL_LINE = re.compile(
-    r"\[w\d+\]\s+trial\s+(\d+) (\w+)"
-)  # a worker's line for one ended trial (objective.after_trial)
+Launch = Callable[[WorkerTask], ForkedWorker]  # starts one worker on its task
 STOP_TIMEOUT_S = 60  # after Ctrl-C, how long workers get to end their trial before SIGKILL
 
 
@@ -70,143 +68,114 @@ def plan_workers(workers: int | None, per_gpu: int | None, gpus: Sequence[str]) 
     return [WorkerPlan(i, gpus[i % len(gpus)] if gpus else None) for i in range(workers)]
 
 
-def worker_env(plan: WorkerPlan, n_workers: int) -> dict[str, str]:
-    """The environment of one worker: its id, its GPU, and its share of the CPU cores."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env[distributed.WORKER_ENV] = str(plan.worker_id)
-    # distributed.set_threads divides the cores by this: N workers on 2 cores must not oversubscribe.
-    env[distributed.WORKERS_ENV] = str(n_workers)
-    if plan.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = plan.gpu
-    return env
-
-
 def run_workers(
-    study_file: Path,
     spec: StudySpec,
     options: RunOptions,
     plans: list[WorkerPlan],
-    sets: Sequence[str] = (),
     debug: bool = False,
     progress: Callable[[str], None] | StudyProgress = print,
-    *,
-    launch: Launch,
+    launch: Launch = fork_worker,
 ) -> StudyOutcome:
-    """Run the study with one process per plan; returns the StudyOutcome once all have exited.
-
-    `launch(argv, env)` starts one worker running `workbench ARGV`: the CLI forks them from a
-    server that has the libraries imported already (`cli.fork_worker`).
+    """Run the study with one worker process per plan; returns the StudyOutcome once all have exited.
 
     The launcher opens the study (bad data is refused here, once, before any worker starts or
     anything is written) and concludes it; the workers only run trials.
     """
-    session = StudySession(spec, options, progress)
-    session.open()
+    session = StudySession.open(spec, options, progress)
     stores, shown = session.stores, session.progress
     where = ", ".join(f"w{p.worker_id}" + (f" on GPU {p.gpu}" if p.gpu is not None else "") for p in plans)
     shown.line(session.headline(f"{len(plans)} workers ({where})"))
     session.report_state()
-    # The stores travel in the environment, readable by its owner only: `ps` shows every user the command line.
-    store_env = {STORAGE_ENV: stores.storage_url, "MLFLOW_TRACKING_URI": stores.tracking_uri}
     # The data the launcher prepared, saved once: each worker maps it instead of reading and tokenizing again.
     options.workdir.mkdir(parents=True, exist_ok=True)
     prepared = tempfile.TemporaryDirectory(prefix=f".{spec.study.name}-data-", dir=options.workdir)
     save_prepared(session.data, spec, Path(prepared.name))
-    store_env[PREPARED_ENV] = prepared.name
-    argv = [*(["--debug"] if debug else []), "study", "run", str(study_file), "--no-register"]
-    for pair in [*sets, f"study.n_trials={stores.target}"]:  # every worker aims at the same absolute target
-        argv += ["--set", pair]
+    # The stores travel inside the task (a pipe), never on a command line that `ps` shows every user.
+    worker_options = dataclasses.replace(
+        options,
+        storage=stores.storage_url,
+        tracking_uri=stores.tracking_uri,
+        add_trials=None,
+        register=False,
+        launched=True,
+        prepared=Path(prepared.name),
+    )
+    worker_spec = apply_overrides(spec, {"study.n_trials": stores.target})  # every worker aims at one target
+    tasks = [WorkerTask(worker_spec, worker_options, p.worker_id, len(plans), p.gpu, debug) for p in plans]
     try:
         with session.parent_run():
-            codes = _supervise(argv, plans, lambda line: _show(session, line), store_env, launch)
+            codes = _supervise(tasks, session, launch)
             if distributed.preempted():  # the workers saved their running trials and queued retries
                 raise Preempted(
-                    "preempted (SIGTERM): the workers' running trials were saved and queued for a retry; run the same command to resume"
+                    "preempted (SIGTERM): the workers' running trials were saved and queued for a retry; "
+                    "run the same command to resume"
                 )
     finally:
         shown.close()
         prepared.cleanup()
+    return _after_workers(session, plans, codes)
+
+
+def _after_workers(session: StudySession, plans: list[WorkerPlan], codes: list[int]) -> StudyOutcome:
+    """Once every worker has exited: say who failed, check the target was met, conclude."""
+    stores = session.stores
     for plan, code in zip(plans, codes):
         if code != 0:
-            shown.line(f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else ""))
+            session.progress.line(
+                f"worker w{plan.worker_id} exited with code {code}" + (" (killed)" if code < 0 else "")
+            )
     fail_stale(stores.study)
     after = count_trials(stores.study)
-    if (after.counted < stores.target or after.queued) and not session.out_of_time():  # a queued retry has not run yet
+    if (after.counted < stores.target or after.queued) and not session.out_of_time():  # a queued retry has not run
         raise WorkersFailed(
-            f"study {spec.study.name}: the workers stopped at {after.counted}/{stores.target} trials; run the same command to resume"
+            f"study {session.spec.study.name}: the workers stopped at {after.counted}/{stores.target} trials; "
+            "run the same command to resume"
         )
     session.outcome.trials_run = after.finished - stores.counts.finished
     return session.conclude()
 
 
-def _show(session: StudySession, line: str) -> None:
-    """A worker's line as it printed it; after a trial's line, the display's counts and best value from the storage."""
-    ended = TRIAL_LINE.match(line)
-    if ended is None:
-        session.progress.line(line)
-        return
-    session.progress.trial_finished(int(ended[1]), ended[2], line)
-    session.report_state()
+def _show_event(session: StudySession, event: TrialEvent) -> None:
+    """A worker's trial event on the launcher's display; after a trial ends, the study's counts from the storage."""
+    shown = session.progress
+    if event.kind == "started":
+        shown.trial_started(event.number)
+    elif event.kind == "evaluated" and event.index is not None and event.value is not None:
+        shown.evaluation(event.number, event.index, event.value)
+    elif event.kind == "ended" and event.state is not None:
+        shown.trial_finished(event.number, event.state, f"[w{event.worker}]   {event.summary}")
+        session.report_state()
 
 
-Launch = Callable[
-    [list[str], dict[str, str]], "ForkedWorker"
-]  # starts one worker running `workbench ARGV` in an environment
+def _supervise(tasks: list[WorkerTask], session: StudySession, launch: Launch) -> list[int]:
+    """Start one worker per task, show its events and relay its text with a `[wN]` prefix; wait for all.
 
+    Ctrl-C stops them all; SIGTERM is forwarded to each (it saves its trial and queues a retry).
+    """
+    procs: list[ForkedWorker] = []
+    readers: list[threading.Thread] = []
+    lock = threading.Lock()  # one worker's line or event at a time on the display
 
-class ForkedWorker:
-    """A worker forked by a multiprocessing fork server, with the face of a `subprocess.Popen`."""
-
-    def __init__(self, process, stdout: IO[str]):
-        self.process, self.stdout, self.pid = process, stdout, process.pid
-
-    def poll(self) -> int | None:
-        return self.process.exitcode
-
-    def wait(self, timeout: float | None = None) -> int:
-        self.process.join(timeout)
-        if self.process.exitcode is None:
-            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
-        return self.process.exitcode
-
-    def send_signal(self, signum: int) -> None:
-        try:
-            os.kill(self.pid, signum)
-        except ProcessLookupError:  # already gone
-            pass
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-
-def _supervise(
-    argv: list[str], plans: list[WorkerPlan], progress: Callable[[str], None], store_env: dict[str, str], launch: Launch
-) -> list[int]:
-    """Start one process per plan, relay their output with a `[wN]` prefix, wait for all; Ctrl-C stops all."""
-    procs, readers = [], []
-    lock = threading.Lock()
-
-    def forward_sigterm(signum, frame):  # preemption: each worker saves its trial and queues a retry
+    def forward_sigterm(signum, frame):
         distributed.note_preemption()
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
-    previous = (
-        signal.signal(signal.SIGTERM, forward_sigterm)
-        if threading.current_thread() is threading.main_thread()
-        else None
-    )
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, forward_sigterm) if on_main_thread else None
     try:
-        for plan in plans:
-            proc = launch(argv, worker_env(plan, len(plans)) | store_env)
+        for task in tasks:
+            proc = launch(task)
             procs.append(proc)
-            reader = threading.Thread(target=_relay, args=(proc, f"[w{plan.worker_id}] ", progress, lock), daemon=True)
-            reader.start()
-            readers.append(reader)
+            prefix = f"[w{task.worker_id}] "
+            for target in (_relay_text, _relay_events):
+                reader = threading.Thread(target=target, args=(proc, prefix, session, lock), daemon=True)
+                reader.start()
+                readers.append(reader)
         codes = [proc.wait() for proc in procs]
     except KeyboardInterrupt:
-        progress("interrupted: stopping the workers (each ends its running trial as failed)")
+        session.progress.line("interrupted: stopping the workers (each ends its running trial as failed)")
         _stop(procs)
         raise
     finally:
@@ -217,10 +186,20 @@ def _supervise(
     return codes
 
 
-def _relay(proc: ForkedWorker, prefix: str, progress: Callable[[str], None], lock: threading.Lock) -> None:
+def _relay_text(proc: ForkedWorker, prefix: str, session: StudySession, lock: threading.Lock) -> None:
     for line in proc.stdout:
         with lock:
-            progress(prefix + line.rstrip("\n"))
+            session.progress.line(prefix + line.rstrip("\n"))
+
+
+def _relay_events(proc: ForkedWorker, prefix: str, session: StudySession, lock: threading.Lock) -> None:
+    while True:
+        try:
+            event = proc.events.recv()
+        except (EOFError, OSError):  # the worker exited: its end of the pipe is closed
+            return
+        with lock:
+            _show_event(session, event)
 
 
 def _stop(procs: list[ForkedWorker]) -> None:

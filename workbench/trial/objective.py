@@ -15,7 +15,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,14 @@ from typing import Any
 from workbench.config.search_space import suggest_params
 from workbench.config.study_file import StudySpec, apply_overrides
 from workbench.core import distributed
-from workbench.core.errors import Preempted, StoreError, error_chain, first_line
+from workbench.core.errors import Preempted, StoreError, TrialFailed, error_chain, first_line
 from workbench.core.progress import StudyProgress
 from workbench.data.splits import TrialData
+from workbench.stores.registry import log_model_dir, remove_logged_model
 from workbench.stores.storage import (
     FAIL_REASON_ATTR,
     INTERRUPTED_ATTR,
+    MODEL_URI_ATTR,
     PREEMPTED_ATTR,
     RECONNECT_S,
     RESUME_ATTR,
@@ -57,33 +59,35 @@ class TrialRunner:
         tracking: StudyTracking | None,
         workdir: Path,
         progress: StudyProgress | None = None,
+        on_start: Callable[[], None] = lambda: None,
+        publish_models: bool = False,
     ):
         self.spec = spec
         self.data = data
         self.tracking = tracking  # None on DDP ranks other than 0
         self.workdir = workdir
         self.started = 0.0
-        self.diverged: distributed.RanksDiverged | None = None  # set when the ranks lost step
-        self.fatal: Exception | None = None  # set when a trial fails for a reason that stops the study
-        self.preempted: Preempted | None = (
-            None  # set when SIGTERM stopped a trial: its retry is queued, the worker leaves
-        )
+        self.current: int | None = None  # the number of the trial this process runs now (rank 0)
         self.lineage: StudyLineage | None = None  # built by the first trial (rank 0)
-        self.on_start: Callable[[], None] = lambda: (
-            None
-        )  # called once the trial exists (StudySession releases its AskLock)
+        self.on_start = on_start  # called once the trial exists (the session releases its AskLock)
+        # the best-so-far trial's model goes to the tracking store: any machine can register it
+        self.publish_models = publish_models
         self.progress = progress if progress is not None else StudyProgress()  # rank 0 reports to it
 
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
 
     def objective(self, trial: Any) -> float:
-        """suggest -> build -> train -> return the best evaluation of the study metric."""
+        """suggest -> build -> train -> return the best evaluation of the study metric.
+
+        The trial's own failure is recorded and raised as `TrialFailed` (the study goes on);
+        what stops the study (a store down, a full disk, SIGTERM, ranks out of step) is raised as itself.
+        """
         import optuna
 
         self.started = time.monotonic()
         number, params, run_id, resume = distributed.on_main(lambda: self._start(trial))
-        run = TrialRun(self.tracking.client, run_id) if distributed.is_main() else NullTrialRun()
+        run = TrialRun(self.tracking_of_main().client, run_id) if distributed.is_main() else NullTrialRun()
         label = f"rank {distributed.rank()} trial {number}"
         logger.info("%s params %s", label, json.dumps(params, sort_keys=True))
         if distributed.is_main():
@@ -104,20 +108,26 @@ class TrialRunner:
                 on_evaluation=on_evaluation,
                 resume_from=Path(resume) if resume else None,
             )
-            distributed.on_main(lambda: self._complete(run, result))  # a store fault here fails the trial
+            distributed.on_main(lambda: self._complete(trial, run, result))  # a store fault here fails the trial
             state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
             return result.value
         except optuna.TrialPruned as e:
             state = "PRUNED"
-            self._end_pruned(run, e)
+            self._end_pruned(trial, run, e)
             raise
         except TrialPreempted as e:
             state, preempted = f"PREEMPTED at step {e.step}", e
             distributed.on_main(lambda: self._record_preemption(trial, run, preempted))
-            raise
+            raise Preempted(
+                f"preempted (SIGTERM): trial {number} saved at step {e.step} and queued for a retry; "
+                "run the same command to resume"
+            ) from e
         except Exception as e:
-            state = "FAIL " + self._record_failure(trial, run, number, e)
-            raise
+            reason, stops = self._record_failure(trial, run, number, e)
+            state = "FAIL " + reason
+            if stops is not None:
+                raise stops from e
+            raise TrialFailed(reason) from e
         except KeyboardInterrupt:
             state = "KILLED"
             self._record_interrupt(trial, run)
@@ -126,13 +136,13 @@ class TrialRunner:
             logger.info("%s %s", label, state)
 
     def _start(self, trial) -> tuple[int, dict[str, Any], str, str | None]:
-        """Rank 0: sample the parameters and open the trial's run; a preempted trial's retry also gets its checkpoint."""
+        """Rank 0: sample the parameters and open the trial's run; a preempted trial's retry gets its checkpoint."""
         self.on_start()  # the trial exists: other workers' counts include it
+        self.current = trial.number
         params = suggest_params(trial, self.spec.space)
         try:
-            run = self.tracking.start_trial_run(trial.number, params)
-        except StoreError as e:
-            self.fatal = e
+            run = self.tracking_of_main().start_trial_run(trial.number, params)
+        except StoreError as e:  # raised as itself: it stops the study
             trial.set_user_attr(STORE_ERROR_ATTR, str(e))  # not counted: the trial is run again on resume
             raise
         trial.set_user_attr(RUN_ID_ATTR, run.run_id)
@@ -153,7 +163,7 @@ class TrialRunner:
         return trial.number, params, run.run_id, resume
 
     def _record_preemption(self, trial, run: TrialRun, e: TrialPreempted) -> None:
-        """Rank 0: the trial failed as preempted (not counted), and a retry with its params resumes from its checkpoint."""
+        """Rank 0: the trial failed as preempted (not counted); a retry with its params resumes from its checkpoint."""
         reason = str(e)
         _quietly(trial.set_user_attr, PREEMPTED_ATTR, reason)
         retry = {RESUME_ATTR: str(e.checkpoint.resolve()), RETRY_OF_ATTR: trial.number, RETRY_RUN_ATTR: run.run_id}
@@ -163,9 +173,6 @@ class TrialRunner:
             "KILLED",
             note=f"Preempted (SIGTERM) at step {e.step}: a retry of trial {trial.number} resumes from {e.checkpoint}",
         )
-        self.preempted = Preempted(
-            f"preempted (SIGTERM): trial {trial.number} saved at step {e.step} and queued for a retry; run the same command to resume"
-        )
 
     def _record_lineage(self, run: TrialRun, trial_spec: StudySpec) -> None:
         """Rank 0: what `reproduce` needs."""
@@ -173,27 +180,54 @@ class TrialRunner:
             self.lineage = study_lineage(self.spec, self.data)
         log_trial_lineage(run, trial_spec, self.data, self.lineage)
 
-    def _complete(self, run: TrialRun, result: TrialResult) -> None:
+    def _complete(self, trial, run: TrialRun, result: TrialResult) -> None:
+        if self.publish_models and self._beats_best(trial.study, result.value):
+            self._publish_model(trial, run)
         run.end("COMPLETE")  # `objective` and `best_<metric>` were logged with each evaluation (TrialCallback)
 
-    def _end_pruned(self, run: TrialRun, e: BaseException) -> None:
-        try:
-            note = f"Pruned by the {self.spec.study.pruner.type} pruner ({e}): stopped early on purpose, not a failure; `objective` is the best {self.spec.study.metric} it reached"
-            run.end("PRUNED", note=note)
-        except StoreError as store:
-            self.fatal = store
+    def _beats_best(self, study, value: float) -> bool:
+        best = best_trial(study)
+        if best is None or best.value is None:
+            return True
+        return value > best.value if self.spec.study.direction == "maximize" else value < best.value
 
-    def _record_failure(self, trial, run: TrialRun, number: int, e: Exception) -> str:
-        """Record why the trial failed (once, by rank 0); returns the reason."""
-        reason, self.fatal = classify_failure(e, number)
+    def _publish_model(self, trial, run: TrialRun) -> None:
+        """Log the new best trial's model to the tracking store (its run's LoggedModel); remove the one it beat.
+
+        The study's best model then outlives the machine that trained it (an array task that ended).
+        """
+        previous = best_trial(trial.study)
+        model_dir = self.trial_dir(trial.number) / "model"
+        uri = log_model_dir(model_dir, self.data.splits.frame("validation"), run.run_id)
+        trial.set_user_attr(MODEL_URI_ATTR, uri)
+        if previous is not None and MODEL_URI_ATTR in previous.user_attrs:
+            remove_logged_model(self.tracking_of_main().client, previous.user_attrs[MODEL_URI_ATTR])
+
+    def _end_pruned(self, trial, run: TrialRun, e: BaseException) -> None:
+        note = (
+            f"Pruned by the {self.spec.study.pruner.type} pruner ({e}): stopped early on purpose, not a failure; "
+            f"`objective` is the best {self.spec.study.metric} it reached"
+        )
+        try:
+            run.end("PRUNED", note=note)
+        except StoreError as store:  # the tracking store is down: the next trial would fail too
+            if distributed.is_main():
+                _quietly(trial.set_user_attr, STORE_ERROR_ATTR, str(store))
+            raise
+
+    def _record_failure(self, trial, run: TrialRun, number: int, e: Exception) -> tuple[str, Exception | None]:
+        """Record why the trial failed (once, by rank 0); returns the reason, and the error that stops the study."""
+        reason, stops = classify_failure(e, number)
         if isinstance(e, distributed.RanksDiverged):
-            self.diverged = e
+            stops = e  # the other ranks cannot go on
         if distributed.is_main():
             # store faults are not the trial's doing: they are not counted and run again on resume
-            _quietly(trial.set_user_attr, STORE_ERROR_ATTR if self.fatal else FAIL_REASON_ATTR, reason)
+            _quietly(
+                trial.set_user_attr, STORE_ERROR_ATTR if isinstance(stops, StoreError) else FAIL_REASON_ATTR, reason
+            )
         if not isinstance(e, StoreError):  # a tracking store that just failed would only be retried again
             _quietly(run.end, "FAIL", note=reason)
-        return reason
+        return reason, stops
 
     def _record_interrupt(self, trial, run: TrialRun) -> None:
         if distributed.is_main():
@@ -204,44 +238,51 @@ class TrialRunner:
         """A non-zero rank's share of one trial: same code path, no Optuna or MLflow writes."""
         try:
             self.objective(None)
-        except distributed.RanksDiverged:
+        except (distributed.RanksDiverged, Preempted):  # every rank leaves: rank 0 queued the trial's retry
             raise
         except Exception:  # pruned or failed on every rank together; rank 0 records how
             pass
 
+    def tracking_of_main(self) -> StudyTracking:
+        if self.tracking is None:
+            raise RuntimeError("only rank 0 holds the study's tracking")
+        return self.tracking
+
     def after_trial(self):
-        """Optuna callback: one progress line per trial, the parent run's curve, checkpoint clean-up."""
+        """Optuna callback for a trial that ended and the study goes on: `finish_trial`."""
+        return lambda study, frozen: self.finish_trial(study, frozen)
 
-        def callback(study, frozen) -> None:
-            state = frozen.state.name
-            seconds = time.monotonic() - self.started
-            value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
-            release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
-            reason = next(
-                (
-                    frozen.user_attrs[k]
-                    for k in (FAIL_REASON_ATTR, STORE_ERROR_ATTR, PREEMPTED_ATTR)
-                    if k in frozen.user_attrs
-                ),
-                "",
+    def finish_stopped_trial(self, study) -> None:
+        """The trial that stopped the study (its error left `optimize`): its line, and nothing more."""
+        if self.current is None:
+            return
+        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == self.current), None)
+        if frozen is not None:
+            self.finish_trial(study, frozen, study_goes_on=False)
+
+    def finish_trial(self, study, frozen, study_goes_on: bool = True) -> None:
+        """One progress line per trial, the parent run's curve, checkpoint clean-up."""
+        self.current = None
+        seconds = time.monotonic() - self.started
+        value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
+        release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
+        reasons = (FAIL_REASON_ATTR, STORE_ERROR_ATTR, PREEMPTED_ATTR)
+        reason = next((frozen.user_attrs[k] for k in reasons if k in frozen.user_attrs), "")
+        params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
+        line = f"  trial {frozen.number:>3} {frozen.state.name:<8} {value or reason}  ({params}) {seconds:.1f}s"
+        self.progress.trial_finished(frozen.number, frozen.state.name, line)
+        if not study_goes_on:
+            return
+        best = best_trial(study)
+        if frozen.value is not None and best is not None:
+            self.tracking_of_main().parent.log_metrics(
+                {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value},
+                step=frozen.number,
             )
-            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in frozen.params.items())
-            line = f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s"
-            self.progress.trial_finished(frozen.number, state, line)
-            best = best_trial(study)
-            if frozen.value is not None and best is not None and self.fatal is None:
-                self.tracking.parent.log_metrics(
-                    {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value},
-                    step=frozen.number,
-                )
-            if (
-                best is None or best.number != frozen.number
-            ) and PREEMPTED_ATTR not in frozen.user_attrs:  # its retry resumes from there
-                shutil.rmtree(self.trial_dir(frozen.number), ignore_errors=True)
+        if self.publish_models or best is None or best.number != frozen.number:  # local files are scratch then
+            shutil.rmtree(self.trial_dir(frozen.number), ignore_errors=True)
 
-        return callback
-
-    def clean_up(self, keep: int | None, running: set[int] = frozenset()) -> None:
+    def clean_up(self, keep: int | None, running: Collection[int] = frozenset()) -> None:
         """Remove every trial directory but the best trial's and those of `running` trials (other workers')."""
         if not self.workdir.exists():
             return
@@ -259,7 +300,8 @@ def classify_failure(e: BaseException, number: int) -> tuple[str, Exception | No
     lost = lost_connection(e)
     if lost is not None:  # the Optuna storage stayed unreachable (workbench.stores.storage retried it)
         return f"Optuna storage unreachable: {lost}", StoreError(
-            f"trial {number}: the Optuna storage stayed unreachable for over {RECONNECT_S:g} s ({lost}): run the same command to resume"
+            f"trial {number}: the Optuna storage stayed unreachable for over {RECONNECT_S:g} s ({lost}): "
+            "run the same command to resume"
         )
     if _is_disk_full(e):
         return f"disk full: {first_line(e)}", StoreError(

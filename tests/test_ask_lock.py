@@ -1,0 +1,77 @@
+"""Workers count a study's trials and ask for one under a lock that covers every worker of the storage."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench.config.study_file import validate_study
+from workbench.core.progress import StudyProgress
+from workbench.stores.ask_lock import FileAskLock, JournalAskLock, PostgresAskLock, ask_lock_for
+from workbench.stores.storage import build_storage, count_trials, open_study
+from workbench.study.session import OpenedStores, RunOptions, StudySession
+
+
+def held_until_released(lock, other) -> bool:
+    """True when `other` (the same lock, another holder) waits while `lock` is held and gets it once released."""
+    got = threading.Event()
+    lock.acquire()
+    waiter = threading.Thread(target=lambda: (other.acquire(), got.set()), daemon=True)
+    waiter.start()
+    waited = not got.wait(0.3)
+    lock.release()
+    acquired = got.wait(10)
+    other.release()
+    return waited and acquired
+
+
+def test_the_lock_follows_the_storage(tmp_path):
+    assert isinstance(ask_lock_for("postgresql://u:p@db/optuna", "s", tmp_path), PostgresAskLock)
+    assert isinstance(ask_lock_for(f"journal:{tmp_path}/study.log", "s", tmp_path), JournalAskLock)
+    assert isinstance(ask_lock_for(f"sqlite:///{tmp_path}/optuna.db", "s", tmp_path), FileAskLock)
+
+
+def test_a_file_lock_and_a_journal_lock_hold_off_a_second_worker(tmp_path):
+    assert held_until_released(FileAskLock(tmp_path / "a.lock"), FileAskLock(tmp_path / "a.lock"))
+    assert held_until_released(JournalAskLock(tmp_path / "j.log"), JournalAskLock(tmp_path / "j.log"))
+
+
+def _race(url: str, name: str, home: Path, start: float) -> None:
+    """One "machine": its own working directory (so its own mlruns/trials/), the shared storage."""
+    os.chdir(home)
+    spec = validate_study({"study": {"name": name, "n_trials": 2}, "data": {"synthetic": {"n_examples": 50}}})
+    study = open_study(spec, url)
+    stores = OpenedStores(study, None, url, "", count_trials(study), target=2)  # type: ignore[arg-type]
+    options = RunOptions(storage=url, workdir=Path("mlruns/trials"))
+    session = StudySession(spec, options, StudyProgress(lambda line: None), None, stores)  # type: ignore[arg-type]
+    time.sleep(max(0.0, start - time.time()))  # both machines start counting at once
+    while session._wait_for_work():  # holds the lock when True
+        trial = study.ask()
+        session.ask_lock.release()  # the trial exists: the other machine's count includes it
+        study.tell(trial, 1.0)
+
+
+@pytest.mark.slow
+def test_two_machines_on_postgresql_never_run_a_trial_past_the_target(postgres_url, tmp_path):
+    import optuna
+
+    context = multiprocessing.get_context("fork")
+    for repetition in range(20):
+        name, start = f"race-{repetition}", time.time() + 0.5
+        homes = [tmp_path / f"machine-{m}-{repetition}" for m in (0, 1)]
+        machines = []
+        for home in homes:
+            home.mkdir()
+            machines.append(context.Process(target=_race, args=(postgres_url, name, home, start)))
+        for machine in machines:
+            machine.start()
+        for machine in machines:
+            machine.join(120)
+        assert [m.exitcode for m in machines] == [0, 0]
+        trials = optuna.load_study(study_name=name, storage=build_storage(postgres_url)).get_trials()
+        assert len(trials) == 2, f"repetition {repetition}: {len(trials)} trials for a target of 2"
