@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -20,3 +22,19 @@ pytest_plugins = [
     "fixtures_servers",  # mlflow_server, postgres_url, own_postgres
     "fixtures_registry",  # keyword_registry
 ]
+
+
+@pytest.fixture(autouse=True)
+def signals_as_the_test_found_them():
+    """A command run in this process (`main([...])`) installs its SIGINT/SIGTERM handlers and may note a
+    SIGTERM; the next test starts with the default handlers and no preemption noted, as a new process would."""
+    import signal
+
+    from workbench.core import distributed
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in before.items():
+        signal.signal(s, handler)
+    distributed._preempted.clear()
+    distributed._stop_requested.clear()

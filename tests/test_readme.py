@@ -33,6 +33,9 @@ SKIPPED = {
     "workbench study run studies/demo.yaml --workers-per-gpu 2": "needs GPUs",
     "workbench server --host 0.0.0.0 --backend-store-uri postgresql://mlflow@db/mlflow": "needs PostgreSQL on another host (db); tests/test_server.py runs `workbench server`",
     "workbench --tracking-uri http://trainhost:5000 study run studies/demo.yaml --storage postgresql://optuna@db/optuna --workers 4": "needs an MLflow server and PostgreSQL on other hosts (trainhost, db)",
+    "workbench --tracking-uri http://trainhost:5000 study conclude studies/demo.yaml --storage postgresql://optuna@db/optuna": "needs an MLflow server and PostgreSQL on other hosts; tests/test_ask_lock.py and the Slurm tests conclude on real stores",
+    'python -m pytest -m "not slow" -q': "the fast tier of the suite this test belongs to",
+    "python -m pytest -q": "the whole suite this test belongs to",
     "torchrun --nnodes=2 --node_rank=$R --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 -m workbench study run studies/big.yaml": "multi-node torchrun: two machines with 4 GPUs each",
 }
 

@@ -107,6 +107,9 @@ def quiet_experimental():
         yield
 
 
+TABLE_RACE_TRIES = 5  # workers that start together on an empty database race to create Optuna's tables
+
+
 def _lost_table_race(e: BaseException) -> bool:
     """True when workers starting together on an empty database raced to create Optuna's tables, and this one lost."""
     words = ("duplicate key value", "already exists", "unique constraint")
@@ -134,12 +137,14 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
             )
 
     try:
-        try:
-            storage = open_rdb()
-        except Exception as e:
-            if not _lost_table_race(e):
-                raise
-            storage = open_rdb()  # the other worker made the tables: they are there now
+        for attempt in range(TABLE_RACE_TRIES):
+            try:
+                storage = open_rdb()
+                break
+            except Exception as e:
+                if attempt == TABLE_RACE_TRIES - 1 or not _lost_table_race(e):
+                    raise
+                time.sleep(0.5 * (attempt + 1))  # another worker is creating the tables: they are there soon
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {mask_url(url)}: cannot open the Optuna storage: {first_line(e)}") from None
     if not url.startswith("sqlite"):  # a server can restart; a SQLite file cannot lose its connection
