@@ -91,7 +91,7 @@ def test_many_imbalanced_classes_with_non_ascii_text_split_stratified(tmp_path):
 def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_same_spec(tmp_path, monkeypatch):
     """`--workers`: the launcher saves the data it prepared; a worker with the same spec maps it instead of tokenizing again."""
     from workbench.config.study_file import apply_overrides, validate_study
-    from workbench.data.splits import PREPARED_ENV, prepare_data, save_prepared
+    from workbench.data.splits import prepare_data, save_prepared
 
     spec = validate_study(
         {
@@ -103,7 +103,7 @@ def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_sam
     )
     made = prepare_data(spec)
     save_prepared(made, spec, tmp_path)
-    monkeypatch.setenv(PREPARED_ENV, str(tmp_path))
+    monkeypatch.setenv("WORKBENCH_PREPARED_DATA", str(tmp_path))
 
     loaded = prepare_data(spec)
     assert loaded.train.column_names == made.train.column_names

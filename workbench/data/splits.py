@@ -13,14 +13,13 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.config.spec import DataSpec, LossSpec, StudySpec, TokenizerSpec
-from workbench.core import distributed
+from workbench.core import distributed, settings
 from workbench.core.errors import DataError, did_you_mean, first_line
 from workbench.core.metrics import BINARY, default_positive, metric_names, positive_id
 from workbench.core.tables import read_table
@@ -36,9 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# Set by `study run --workers` in each worker: the folder where the launcher saved the data it
-# prepared, which the worker loads instead of reading, tokenizer-training and tokenizing again.
-PREPARED_ENV = "WORKBENCH_PREPARED_DATA"
 
 
 @dataclass(frozen=True)
@@ -75,9 +71,9 @@ class TrialData:
 def prepare_data(spec: StudySpec, given: Any = None) -> TrialData:
     """Load (or take `given`), validate and tokenize the study's data once; every trial shares it.
 
-    A `--workers` worker loads what its launcher prepared for the same spec (PREPARED_ENV).
+    A `--workers` worker loads what its launcher prepared for the same spec ($WORKBENCH_PREPARED_DATA).
     """
-    shared = os.environ.get(PREPARED_ENV)
+    shared = settings.WORKBENCH_PREPARED_DATA.get()
     if shared and given is None:
         prepared = load_prepared(Path(shared), spec)
         if prepared is not None:

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.errors import StoreError, WorkbenchError, first_line
+from workbench.core.keys import METRIC_ATTR, RUN_ID_ATTR, VERSION_STUDY_TAG, VERSION_TRIAL_TAG
 from workbench.lifecycle.server import ServerSpec, build_server_command, run_until_stopped
 from workbench.stores.db import mask_url
-from workbench.stores.registry import STUDY_TAG as VERSION_STUDY_TAG
-from workbench.stores.registry import TRIAL_TAG as VERSION_TRIAL_TAG
-from workbench.stores.storage import METRIC_ATTR, RUN_ID_ATTR, best_trial, open_storage_readonly
+from workbench.stores.storage import best_trial, open_storage_readonly
 from workbench.stores.tracking import mlflow_client, resolve_existing_tracking_uri
 
 FORMATS = ("table", "json", "csv")

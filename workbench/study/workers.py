@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import IO
 
 from workbench.config.study_file import StudySpec
-from workbench.core import distributed
+from workbench.core import distributed, settings
 from workbench.core.errors import Preempted, WorkbenchError, WorkersFailed
 from workbench.core.progress import StudyProgress
-from workbench.data.splits import PREPARED_ENV, save_prepared
-from workbench.stores.storage import STORAGE_ENV, count_trials, fail_stale
+from workbench.data.splits import save_prepared
+from workbench.stores.storage import count_trials, fail_stale
 from workbench.study.session import RunOptions, StudyOutcome, StudySession
 
 TRIAL_LINE = re.compile(
@@ -73,9 +73,9 @@ def plan_workers(workers: int | None, per_gpu: int | None, gpus: Sequence[str]) 
 def worker_env(plan: WorkerPlan, n_workers: int) -> dict[str, str]:
     """The environment of one worker: its id, its GPU, and its share of the CPU cores."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env[distributed.WORKER_ENV] = str(plan.worker_id)
+    env[settings.WORKBENCH_WORKER_ID.name] = str(plan.worker_id)
     # distributed.set_threads divides the cores by this: N workers on 2 cores must not oversubscribe.
-    env[distributed.WORKERS_ENV] = str(n_workers)
+    env[settings.WORKBENCH_WORKERS.name] = str(n_workers)
     if plan.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = plan.gpu
     return env
@@ -107,12 +107,15 @@ def run_workers(
     shown.line(session.headline(f"{len(plans)} workers ({where})"))
     session.report_state()
     # The stores travel in the environment, readable by its owner only: `ps` shows every user the command line.
-    store_env = {STORAGE_ENV: stores.storage_url, "MLFLOW_TRACKING_URI": stores.tracking_uri}
+    store_env = {
+        settings.WORKBENCH_STORAGE.name: stores.storage_url,
+        settings.MLFLOW_TRACKING_URI.name: stores.tracking_uri,
+    }
     # The data the launcher prepared, saved once: each worker maps it instead of reading and tokenizing again.
     options.workdir.mkdir(parents=True, exist_ok=True)
     prepared = tempfile.TemporaryDirectory(prefix=f".{spec.study.name}-data-", dir=options.workdir)
     save_prepared(session.data, spec, Path(prepared.name))
-    store_env[PREPARED_ENV] = prepared.name
+    store_env[settings.WORKBENCH_PREPARED_DATA.name] = prepared.name
     argv = [*(["--debug"] if debug else []), "study", "run", str(study_file), "--no-register"]
     for pair in [*sets, f"study.n_trials={stores.target}"]:  # every worker aims at the same absolute target
         argv += ["--set", pair]

@@ -19,6 +19,17 @@ from pathlib import Path
 
 import workbench
 from workbench.config.study_file import StudySpec
+from workbench.core.keys import (
+    DATA_DIGEST_TAG,
+    DATA_SOURCE_TAG,
+    DATASET_CONTEXT_TAG,
+    DATASET_SOURCE_KEY,
+    DATASET_SYNTHETIC_KEY,
+    GIT_COMMIT_TAG,
+    PRETRAINED_SHA256_TAG,
+    PRETRAINED_TAG,
+    WORKBENCH_VERSION_TAG,
+)
 from workbench.data.splits import TrialData
 from workbench.model.pretrained import resolve_checkpoint
 from workbench.stores.tracking import TrialRun
@@ -28,9 +39,6 @@ logger = logging.getLogger(__name__)
 SPEC_ARTIFACT = "trial_spec.json"
 REQUIREMENTS_ARTIFACT = "requirements.txt"
 TOKENIZER_ARTIFACT = "tokenizer"
-VERSION_TAG, COMMIT_TAG = "workbench.version", "workbench.git_commit"
-DIGEST_TAG, SOURCE_TAG = "workbench.data_digest", "workbench.data_source"
-PRETRAINED_TAG, WEIGHTS_TAG = "workbench.pretrained", "workbench.pretrained_sha256"
 
 
 @dataclass(frozen=True)
@@ -44,14 +52,18 @@ class StudyLineage:
 
 def study_lineage(spec: StudySpec, data: TrialData) -> StudyLineage:
     splits = data.splits
-    tags = {VERSION_TAG: workbench.__version__, DIGEST_TAG: splits.digest, SOURCE_TAG: splits.source}
+    tags = {
+        WORKBENCH_VERSION_TAG: workbench.__version__,
+        DATA_DIGEST_TAG: splits.digest,
+        DATA_SOURCE_TAG: splits.source,
+    }
     commit = git_commit()
     if commit:
-        tags[COMMIT_TAG] = commit
+        tags[GIT_COMMIT_TAG] = commit
     if spec.model.get("pretrained"):  # the weights a trial starts from, as the data: source and digest
         checkpoint = resolve_checkpoint(spec.model["pretrained"], spec.source_dir)
         tags[PRETRAINED_TAG] = f"{checkpoint.name} ({checkpoint.location})"
-        tags[WEIGHTS_TAG] = checkpoint.sha256 or "unknown (hub download)"
+        tags[PRETRAINED_SHA256_TAG] = checkpoint.sha256 or "unknown (hub download)"
     inputs = (
         dataset_input(splits.frame("train"), "train", _source(spec), splits.digest, "training"),
         dataset_input(splits.frame("validation"), "validation", _source(spec), splits.digest, "validation"),
@@ -100,9 +112,9 @@ def dataset_input(frame, name: str, source, digest: str, context: str):
     from mlflow.entities import DatasetInput, InputTag
 
     if isinstance(source, str):
-        source = CodeDatasetSource({"workbench.source": source})
+        source = CodeDatasetSource({DATASET_SOURCE_KEY: source})
     dataset = mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=digest[:36])
-    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(DATASET_CONTEXT_TAG, context)])
 
 
 def _source(spec: StudySpec):
@@ -121,8 +133,8 @@ def _source(spec: StudySpec):
 
         return HuggingFaceDatasetSource(data.hub.path, config_name=data.hub.name, revision=data.hub.revision)
     if data.source == "python":
-        return CodeDatasetSource({"workbench.source": "data given to workbench.run_study"})
-    return CodeDatasetSource({"workbench.synthetic": data.synthetic.model_dump_json()})
+        return CodeDatasetSource({DATASET_SOURCE_KEY: "data given to workbench.run_study"})
+    return CodeDatasetSource({DATASET_SYNTHETIC_KEY: data.synthetic.model_dump_json()})
 
 
 def installed_packages() -> tuple[str, ...]:
