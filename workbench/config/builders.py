@@ -35,7 +35,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "num_train_epochs": 3,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 128,
-    # batches of like-length texts, each padded to its longest: real text (SST-2) pads ~3x fewer tokens than random batches
+    # batches of like-length texts, each padded to its longest: real text (SST-2) pads ~3x fewer tokens than random
     "train_sampling_strategy": "group_by_length",
     "seed": 42,
 }
@@ -102,7 +102,7 @@ def build_model_config(
 
 
 def build_model(spec: StudySpec, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str]) -> PreTrainedModel:
-    """The trial's model: the pretrained weights with a new head, or a freshly initialised model (ours or the user's)."""
+    """The trial's model: the pretrained weights with a new head, or a new model (ours or the user's)."""
     config = build_model_config(spec, tokenizer, label_names)
     if spec.model.get("pretrained"):
         from transformers import AutoModelForSequenceClassification
@@ -130,7 +130,8 @@ def model_classes(model: dict[str, Any], base_dir: str) -> tuple[type, type]:
         or config_class is PretrainedConfig
     ):
         raise DataError(
-            f"model.config_class: {model['class']} names no config class of its own: set config_class on it, or model.config_class"
+            f"model.config_class: {model['class']} names no config class of its own: "
+            "set config_class on it, or model.config_class"
         )
     return cls, config_class
 

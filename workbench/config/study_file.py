@@ -2,7 +2,8 @@
 
 Keys under `model:` are `WorkbenchConfig` fields (or, with `model.pretrained`, fields of that
 checkpoint's config) and keys under `training:` are `TrainingArguments` fields, passed through
-unchanged; both are checked against the real classes. One function, `apply_overrides`, applies command-line and trial values on top.
+unchanged; both are checked against the real classes. One function, `apply_overrides`, applies
+command-line and trial values on top.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
     ):  # per-class names are checked against the data's labels
         choices = ", ".join([*METRICS, *(p + "<label>" for p in PER_CLASS_METRICS)])
         problems.append(
-            f"study.metric: {metric!r} is not computed by a trial (choose one of {choices}){did_you_mean(metric, list(METRICS))}"
+            f"study.metric: {metric!r} is not computed by a trial "
+            f"(choose one of {choices}){did_you_mean(metric, list(METRICS))}"
         )
     if _mapping(raw.get("loss")).get("label_smoothing") and _mapping(raw.get("training")).get("label_smoothing_factor"):
         problems.append("loss.label_smoothing: training.label_smoothing_factor is set too: give one of them")

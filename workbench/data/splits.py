@@ -310,7 +310,8 @@ def _select_columns(ds: Dataset, spec: DataSpec, split: str) -> Dataset:
     dtype = getattr(ds.features[spec.text_column], "dtype", None)
     if dtype not in ("string", "large_string", "null"):
         raise DataError(
-            f"data.text_column: column {spec.text_column!r} holds {dtype or 'structured'} values, not text: name the text column"
+            f"data.text_column: column {spec.text_column!r} holds {dtype or 'structured'} values, not text: "
+            "name the text column"
         )
     ds = ds.select_columns([spec.text_column, spec.label_column])
     mapping = {spec.text_column: "text", spec.label_column: "label"}
@@ -325,7 +326,7 @@ def _drop_empty(ds: Dataset, split: str) -> Dataset:
             return False
         return isinstance(text, str) and text.strip() != ""
 
-    kept = ds.filter(lambda b: [ok(t, l) for t, l in zip(b["text"], b["label"])], batched=True)
+    kept = ds.filter(lambda b: [ok(text, label) for text, label in zip(b["text"], b["label"])], batched=True)
     if len(kept) < len(ds):
         logger.warning(
             "data: dropped %d of %d %s rows with an empty text or label", len(ds) - len(kept), len(ds), split

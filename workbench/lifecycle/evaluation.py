@@ -62,7 +62,8 @@ class EvalData:
         unknown = sorted({label for label in self.labels if label not in index and not _is_id(label, len(names))})
         if unknown:
             raise DataError(
-                f"{self.source}: labels the model does not know: {', '.join(unknown[:5])} (the model's labels: {', '.join(names)})"
+                f"{self.source}: labels the model does not know: {', '.join(unknown[:5])} "
+                f"(the model's labels: {', '.join(names)})"
             )
         return np.array([index[label] if label in index else int(label) for label in self.labels])
 

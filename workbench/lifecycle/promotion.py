@@ -47,7 +47,8 @@ class PairedTest:
         if self.p_value is not None:
             return f"{self.name} ({self.detail}): p = {self.p_value:.3g}, needs p < {alpha:g}"
         low, high = self.ci
-        return f"{self.name} ({self.detail}): {100 * (1 - alpha):g}% CI of the difference [{low:+.4f}, {high:+.4f}], must exclude 0"
+        interval = f"{100 * (1 - alpha):g}% CI of the difference [{low:+.4f}, {high:+.4f}]"
+        return f"{self.name} ({self.detail}): {interval}, must exclude 0"
 
 
 def mcnemar_exact(candidate_correct: np.ndarray, champion_correct: np.ndarray, alpha: float) -> PairedTest:
@@ -142,7 +143,8 @@ def _definition(metric: str, names: Sequence[str], positive: int | None) -> tupl
             return metric, every, False
         if positive is None:
             raise RegistryError(
-                f"eval_{metric} needs the positive label: tag the version {VERSION_POSITIVE_TAG}=LABEL (one of {', '.join(names)})"
+                f"eval_{metric} needs the positive label: "
+                f"tag the version {VERSION_POSITIVE_TAG}=LABEL (one of {', '.join(names)})"
             )
         return metric, [positive], False
     for kind in PER_CLASS:
@@ -330,11 +332,8 @@ def _apply(client, decision: Decision) -> None:
     scores = f"{decision.metric} {decision.candidate_score:.4f}" + (
         f" vs {decision.champion_score:.4f}" if decision.champion_score is not None else ""
     )
-    lines = {
-        str(
-            decision.candidate
-        ): f"{action} (@{CHAMPION} {f'v{decision.champion}' if decision.champion else 'none'} before): {decision.reason}; {scores}"
-    }
+    before = f"v{decision.champion}" if decision.champion else "none"
+    lines = {str(decision.candidate): f"{action} (@{CHAMPION} {before} before): {decision.reason}; {scores}"}
     if decision.promoted and decision.champion is not None:
         lines[str(decision.champion)] = f"replaced as @{CHAMPION} by v{decision.candidate}; now @{PREVIOUS_CHAMPION}"
     record_event(

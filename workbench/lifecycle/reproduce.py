@@ -68,7 +68,8 @@ def load_trial_spec(client, run_id: str) -> tuple[StudySpec, dict]:
             path = client.download_artifacts(run_id, SPEC_ARTIFACT, tmp)
         except Exception:
             raise RegistryError(
-                f"run {run_id}: has no {SPEC_ARTIFACT} (only trial runs record one; {run.info.run_name} is not, or predates lineage)"
+                f"run {run_id}: has no {SPEC_ARTIFACT} "
+                f"(only trial runs record one; {run.info.run_name} is not, or predates lineage)"
             ) from None
         record = json.loads(Path(path).read_text())
     return validate_study({**record["spec"], "source_dir": record["source_dir"]}, f"run {run_id}"), record
@@ -94,7 +95,9 @@ def find_trial_run(client, ref: str) -> str:
 
 
 def reproduce(ref: str, tracking_uri: str, progress=lambda line: None) -> Reproduction:
-    """Re-run a trial (`ref`: a run id or STUDY:TRIAL) from its run's record; raises ReproductionMismatch beyond TOLERANCE.
+    """Re-run a trial (`ref`: a run id or STUDY:TRIAL) from its run's record.
+
+    Raises ReproductionMismatch when the score differs by more than TOLERANCE.
 
     `progress` gets one line per step; the outcome is also recorded on the run (`workbench.reproduced.*` tags).
     """

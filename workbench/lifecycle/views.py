@@ -208,7 +208,8 @@ def run_ui(tracking_uri: str, port: int, on_start=print) -> int:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise WorkbenchError(
-                f"--port {port}: something already listens there (an MLflow UI?): open http://127.0.0.1:{port} or pass another --port"
+                f"--port {port}: something already listens there (an MLflow UI?): "
+                f"open http://127.0.0.1:{port} or pass another --port"
             )
     artifacts = None
     if tracking_uri.startswith(
@@ -291,10 +292,11 @@ def render_show(view: StudyView, fmt: str = "table") -> str:
             ],
         )
     short = _short_names(keys)
-    head = (
-        f"study {view.name}: {view.direction} {view.metric}, {_states_text(len(view.trials), view.states())}; "
-        f"best {_best_text(view.best_trial, view.best_value) if view.best_trial is not None else 'none yet (no complete trial)'}"
+    best = (
+        _best_text(view.best_trial, view.best_value) if view.best_trial is not None else "none yet (no complete trial)"
     )
+    states = _states_text(len(view.trials), view.states())
+    head = f"study {view.name}: {view.direction} {view.metric}, {states}; best {best}"
     rows = [
         [
             "*" if t.best else "",
@@ -317,7 +319,8 @@ def render_show(view: StudyView, fmt: str = "table") -> str:
         "",
     ]
     lines.append(
-        "score: the study metric of the best evaluation (pruned trials: the best reached before pruning); * the best trial"
+        "score: the study metric of the best evaluation (pruned trials: the best reached before pruning); "
+        "* the best trial"
     )
     lines.extend(_registry_lines(view))
     return "\n".join(lines)

@@ -108,7 +108,7 @@ def model_uri(ref: str, alias: str = "champion") -> str:
 
 
 def read_inputs(path: str | Path) -> pd.DataFrame:
-    """The rows to predict, every column kept: one text per line (.txt), or a csv/tsv/jsonl/parquet with a `text` column."""
+    """The rows to predict, every column kept: one text per line (.txt), or a csv/tsv/jsonl/parquet with `text`."""
     frame = read_table(Path(path), "--input", lines_as=TEXT_COLUMN)
     if TEXT_COLUMN not in frame.columns:
         raise DataError(f"--input {path}: no {TEXT_COLUMN!r} column (columns: {', '.join(map(str, frame.columns))})")

@@ -82,7 +82,7 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
 
 
 def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_id: str | None) -> str:
-    """Log a saved model (with `eval_frame`, its evaluation data) into run `run_id`, register it; returns the version."""
+    """Log a saved model (with `eval_frame`, its evaluation data) into run `run_id`; returns the registered version."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +92,7 @@ def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_i
             info = log_pyfunc_model(model_dir, eval_data)
     from mlflow.utils.logging_utils import disable_logging, enable_logging
 
-    disable_logging()  # MLflow prints "Successfully registered model" and "Created version": our summary line says it once
+    disable_logging()  # MLflow prints "Successfully registered model", "Created version": our summary says it once
     try:
         return mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version
     finally:

@@ -228,7 +228,7 @@ class TrialRun:
         model_id: str | None = None,
         dataset: tuple[str, str] | None = None,
     ) -> None:
-        """`model_id` links the metrics to a logged model, `dataset` (name, digest) to the data they were measured on."""
+        """`model_id` links the metrics to a logged model, `dataset` (name, digest) to the data measured."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
