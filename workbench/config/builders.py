@@ -6,6 +6,7 @@ file is refused for exactly what would fail in a trial.
 
 from __future__ import annotations
 
+import inspect
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,12 +138,9 @@ def model_classes(model: dict[str, Any], base_dir: str) -> tuple[type, type]:
 
 
 def _init_fields(config_class: type) -> list[str]:
-    import inspect
-
+    """The keyword arguments the config class's constructor names (not *args, **kwargs)."""
     skip = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    return [
-        n for n, p in inspect.signature(config_class.__init__).parameters.items() if n != "self" and p.kind not in skip
-    ]
+    return [n for n, p in inspect.signature(config_class).parameters.items() if p.kind not in skip]
 
 
 @dataclass(frozen=True)
@@ -160,7 +158,8 @@ def model_schema(model: dict[str, Any], base_dir: str) -> FieldSchema:
         return _pretrained_schema(str(model["pretrained"]), str(base_dir))
     config_class = model_classes(model, base_dir)[1]
     try:
-        hints = typing.get_type_hints(config_class.__init__)
+        signature = inspect.signature(config_class, eval_str=True)
+        hints = {n: p.annotation for n, p in signature.parameters.items() if p.annotation is not p.empty}
     except Exception:  # a user's annotations that do not resolve: left to the real constructor
         hints = {}
     fields = _init_fields(config_class) + [

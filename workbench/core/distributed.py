@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from workbench.core import settings
 from workbench.core.errors import WorkbenchError, first_line
@@ -199,7 +199,8 @@ def together(fn: Callable[[], T], *, in_step: bool = False) -> T:
     """
     if not is_distributed():
         return fn()
-    result = error = None
+    result: T | None = None
+    error: Exception | None = None
     try:
         result = fn()
     except Exception as e:
@@ -219,7 +220,7 @@ def together(fn: Callable[[], T], *, in_step: bool = False) -> T:
     if failed:
         first, reason = failed[0]
         raise SharedFailure(reason if first == 0 else f"rank {first}: {reason}")
-    return result
+    return cast(T, result)  # fn() returned on every rank
 
 
 def _gather(reason: str | None, wait_s: float | None) -> list:

@@ -43,9 +43,6 @@ class Setting(Generic[T]):
                 f"${self.name}={raw!r}: not {'an' if kind == 'int' else 'a'} {kind}; unset it for {self.default!r}"
             ) from None
 
-    def is_set(self) -> bool:
-        return bool(os.environ.get(self.name))
-
 
 # --- Stores ----------------------------------------------------------------------------------
 WORKBENCH_STORAGE: Setting[str | None] = Setting(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.config.spec import DataSpec, LossSpec, StudySpec, TokenizerSpec
+from workbench.config.spec import DataSpec, HubSpec, LossSpec, StudySpec, TokenizerSpec
 from workbench.core import distributed, settings
 from workbench.core.errors import DataError, did_you_mean, first_line
 from workbench.core.metrics import BINARY, default_positive, metric_names, positive_id
@@ -214,7 +214,8 @@ def load_splits(spec: DataSpec, base_dir: str | Path = ".", given: Any = None) -
     elif spec.source == "files":
         raw, source = _load_files(spec, Path(base_dir)), ", ".join(f"{k}={v}" for k, v in spec.files.items())
     else:
-        raw, source = _load_hub(spec), f"hub:{spec.hub.path}" + (f"/{spec.hub.name}" if spec.hub.name else "")
+        hub = spec.hub_dataset
+        raw, source = _load_hub(hub), f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "")
     raw = DatasetDict(
         {name: _select_columns(ds, spec, name) for name, ds in raw.items() if name in ("train", "validation")}
     )
@@ -293,13 +294,13 @@ def _load_files(spec: DataSpec, base_dir: Path):
     return DatasetDict(out)
 
 
-def _load_hub(spec: DataSpec):
+def _load_hub(hub: HubSpec):
     from datasets import load_dataset
 
     try:
-        return load_dataset(spec.hub.path, spec.hub.name, revision=spec.hub.revision)
+        return load_dataset(hub.path, hub.name, revision=hub.revision)
     except Exception as e:  # no network, unknown name, gated dataset...
-        raise DataError(f"data.hub: cannot load {spec.hub.path!r}: {first_line(e)}") from None
+        raise DataError(f"data.hub: cannot load {hub.path!r}: {first_line(e)}") from None
 
 
 def _select_columns(ds: Dataset, spec: DataSpec, split: str) -> Dataset:

@@ -44,7 +44,7 @@ class PairedTest:
     detail: str = ""
 
     def describe(self, alpha: float) -> str:
-        if self.p_value is not None:
+        if self.ci is None:  # McNemar
             return f"{self.name} ({self.detail}): p = {self.p_value:.3g}, needs p < {alpha:g}"
         low, high = self.ci
         interval = f"{100 * (1 - alpha):g}% CI of the difference [{low:+.4f}, {high:+.4f}]"

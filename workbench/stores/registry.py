@@ -46,9 +46,12 @@ EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is 
 def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking, trial_dir: Path) -> str | None:
     """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger`.
 
-    Returns "NAME version N", or None when that trial is already registered or has no model.
+    Returns "NAME version N", or None when the study names no model, or that trial is already
+    registered or has no model.
     """
     name = spec.registry.model_name
+    if name is None:  # registry.model_name absent: the study registers nothing
+        return None
     run_id = best.user_attrs.get(RUN_ID_ATTR)
     client = tracking.client
     if run_id and client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):

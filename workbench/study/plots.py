@@ -90,7 +90,7 @@ def _draw_html(study, metric: str, folder: Path) -> list[str]:
     except ImportError as e:
         logger.info("no interactive plots: %s", first_line(e))  # a dependency; missing only in a partial install
         return []
-    parts = []
+    parts: list[str] = []  # one HTML fragment per plot
     for name, plot in _plots(study, ov).items():
         try:
             figure = _call(name, plot, study, metric)

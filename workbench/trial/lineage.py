@@ -107,13 +107,13 @@ def _log_inputs(client, run_id: str, inputs: list, attempts: int = 4) -> None:
 
 def dataset_input(frame, name: str, source, digest: str, context: str):
     """An MLflow dataset input (schema, row count, source, digest) for a frame with text and label."""
-    import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.entities import DatasetInput, InputTag
 
     if isinstance(source, str):
         source = CodeDatasetSource({DATASET_SOURCE_KEY: source})
-    dataset = mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=digest[:36])
+    dataset = from_pandas(frame, source=source, targets="label", name=name, digest=digest[:36])
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(DATASET_CONTEXT_TAG, context)])
 
 
@@ -131,7 +131,8 @@ def _source(spec: StudySpec):
     if data.source == "hub":
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
-        return HuggingFaceDatasetSource(data.hub.path, config_name=data.hub.name, revision=data.hub.revision)
+        hub = data.hub_dataset
+        return HuggingFaceDatasetSource(hub.path, config_name=hub.name, revision=hub.revision)
     if data.source == "python":
         return CodeDatasetSource({DATASET_SOURCE_KEY: "data given to workbench.run_study"})
     return CodeDatasetSource({DATASET_SYNTHETIC_KEY: data.synthetic.model_dump_json()})
