@@ -41,7 +41,9 @@ DATASET_SOURCE_KEY = "workbench.source"  # a code source: where the data came fr
 DATASET_SYNTHETIC_KEY = "workbench.synthetic"  # a code source: the synthetic data's settings (JSON)
 
 # --- MLflow metric names ---------------------------------------------------------------------
-# Every trial run's score: the best value of the study metric so far (what Optuna ranks).
+# Every trial run's score: the best value of the study metric reached so far (the value Optuna
+# ranks once the trial completes; for a pruned trial, the best before pruning). The MLflow UI
+# shows a metric's last value: sort the runs by this column, not by the study metric itself.
 OBJECTIVE_METRIC = "objective"
 
 # --- MLflow model registry tags --------------------------------------------------------------
