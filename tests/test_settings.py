@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from workbench.core import settings
-from workbench.core.settings import SettingError
+from workbench.core.errors import SettingError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def test_a_value_that_does_not_parse_names_the_variable_and_the_fix(monkeypatch)
     monkeypatch.setenv("WORKBENCH_RECONNECT_S", "a minute")
     with pytest.raises(SettingError) as raised:
         settings.WORKBENCH_RECONNECT_S.get()
-    assert str(raised.value) == "$WORKBENCH_RECONNECT_S='a minute': not a float; unset it for 60.0"
+    assert str(raised.value) == "$WORKBENCH_RECONNECT_S='a minute': not a float: unset it for the default, 60.0"
 
 
 def readme_rows() -> dict[str, str]:

@@ -33,6 +33,10 @@ class RegistryError(WorkbenchError):
     """An unknown registered model, alias or version."""
 
 
+class SettingError(WorkbenchError):
+    """An environment variable (workbench.core.settings) whose value does not parse as its type."""
+
+
 class PromotionRefused(WorkbenchError):
     """The candidate did not beat the champion; exit code 1, not 2."""
 

@@ -12,13 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import SettingError
 
 T = TypeVar("T")
-
-
-class SettingError(WorkbenchError):
-    """An environment variable that does not parse as its type."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +35,8 @@ class Setting(Generic[T]):
             return self.type(raw)
         except ValueError:
             kind = getattr(self.type, "__name__", "valid")
-            raise SettingError(
-                f"${self.name}={raw!r}: not {'an' if kind == 'int' else 'a'} {kind}; unset it for {self.default!r}"
-            ) from None
+            fix = "unset it" if self.default is None else f"unset it for the default, {self.default!r}"
+            raise SettingError(f"${self.name}={raw!r}: not {'an' if kind == 'int' else 'a'} {kind}: {fix}") from None
 
 
 # --- Stores ----------------------------------------------------------------------------------
