@@ -90,7 +90,8 @@ def main(argv=None) -> int:
             print(figure.line(), flush=True)
         figures += new
     print(
-        f"\n{len(figures)} figures in {time.monotonic() - start:.0f} s{' (quick)' if args.quick else ''}; ratios side by side in one run"
+        f"\n{len(figures)} figures in {time.monotonic() - start:.0f} s{' (quick)' if args.quick else ''}; "
+        "ratios side by side in one run"
     )
     print(table(figures))
     if args.json:

@@ -44,7 +44,8 @@ def fill(spec, url: str, n: int) -> float:
     import optuna
 
     from workbench.config.search_space import suggest_params
-    from workbench.stores.storage import RUN_ID_ATTR, WORKER_ATTR, open_study
+    from workbench.core.keys import RUN_ID_ATTR, WORKER_ATTR
+    from workbench.stores.storage import open_study
 
     study = open_study(spec, url)
     scratch = optuna.create_study(direction=spec.study.direction, sampler=optuna.samplers.RandomSampler(seed=0))
@@ -107,7 +108,7 @@ def worker(worker_id: int, spec, url: str, seconds: float, queue) -> None:
     import optuna
 
     from workbench.config.search_space import suggest_params
-    from workbench.stores.storage import RUN_ID_ATTR, WORKER_ATTR
+    from workbench.core.keys import RUN_ID_ATTR, WORKER_ATTR
 
     os.environ["WORKBENCH_WORKER_ID"] = str(worker_id)  # what --workers sets: build_sampler offsets the seed
     optuna.logging.set_verbosity(optuna.logging.ERROR)

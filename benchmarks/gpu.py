@@ -215,7 +215,10 @@ def throughput(cfg: dict, cpu: bool, record: Recorder, show=print) -> None:
         ours = trial_rate(spec, data, cfg, Path(tmp))
         loop = loop_rate(spec, data, cfg)
     source = "SST-2" if not sst2_missing() else "synthetic"
-    size = f"{source}, hidden {cfg['model']['hidden_size']} x {cfg['model']['num_layers']} layers, batch {cfg['batch']}, {cfg['steps']} steps after {cfg['warmup']}"
+    size = (
+        f"{source}, hidden {cfg['model']['hidden_size']} x {cfg['model']['num_layers']} layers, "
+        f"batch {cfg['batch']}, {cfg['steps']} steps after {cfg['warmup']}"
+    )
     show(f"  trial {ours:.0f} samples/s, hand-written loop {loop:.0f} samples/s")
     record.add(Figure("gpu_trial_samples_per_s", ours, None, "samples/s", size))
     record.add(Figure("gpu_loop_samples_per_s", loop, None, "samples/s", size))

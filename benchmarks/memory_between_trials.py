@@ -40,7 +40,8 @@ def main() -> None:
 
         run_session(spec, RunOptions(register=False), progress=progress)
     print(
-        f"rss after trial 1: {figures[0]:.1f} MiB; after trial {len(figures)}: {figures[-1]:.1f} MiB; ratio {figures[-1] / figures[0]:.3f}"
+        f"rss after trial 1: {figures[0]:.1f} MiB; after trial {len(figures)}: {figures[-1]:.1f} MiB; "
+        f"ratio {figures[-1] / figures[0]:.3f}"
     )
 
 

@@ -128,7 +128,8 @@ def measure(quick: bool, show=print) -> dict[str, tuple[float, bool, float]]:
                 spent, reached = steps_to_reach(trials_values, best, steps_per_eval)
                 pruned_best = max(v for values in trials_values for v in values)
                 show(
-                    f"  {name}: {spent} steps {'to reach it' if reached else '(never reached it)'}, best {pruned_best:.4f}, "
+                    f"  {name}: {spent} steps {'to reach it' if reached else '(never reached it)'}, "
+                    f"best {pruned_best:.4f}, "
                     f"{sum(len(v) for v in trials_values) * steps_per_eval} steps in all"
                 )
                 out[name] = (spent / total, reached, pruned_best)

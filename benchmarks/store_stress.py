@@ -75,7 +75,8 @@ def main() -> None:
     locked = sum(r[0] for r in results)
     other = sum(r[1] for r in results)
     print(
-        f"{args.workers} workers x {args.trials} trials: {locked} lock errors, {other} other errors, {time.monotonic() - start:.0f}s"
+        f"{args.workers} workers x {args.trials} trials: {locked} lock errors, {other} other errors, "
+        f"{time.monotonic() - start:.0f}s"
     )
 
 

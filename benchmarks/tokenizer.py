@@ -46,7 +46,8 @@ def sst2(root: Path, vocab_size: int) -> None:
     read = lambda name: list(pd.read_csv(root / name, sep="\t", quoting=3)["sentence"].astype(str))  # noqa: E731
     train, dev = read("train.tsv"), read("dev.tsv")
     print(
-        f"SST-2: tokenizer trained on {len(train)} train sentences (vocab {vocab_size}), measured on {len(dev)} dev sentences"
+        f"SST-2: tokenizer trained on {len(train)} train sentences (vocab {vocab_size}), "
+        f"measured on {len(dev)} dev sentences"
     )
     for name, build in builders().items():
         started = time.perf_counter()

@@ -129,7 +129,8 @@ def measure(repeats: int, overrides: dict, breakdown: bool = False, show=print) 
             ours_phases = dict(times)
             state = session.stores.study.trials[-1].state.name
             show(
-                f"  repeat {i}{' (warm-up)' if i == 0 else ''}: bare {bare:.2f} s, workbench {ours:.2f} s ({state}), ratio {ours / bare:.3f}"
+                f"  repeat {i}{' (warm-up)' if i == 0 else ''}: bare {bare:.2f} s, workbench {ours:.2f} s ({state}), "
+                f"ratio {ours / bare:.3f}"
             )
             if i > 0:
                 bare_t.append(bare), ours_t.append(ours), bare_p.append(bare_phases), ours_p.append(ours_phases)
@@ -169,7 +170,8 @@ def figures(quick: bool, show=print) -> list[Figure]:
     ratio, ours, bare = measure(repeats, FULL, breakdown=False, show=show)
     size = "demo study's trial (3000 examples, up to 6 epochs)"
     note = (
-        f"{size}; median of {repeats} interleaved pairs; workbench {ours['total']:.2f} s vs bare {bare['total']:.2f} s; "
+        f"{size}; median of {repeats} interleaved pairs; "
+        f"workbench {ours['total']:.2f} s vs bare {bare['total']:.2f} s; "
         f"ratio of the fastest runs {ours['fastest'] / bare['fastest']:.3f}"
     )
     return [Figure("trial_overhead", ratio, "<= 1.05", "x bare Trainer.train()", note)]
@@ -185,7 +187,8 @@ def main() -> None:
     if args.breakdown:
         print_breakdown(ours, bare)
     print(
-        f"trial_overhead: {ratio:.3f} (median of {args.repeats}; workbench {ours['total']:.2f} s, bare {bare['total']:.2f} s; "
+        f"trial_overhead: {ratio:.3f} (median of {args.repeats}; "
+        f"workbench {ours['total']:.2f} s, bare {bare['total']:.2f} s; "
         f"fastest {ours['fastest']:.2f} s vs {bare['fastest']:.2f} s)"
     )
 

@@ -11,7 +11,8 @@ their trials stop after different numbers of epochs: the benchmark also prints e
 cut each trial. One workbench worker is the plain `workbench study run` (no launcher);
 N > 1 is `--workers N`. HF's optuna backend runs one study per process (its `n_jobs` threads
 would share one Trainer), so its N workers are N processes sharing one SQLite Optuna
-storage, each running its share of the trials: the way Optuna documents parallel studies. Wall time includes start-up and data preparation.
+storage, each running its share of the trials: the way Optuna documents parallel studies.
+Wall time includes start-up and data preparation.
 
     PYTHONPATH=. python benchmarks/workers.py --trials 4 --workers 1 2 4 --repeats 3 [--set training.num_train_epochs=3]
 """
@@ -262,12 +263,14 @@ def main() -> None:
         args.trials, args.workers, args.repeats, args.set, show=lambda line: print(line, file=sys.stderr, flush=True)
     )
     print(
-        f"{'workers':>7}  {'trials/h ours':>13}  {'trials/h HF':>11}  {'ratio':>5}  {'evals/h ours':>12}  {'evals/h HF':>10}  {'ratio':>5}"
+        f"{'workers':>7}  {'trials/h ours':>13}  {'trials/h HF':>11}  {'ratio':>5}  "
+        f"{'evals/h ours':>12}  {'evals/h HF':>10}  {'ratio':>5}"
     )
     for n, r in results.items():
         t_ours, t_hf, e_ours, e_hf = r["trials_h_workbench"], r["trials_h_hf"], r["evals_h_workbench"], r["evals_h_hf"]
         print(
-            f"{n:>7}  {t_ours:>13.0f}  {t_hf:>11.0f}  {t_ours / t_hf:>5.2f}  {e_ours:>12.0f}  {e_hf:>10.0f}  {e_ours / e_hf:>5.2f}",
+            f"{n:>7}  {t_ours:>13.0f}  {t_hf:>11.0f}  {t_ours / t_hf:>5.2f}  "
+            f"{e_ours:>12.0f}  {e_hf:>10.0f}  {e_ours / e_hf:>5.2f}",
             flush=True,
         )
 

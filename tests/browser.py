@@ -72,7 +72,8 @@ class Browser:
         element = self.wait_for(
             "const [css, text, within] = arguments;"
             "const scopes = within ? [...document.querySelectorAll(within)] : [document];"
-            "return scopes.flatMap(s => [...s.querySelectorAll(css)]).find(e => !text || e.innerText.trim() === text) || null",
+            "return scopes.flatMap(s => [...s.querySelectorAll(css)])"
+            ".find(e => !text || e.innerText.trim() === text) || null",
             css,
             text,
             within,

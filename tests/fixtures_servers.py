@@ -1,4 +1,5 @@
-"""Fixtures: a real `workbench server` for the session, a fresh PostgreSQL database per test, a PostgreSQL cluster of a test's own."""
+"""Fixtures: a real `workbench server` for the session, a fresh PostgreSQL database per test,
+a PostgreSQL cluster of a test's own."""
 
 from __future__ import annotations
 

@@ -48,8 +48,9 @@ def build_registry(root: Path) -> Registry:
     import optuna
 
     from workbench.config.study_file import apply_overrides, validate_study
+    from workbench.core.keys import VERSION_DIRECTION_TAG, VERSION_METRIC_TAG, VERSION_POSITIVE_TAG
     from workbench.data.splits import prepare_data
-    from workbench.stores.registry import DIRECTION_TAG, METRIC_TAG, POSITIVE_TAG, register_model_dir
+    from workbench.stores.registry import register_model_dir
     from workbench.stores.tracking import NullTrialRun, configure_mlflow, start_run
     from workbench.trial.training import train_trial
 
@@ -96,6 +97,6 @@ def build_registry(root: Path) -> Registry:
         ("strong2", "eval_accuracy"),
         ("strong", "eval_f1"),
     ):
-        tags = {METRIC_TAG: metric, DIRECTION_TAG: "maximize", POSITIVE_TAG: "positive"}
+        tags = {VERSION_METRIC_TAG: metric, VERSION_DIRECTION_TAG: "maximize", VERSION_POSITIVE_TAG: "positive"}
         register_model_dir(NAME, model_dirs[label], data.splits.frame("validation"), tags, run_ids[label])
     return Registry(root, tracking_uri, NAME, root / "validation.csv", run_ids)

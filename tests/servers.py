@@ -1,5 +1,5 @@
-"""Real server processes the tests start: a free loopback port, a wait until one answers, a stop, the processes below one,
-a PostgreSQL cluster of a test's own."""
+"""Real server processes the tests start: a free loopback port, a wait until one answers, a stop,
+the processes below one, a PostgreSQL cluster of a test's own."""
 
 from __future__ import annotations
 
@@ -107,7 +107,8 @@ class PostgresCluster:
         self._ctl("start")
 
     def restart(self, down_s: float = 0.0) -> None:
-        """Stop at once (`-m fast`: every open connection is cut), stay down `down_s` seconds, start; returns once it accepts connections."""
+        """Stop at once (`-m fast`: every open connection is cut), stay down `down_s` seconds, start;
+        returns once it accepts connections."""
         if not down_s:
             return self._ctl("restart", "-m", "fast")
         self._pg("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")

@@ -89,7 +89,7 @@ def test_many_imbalanced_classes_with_non_ascii_text_split_stratified(tmp_path):
 
 
 def test_a_launchers_prepared_data_is_what_its_workers_load_and_only_for_the_same_spec(tmp_path):
-    """`--workers`: the launcher saves the data it prepared; a worker with the same spec maps it instead of tokenizing again."""
+    """`--workers`: the launcher saves the data it prepared; a worker of the same spec maps it, no tokenizing."""
     from workbench.config.study_file import apply_overrides, validate_study
     from workbench.data.splits import prepare_data, save_prepared
 

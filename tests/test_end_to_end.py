@@ -69,7 +69,8 @@ def test_study_to_registered_model_to_prediction_to_promotion(write_study, workd
 
 
 def test_help_answers_without_importing_heavy_libraries():
-    code = "import sys, workbench.cli.commands as c; c.build_parser(); print(sorted(m for m in ('torch','transformers','mlflow','optuna','datasets') if m in sys.modules))"
+    heavy = ("torch", "transformers", "mlflow", "optuna", "datasets")
+    code = f"import sys, workbench.cli.commands as c; c.build_parser(); print([m for m in {heavy} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"
     result = subprocess.run([sys.executable, "-m", "workbench", "--help"], capture_output=True, text=True, timeout=60)

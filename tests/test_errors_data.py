@@ -35,7 +35,7 @@ def test_missing_file(stores, write_study, workdir, capsys):
 @pytest.mark.slow
 def test_not_utf8(stores, write_study, workdir, capsys):
     (workdir / "train.csv").write_bytes(
-        ("text,label\n" + "".join(f"café {t},{l}\n" for t, l in zip(TEXTS, LABELS))).encode("utf-16")
+        ("text,label\n" + "".join(f"café {text},{label}\n" for text, label in zip(TEXTS, LABELS))).encode("utf-16")
     )
     path = files_study(write_study, files={"train": "train.csv"})
     assert "data.files.train: " in (err := refused(capsys, ["study", "run", str(path)])) and "UTF-8" in err, err
@@ -124,8 +124,8 @@ def test_binary_metric_of_string_labels_needs_the_positive_label(stores, write_s
     )
     err = refused(capsys, ["study", "run", str(path)])
     assert (
-        "study.metric: eval_f1 is the f1 of one positive label, and the labels (ham, spam) do not say which: set data.positive_label"
-        in err
+        "study.metric: eval_f1 is the f1 of one positive label, and the labels (ham, spam) do not say which: "
+        "set data.positive_label" in err
     ), err
     path = write_study(
         study={"name": "spam", "metric": "eval_f1"},

@@ -174,7 +174,8 @@ def test_read_only_mlruns(stores, write_study, workdir):
     """mlruns/ bind-mounted read-only (chmod does not stop root; a read-only mount does)."""
     write_study()
     done = in_namespace(
-        f"mount --bind mlruns mlruns; mount -o remount,bind,ro mlruns; {sys.executable} -m workbench study run study.yaml --trials 1",
+        "mount --bind mlruns mlruns; mount -o remount,bind,ro mlruns; "
+        f"{sys.executable} -m workbench study run study.yaml --trials 1",
         workdir,
     )
     lines = done.stderr.strip().splitlines()
@@ -191,7 +192,8 @@ def test_disk_full_during_a_trial_stops_the_study_cleanly(stores, write_study, w
         parents=True, exist_ok=True
     )  # the seeded copy may hold the best trial's model
     done = in_namespace(
-        f"mount -t tmpfs -o size=64k tmpfs mlruns/trials/tiny; {sys.executable} -m workbench study run study.yaml --trials 2",
+        "mount -t tmpfs -o size=64k tmpfs mlruns/trials/tiny; "
+        f"{sys.executable} -m workbench study run study.yaml --trials 2",
         workdir,
     )
     lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("WARNING")]

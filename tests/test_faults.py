@@ -245,7 +245,8 @@ def running_trial_with_evaluations(url: str) -> int | None:
         if cur.fetchone()[0] is None:  # the study has not created its tables yet
             return None
         cur.execute(
-            "select t.number from trials t join trial_intermediate_values v using (trial_id) where t.state = 'RUNNING' limit 1"
+            "select t.number from trials t join trial_intermediate_values v using (trial_id) "
+            "where t.state = 'RUNNING' limit 1"
         )
         row = cur.fetchone()
     con.close()

@@ -108,7 +108,8 @@ def cell(browser: Browser, run_name: str, col_id: str) -> str | None:
         "const row = [...document.querySelectorAll('.ag-pinned-left-cols-container [role=row]')]"
         "  .find(r => [...r.querySelectorAll('a')].some(a => a.innerText.trim() === name));"
         "if (!row) return null;"
-        "const c = document.querySelector(`.ag-center-cols-container [row-index='${row.getAttribute('row-index')}'] [col-id='${col}']`);"
+        "const c = document.querySelector("
+        "`.ag-center-cols-container [row-index='${row.getAttribute('row-index')}'] [col-id='${col}']`);"
         "return c ? c.innerText.trim() : null;",
         run_name,
         col_id,
@@ -192,7 +193,8 @@ def test_the_study_its_scores_and_its_model_in_the_mlflow_ui(write_study, ui, br
     close_assistant(browser)
     browser.click("h2, [role=button], span", text="Tags")  # fold the history tags: the versions table shows at once
     row = browser.wait_for(
-        "return [...document.querySelectorAll('[role=row], tr')].map(r => r.innerText).find(t => t.includes('Version 1'))"
+        "return [...document.querySelectorAll('[role=row], tr')]"
+        ".map(r => r.innerText).find(t => t.includes('Version 1'))"
     )
     assert "@\xa0challenger" in row and "@\xa0champion" in row, row
     assert f"workbench.trial\n: {best.data.tags['optuna.trial.number']}" in row, row

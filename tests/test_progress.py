@@ -1,4 +1,5 @@
-"""What a running study prints: plain lines (a pipe), only failures and the summary (--quiet), a live display (a terminal)."""
+"""What a running study prints: plain lines (a pipe), only failures and the summary (--quiet),
+a live display (a terminal)."""
 
 import io
 import re

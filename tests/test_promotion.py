@@ -7,7 +7,8 @@ import pytest
 from helpers import tracking_client
 
 from workbench.cli.commands import main
-from workbench.lifecycle.promotion import TAG, mcnemar_exact, paired_bootstrap
+from workbench.core.keys import PROMOTION_TAG_PREFIX
+from workbench.lifecycle.promotion import mcnemar_exact, paired_bootstrap
 
 
 def test_mcnemar_counts_only_the_examples_the_models_disagree_on():
@@ -62,7 +63,7 @@ def _alias(registry, alias):
 
 def _tags(registry, version):
     tags = tracking_client(registry.tracking_uri).get_model_version(registry.name, str(version)).tags
-    return {k.removeprefix(TAG): v for k, v in tags.items() if k.startswith(TAG)}
+    return {k.removeprefix(PROMOTION_TAG_PREFIX): v for k, v in tags.items() if k.startswith(PROMOTION_TAG_PREFIX)}
 
 
 def _promote(registry, *args):

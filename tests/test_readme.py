@@ -27,16 +27,33 @@ README = REPO / "README.md"
 COMMAND_TIMEOUT_S = 900  # the demo study as written: about 2 minutes on 2 idle cores, more on busy ones
 
 SKIPPED = {
-    "pip install torch==2.13.0 && pip install -e . && workbench study run studies/demo.yaml": "fresh-machine set-up: it pip installs (its `study run` is the Quickstart's first line, run below)",
-    'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m pytest -q': "fresh-machine set-up: it pip installs, then runs the whole suite this test belongs to",
-    "pip install optuna-dashboard && optuna-dashboard sqlite:///mlruns/optuna.db": "it pip installs an optional extra, then starts a server that runs until stopped",
+    "pip install torch==2.13.0 && pip install -e . && workbench study run studies/demo.yaml": (
+        "fresh-machine set-up: it pip installs (its `study run` is the Quickstart's first line, run below)"
+    ),
+    'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m pytest -q': (
+        "fresh-machine set-up: it pip installs, then runs the whole suite this test belongs to"
+    ),
+    "pip install optuna-dashboard && optuna-dashboard sqlite:///mlruns/optuna.db": (
+        "it pip installs an optional extra, then starts a server that runs until stopped"
+    ),
     "workbench study run studies/demo.yaml --workers-per-gpu 2": "needs GPUs",
-    "workbench server --host 0.0.0.0 --backend-store-uri postgresql://mlflow@db/mlflow": "needs PostgreSQL on another host (db); tests/test_server.py runs `workbench server`",
-    "workbench --tracking-uri http://trainhost:5000 study run studies/demo.yaml --storage postgresql://optuna@db/optuna --workers 4": "needs an MLflow server and PostgreSQL on other hosts (trainhost, db)",
-    "workbench --tracking-uri http://trainhost:5000 study conclude studies/demo.yaml --storage postgresql://optuna@db/optuna": "needs an MLflow server and PostgreSQL on other hosts; tests/test_ask_lock.py and the Slurm tests conclude on real stores",
+    "workbench server --host 0.0.0.0 --backend-store-uri postgresql://mlflow@db/mlflow": (
+        "needs PostgreSQL on another host (db); tests/test_server.py runs `workbench server`"
+    ),
+    "workbench --tracking-uri http://trainhost:5000 study run studies/demo.yaml "
+    "--storage postgresql://optuna@db/optuna --workers 4": (
+        "needs an MLflow server and PostgreSQL on other hosts (trainhost, db)"
+    ),
+    "workbench --tracking-uri http://trainhost:5000 study conclude studies/demo.yaml "
+    "--storage postgresql://optuna@db/optuna": (
+        "needs an MLflow server and PostgreSQL on other hosts; tests/test_ask_lock.py and the Slurm tests conclude"
+    ),
     'python -m pytest -m "not slow" -q': "the fast tier of the suite this test belongs to",
     "python -m pytest -q": "the whole suite this test belongs to",
-    "torchrun --nnodes=2 --node_rank=$R --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 -m workbench study run studies/big.yaml": "multi-node torchrun: two machines with 4 GPUs each",
+    "torchrun --nnodes=2 --node_rank=$R --nproc_per_node=4 --rdzv_backend=c10d "
+    "--rdzv_endpoint=$HOST:29500 -m workbench study run studies/big.yaml": (
+        "multi-node torchrun: two machines with 4 GPUs each"
+    ),
 }
 
 # Servers run in the background until they answer, then stop. The README's fixed ports are replaced by

@@ -17,14 +17,16 @@ def recorded_places(root) -> list[str]:
     """Every artifact place the MLflow store under `root` records (experiments, runs, logged models, versions)."""
     with sqlite3.connect(root / "mlruns" / "mlflow.db") as con:
         rows = con.execute(
-            "select artifact_location from experiments where experiment_id != '0' union all select artifact_uri from runs "
-            "union all select artifact_location from logged_models union all select storage_location from model_versions"
+            "select artifact_location from experiments where experiment_id != '0' "
+            "union all select artifact_uri from runs "
+            "union all select artifact_location from logged_models "
+            "union all select storage_location from model_versions"
         ).fetchall()
     return [r[0] for r in rows]
 
 
 def in_folder(monkeypatch, folder) -> None:
-    """As a new shell in `folder`: main() exports MLFLOW_TRACKING_URI (mlflow.set_tracking_uri) for the store it used."""
+    """As a new shell in `folder`: main() exports MLFLOW_TRACKING_URI (mlflow.set_tracking_uri) for its store."""
     monkeypatch.chdir(folder)
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(name, raising=False)

@@ -6,6 +6,7 @@ file is refused for exactly what would fail in a trial.
 
 from __future__ import annotations
 
+import inspect
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "num_train_epochs": 3,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 128,
-    # batches of like-length texts, each padded to its longest: real text (SST-2) pads ~3x fewer tokens than random batches
+    # batches of like-length texts, each padded to its longest: real text (SST-2) pads ~3x fewer tokens than random
     "train_sampling_strategy": "group_by_length",
     "seed": 42,
 }
@@ -102,7 +103,7 @@ def build_model_config(
 
 
 def build_model(spec: StudySpec, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str]) -> PreTrainedModel:
-    """The trial's model: the pretrained weights with a new head, or a freshly initialised model (ours or the user's)."""
+    """The trial's model: the pretrained weights with a new head, or a new model (ours or the user's)."""
     config = build_model_config(spec, tokenizer, label_names)
     if spec.model.get("pretrained"):
         from transformers import AutoModelForSequenceClassification
@@ -130,18 +131,16 @@ def model_classes(model: dict[str, Any], base_dir: str) -> tuple[type, type]:
         or config_class is PretrainedConfig
     ):
         raise DataError(
-            f"model.config_class: {model['class']} names no config class of its own: set config_class on it, or model.config_class"
+            f"model.config_class: {model['class']} names no config class of its own: "
+            "set config_class on it, or model.config_class"
         )
     return cls, config_class
 
 
 def _init_fields(config_class: type) -> list[str]:
-    import inspect
-
+    """The keyword arguments the config class's constructor names (not *args, **kwargs)."""
     skip = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    return [
-        n for n, p in inspect.signature(config_class.__init__).parameters.items() if n != "self" and p.kind not in skip
-    ]
+    return [n for n, p in inspect.signature(config_class).parameters.items() if p.kind not in skip]
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,8 @@ def model_schema(model: dict[str, Any], base_dir: str) -> FieldSchema:
         return _pretrained_schema(str(model["pretrained"]), str(base_dir))
     config_class = model_classes(model, base_dir)[1]
     try:
-        hints = typing.get_type_hints(config_class.__init__)
+        signature = inspect.signature(config_class, eval_str=True)
+        hints = {n: p.annotation for n, p in signature.parameters.items() if p.annotation is not p.empty}
     except Exception:  # a user's annotations that do not resolve: left to the real constructor
         hints = {}
     fields = _init_fields(config_class) + [

@@ -6,7 +6,7 @@ A study file names each parameter by a dotted key, `model.<WorkbenchConfig field
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -68,7 +68,7 @@ class RangeSpec(BaseModel):
         return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
 
 
-ParamSpec = Union[CategoricalSpec, RangeSpec]
+ParamSpec = CategoricalSpec | RangeSpec
 
 
 def parse_param(raw: Any) -> ParamSpec:

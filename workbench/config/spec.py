@@ -105,9 +105,9 @@ class DataSpec(_Frozen):
     )  # batches pad to their longest text, rounded up (8: GPU tensor cores)
     seed: int = 0
     # the label binary eval_f1/precision/recall are of; default "positive" for synthetic data, 1 for labels 0/1
-    positive_label: str | int | None = None
+    positive_label: str | None = None
 
-    @field_validator("positive_label")
+    @field_validator("positive_label", mode="before")
     @classmethod
     def _as_text(cls, value):
         return None if value is None else str(value)  # labels are known by their names, "1" for 1
@@ -119,6 +119,13 @@ class DataSpec(_Frozen):
         if self.source == "hub" and self.hub is None:
             raise ValueError("source: hub needs hub.path (e.g. {path: glue, name: sst2})")
         return self
+
+    @property
+    def hub_dataset(self) -> HubSpec:
+        """`hub`, for a spec whose source is hub (validation made sure it is given)."""
+        if self.hub is None:
+            raise ValueError("data.hub: not given: source: hub needs hub.path (e.g. {path: glue, name: sst2})")
+        return self.hub
 
 
 class TokenizerSpec(_Frozen):

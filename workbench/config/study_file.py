@@ -2,7 +2,8 @@
 
 Keys under `model:` are `WorkbenchConfig` fields (or, with `model.pretrained`, fields of that
 checkpoint's config) and keys under `training:` are `TrainingArguments` fields, passed through
-unchanged; both are checked against the real classes. One function, `apply_overrides`, applies command-line and trial values on top.
+unchanged; both are checked against the real classes. One function, `apply_overrides`, applies
+command-line and trial values on top.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from workbench.config.builders import (
     MODEL_KEYS,
@@ -78,7 +80,7 @@ def validate_study(raw: dict[str, Any], name: str = "<study>", *, exact: bool = 
     problems += _check_sections(raw, schemas)  # also when pydantic failed: every problem at once
     if spec is not None and not problems:
         problems += _check_buildable(spec, exact)
-    if problems:
+    if problems or spec is None:  # pydantic refused it: its reasons are among the problems
         raise StudyFileError(name, problems)
     return spec
 
@@ -102,7 +104,7 @@ def _set_dotted(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def _pydantic_problem(err: dict) -> str:
+def _pydantic_problem(err: ErrorDetails) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         *parent, leaf = [str(p) for p in err["loc"]]
@@ -149,17 +151,16 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
     for key, param in _mapping(raw.get("search_space")).items():
         section, _, field = str(key).partition(".")
         schema = schemas.get(section)
-        known = schema.fields if schema else None
         if section not in SECTIONS or not field:
             problems.append(f"search_space.{key}: must start with {' or '.join(s + '.' for s in SECTIONS)}")
-        elif known is not None and field not in known:
-            problems.append(f"search_space.{key}: not a {schema.owner} field{did_you_mean(field, known)}")
+        elif schema is not None and field not in schema.fields:
+            problems.append(f"search_space.{key}: not a {schema.owner} field{did_you_mean(field, schema.fields)}")
         try:
             parsed = parse_param(param)
         except (ValidationError, ValueError) as e:
             problems.append(f"search_space.{key}: {_first_message(e)}")
             continue
-        if known is not None and field in known:
+        if schema is not None and field in schema.fields:
             values = parsed.choices if isinstance(parsed, CategoricalSpec) else (parsed.low, parsed.high)
             problems += [
                 f"search_space.{key}: {p}" for v in values if (p := _type_problem(section, field, v, schema)[1])
@@ -172,7 +173,8 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
     ):  # per-class names are checked against the data's labels
         choices = ", ".join([*METRICS, *(p + "<label>" for p in PER_CLASS_METRICS)])
         problems.append(
-            f"study.metric: {metric!r} is not computed by a trial (choose one of {choices}){did_you_mean(metric, list(METRICS))}"
+            f"study.metric: {metric!r} is not computed by a trial "
+            f"(choose one of {choices}){did_you_mean(metric, list(METRICS))}"
         )
     if _mapping(raw.get("loss")).get("label_smoothing") and _mapping(raw.get("training")).get("label_smoothing_factor"):
         problems.append("loss.label_smoothing: training.label_smoothing_factor is set too: give one of them")

@@ -22,20 +22,17 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from workbench.core import settings
 from workbench.core.errors import WorkbenchError, first_line
 
 T = TypeVar("T")
-# Seconds `together` waits for every rank; a rank stuck inside a DDP step never arrives.
-SYNC_TIMEOUT_S = float(os.environ.get("WORKBENCH_SYNC_TIMEOUT_S", "300"))
-# Seconds a rank that failed inside a training loop waits for the others: past it, they are stuck
-# in a DDP step that needs it, and it stops the job (torchrun ends them) instead of waiting SYNC_TIMEOUT_S.
-STEP_WAIT_S = float(os.environ.get("WORKBENCH_STEP_WAIT_S", "10"))
+# `together` waits WORKBENCH_SYNC_TIMEOUT_S for every rank; a rank stuck inside a DDP step never arrives.
+# A rank that failed inside a training loop waits only WORKBENCH_STEP_WAIT_S: past it, the others are
+# stuck in a DDP step that needs it, and it stops the job (torchrun ends them) instead of waiting.
 _control = None  # a gloo group for our own messages (CPU objects), beside the training group
-_sync = None  # the same, giving up after SYNC_TIMEOUT_S: `together` learns when a rank is lost
-WORKER_ENV = "WORKBENCH_WORKER_ID"  # set by `study run --workers` in each worker process
-WORKERS_ENV = "WORKBENCH_WORKERS"  # how many workers share this machine's cores
+_sync = None  # the same, giving up after WORKBENCH_SYNC_TIMEOUT_S: `together` learns when a rank is lost
 _stop_requested = threading.Event()
 _preempted = threading.Event()  # SIGTERM: save the running trial and leave
 _left_waiting = threading.Event()  # a gather for ranks that never came still runs in a thread
@@ -53,8 +50,7 @@ class RanksDiverged(WorkbenchError):
 
 def worker_id() -> int | None:
     """This process's id among the workers of `study run --workers`; None when it is not one."""
-    value = os.environ.get(WORKER_ENV)
-    return int(value) if value else None
+    return settings.WORKBENCH_WORKER_ID.get()
 
 
 def install_interrupt_handler() -> None:
@@ -106,11 +102,11 @@ def exit_now_if_left_waiting(code: int) -> None:
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return settings.WORLD_SIZE.get()
 
 
 def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    return settings.RANK.get()
 
 
 def is_distributed() -> bool:
@@ -131,13 +127,13 @@ def init_distributed() -> None:
 
     if not dist.is_initialized():
         if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(settings.LOCAL_RANK.get())
             dist.init_process_group("nccl")
         else:
             dist.init_process_group("gloo")
     if _control is None:
         _control = dist.new_group(backend="gloo")
-        _sync = dist.new_group(backend="gloo", timeout=timedelta(seconds=SYNC_TIMEOUT_S))
+        _sync = dist.new_group(backend="gloo", timeout=timedelta(seconds=settings.WORKBENCH_SYNC_TIMEOUT_S.get()))
 
 
 def shutdown_distributed() -> None:
@@ -210,23 +206,23 @@ def together(fn: Callable[[], T], *, in_step: bool = False) -> T:
     """fn() on every rank; when it raises on any rank, it raises on every rank.
 
     A rank that failed re-raises its own exception; the others raise `SharedFailure` naming
-    the first failing rank. A rank that waits `SYNC_TIMEOUT_S` for the others (they are stuck
+    the first failing rank. A rank that waits `WORKBENCH_SYNC_TIMEOUT_S` for the others (they are stuck
     in a DDP collective it will never join) raises `RanksDiverged`. With `in_step` (fn is a
-    training loop: every step is a collective), a rank that failed waits only `STEP_WAIT_S`:
+    training loop: every step is a collective), a rank that failed waits only `WORKBENCH_STEP_WAIT_S`:
     a failure every rank shares (a pruner's or the tracking store's, a non-finite loss) reaches
     them all in the same step, so the others are late only when they wait for this rank.
     """
     if not is_distributed():
         return fn()
-    result = error = None
+    result: T | None = None
+    error: Exception | None = None
     try:
         result = fn()
     except Exception as e:
         error = e
+    wait_s = settings.WORKBENCH_STEP_WAIT_S.get() if in_step and error is not None else None
     try:
-        reasons = _gather(
-            failure_reason(error) if error is not None else None, STEP_WAIT_S if in_step and error is not None else None
-        )
+        reasons = _gather(failure_reason(error) if error is not None else None, wait_s)
     except RuntimeError as lost:
         why = failure_reason(error) if error is not None else f"lost the other ranks: {first_line(lost)}"
         raise RanksDiverged(
@@ -239,12 +235,12 @@ def together(fn: Callable[[], T], *, in_step: bool = False) -> T:
     if failed:
         first, reason = failed[0]
         raise SharedFailure(reason if first == 0 else f"rank {first}: {reason}")
-    return result
+    return cast(T, result)  # fn() returned on every rank
 
 
 def _gather(reason: str | None, wait_s: float | None) -> list:
     """Every rank's reason (None: no failure); RuntimeError when the others do not come within
-    `wait_s` (the gather goes on in a thread that the stopping job ends) or SYNC_TIMEOUT_S."""
+    `wait_s` (the gather goes on in a thread that the stopping job ends) or WORKBENCH_SYNC_TIMEOUT_S."""
     import torch.distributed as dist
 
     reasons: list = [None] * world_size()
@@ -274,7 +270,7 @@ def set_threads() -> int:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get(WORKERS_ENV, "1")))
+    local = settings.LOCAL_WORLD_SIZE.get() or settings.WORKBENCH_WORKERS.get()
     threads = max(1, cores // max(local, 1))
     torch.set_num_threads(threads)
     return threads

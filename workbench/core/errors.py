@@ -2,7 +2,7 @@
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 # scheme://user:PASSWORD@host: the password runs to the last @ before the path (as urlsplit reads it)
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][\w+.-]*://[^\s/:@]*:)[^\s/]*@")
@@ -31,6 +31,10 @@ class StoreError(WorkbenchError):
 
 class RegistryError(WorkbenchError):
     """An unknown registered model, alias or version."""
+
+
+class SettingError(WorkbenchError):
+    """An environment variable (workbench.core.settings) whose value does not parse as its type."""
 
 
 class PromotionRefused(WorkbenchError):
@@ -89,13 +93,14 @@ def first_line(e: BaseException) -> str:
     return lines[0] if lines else e.__class__.__name__
 
 
-def error_chain(e: BaseException):
+def error_chain(e: BaseException) -> Iterator[BaseException]:
     """`e`, then what caused it (`raise ... from`) or what it interrupted, without looping."""
     seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
 
 
 def caused_by(e: BaseException, kind: type) -> bool:

@@ -31,6 +31,8 @@ class StudyState:
 class StudyProgress:
     """Plain output: every line as it comes (the default, and what a pipe or a log file gets)."""
 
+    opened: tuple[float, int | None]  # a display's (when, trials done then): the ETA is this session's pace
+
     def __init__(self, write: Callable[[str], None] = print):
         self.write = write
 
@@ -121,7 +123,7 @@ class LiveProgress(StudyProgress):
             refresh_per_second=4,
         )
         self.task = self.bar.add_task("study", total=1, states="", best="", eta="-:--:--")
-        self.opened = (time.monotonic(), None)  # (when, trials done then): the ETA is this session's pace
+        self.opened = (time.monotonic(), None)
 
     def update(self, state: StudyState) -> None:
         starting = self.bar is None

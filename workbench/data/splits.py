@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.config.spec import DataSpec, LossSpec, StudySpec, TokenizerSpec
+from workbench.config.spec import DataSpec, HubSpec, LossSpec, StudySpec, TokenizerSpec
 from workbench.core import distributed
 from workbench.core.errors import DataError, did_you_mean, first_line
 from workbench.core.metrics import BINARY, default_positive, metric_names, positive_id
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# Set by `study run --workers` in each worker: the folder where the launcher saved the data it
-# prepared, which the worker loads instead of reading, tokenizer-training and tokenizing again.
 
 
 @dataclass(frozen=True)
@@ -215,7 +213,8 @@ def load_splits(spec: DataSpec, base_dir: str | Path = ".", given: Any = None) -
     elif spec.source == "files":
         raw, source = _load_files(spec, Path(base_dir)), ", ".join(f"{k}={v}" for k, v in spec.files.items())
     else:
-        raw, source = _load_hub(spec), f"hub:{spec.hub.path}" + (f"/{spec.hub.name}" if spec.hub.name else "")
+        hub = spec.hub_dataset
+        raw, source = _load_hub(hub), f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "")
     raw = DatasetDict(
         {name: _select_columns(ds, spec, name) for name, ds in raw.items() if name in ("train", "validation")}
     )
@@ -294,13 +293,13 @@ def _load_files(spec: DataSpec, base_dir: Path):
     return DatasetDict(out)
 
 
-def _load_hub(spec: DataSpec):
+def _load_hub(hub: HubSpec):
     from datasets import load_dataset
 
     try:
-        return load_dataset(spec.hub.path, spec.hub.name, revision=spec.hub.revision)
+        return load_dataset(hub.path, hub.name, revision=hub.revision)
     except Exception as e:  # no network, unknown name, gated dataset...
-        raise DataError(f"data.hub: cannot load {spec.hub.path!r}: {first_line(e)}") from None
+        raise DataError(f"data.hub: cannot load {hub.path!r}: {first_line(e)}") from None
 
 
 def _select_columns(ds: Dataset, spec: DataSpec, split: str) -> Dataset:
@@ -311,7 +310,8 @@ def _select_columns(ds: Dataset, spec: DataSpec, split: str) -> Dataset:
     dtype = getattr(ds.features[spec.text_column], "dtype", None)
     if dtype not in ("string", "large_string", "null"):
         raise DataError(
-            f"data.text_column: column {spec.text_column!r} holds {dtype or 'structured'} values, not text: name the text column"
+            f"data.text_column: column {spec.text_column!r} holds {dtype or 'structured'} values, not text: "
+            "name the text column"
         )
     ds = ds.select_columns([spec.text_column, spec.label_column])
     mapping = {spec.text_column: "text", spec.label_column: "label"}
@@ -326,7 +326,7 @@ def _drop_empty(ds: Dataset, split: str) -> Dataset:
             return False
         return isinstance(text, str) and text.strip() != ""
 
-    kept = ds.filter(lambda b: [ok(t, l) for t, l in zip(b["text"], b["label"])], batched=True)
+    kept = ds.filter(lambda b: [ok(text, label) for text, label in zip(b["text"], b["label"])], batched=True)
     if len(kept) < len(ds):
         logger.warning(
             "data: dropped %d of %d %s rows with an empty text or label", len(ds) - len(kept), len(ds), split

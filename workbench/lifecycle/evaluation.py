@@ -19,18 +19,27 @@ import numpy as np
 
 from workbench.config.study_file import load_study_file
 from workbench.core.errors import DataError, RegistryError
+from workbench.core.keys import (
+    DATA_DIGEST_TAG,
+    EVALUATED_MODEL_NAME_TAG,
+    EVALUATED_MODEL_URI_TAG,
+    EVALUATED_MODEL_VERSION_TAG,
+    ROLE_EVALUATION,
+    ROLE_TAG,
+    VERSION_EVALUATION_RUN_TAG,
+    VERSION_POSITIVE_TAG,
+)
 from workbench.core.metrics import SUMMARY, classification_metrics, default_positive, positive_id
 from workbench.core.tables import read_table
 from workbench.data.splits import load_splits
 from workbench.model.inference import load_model
-from workbench.stores.registry import POSITIVE_TAG, get_version
-from workbench.stores.tracking import ROLE_TAG, mlflow_client, start_run
+from workbench.stores.registry import get_version
+from workbench.stores.tracking import mlflow_client, start_run
 from workbench.trial.lineage import dataset_input
 
 logger = logging.getLogger(__name__)
 
 EVALUATION_EXPERIMENT = "workbench-evaluations"  # for models that are not registered versions
-EVALUATION_RUN_TAG = "workbench.evaluation_run"
 STUDY_SUFFIXES = (".yaml", ".yml")
 
 
@@ -53,7 +62,8 @@ class EvalData:
         unknown = sorted({label for label in self.labels if label not in index and not _is_id(label, len(names))})
         if unknown:
             raise DataError(
-                f"{self.source}: labels the model does not know: {', '.join(unknown[:5])} (the model's labels: {', '.join(names)})"
+                f"{self.source}: labels the model does not know: {', '.join(unknown[:5])} "
+                f"(the model's labels: {', '.join(names)})"
             )
         return np.array([index[label] if label in index else int(label) for label in self.labels])
 
@@ -161,7 +171,9 @@ def evaluate(model_uri: str, data: str | None, tracking_uri: str) -> Evaluation:
 
     client = mlflow_client(tracking_uri)
     version = _model_version(client, model_uri)
-    scores, eval_data = score_model(model_uri, data, positive=version.tags.get(POSITIVE_TAG) if version else None)
+    scores, eval_data = score_model(
+        model_uri, data, positive=version.tags.get(VERSION_POSITIVE_TAG) if version else None
+    )
     ids = list(range(len(scores.names)))
     report = dict(labels=ids, target_names=scores.names, zero_division=0, digits=4)
     table = classification_report(scores.labels, scores.predictions, **report)
@@ -190,9 +202,9 @@ def _log_evaluation(
     from mlflow.entities import LoggedModelInput
 
     experiment = client.get_run(version.run_id).info.experiment_id if version and version.run_id else None
-    tags = {ROLE_TAG: "evaluation", "workbench.model_uri": model_uri, "workbench.data_digest": eval_data.digest}
+    tags = {ROLE_TAG: ROLE_EVALUATION, EVALUATED_MODEL_URI_TAG: model_uri, DATA_DIGEST_TAG: eval_data.digest}
     if version:
-        tags.update({"workbench.model_name": version.name, "workbench.model_version": version.version})
+        tags.update({EVALUATED_MODEL_NAME_TAG: version.name, EVALUATED_MODEL_VERSION_TAG: version.version})
     run = start_run(
         tracking_uri,
         experiment or EVALUATION_EXPERIMENT,
@@ -222,7 +234,7 @@ def _log_evaluation(
         note=f"Evaluation of {what} on {eval_data.source} ({len(eval_data.texts)} examples); not a trial of the study"
     )
     if version:
-        client.set_model_version_tag(version.name, version.version, EVALUATION_RUN_TAG, run.run_id)
+        client.set_model_version_tag(version.name, version.version, VERSION_EVALUATION_RUN_TAG, run.run_id)
     return run.run_id
 
 

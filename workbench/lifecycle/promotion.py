@@ -16,14 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.core.errors import PromotionRefused, RegistryError
+from workbench.core.keys import PROMOTION_TAG_PREFIX, VERSION_DIRECTION_TAG, VERSION_METRIC_TAG, VERSION_POSITIVE_TAG
 from workbench.core.metrics import BINARY, PER_CLASS, label_key
 from workbench.lifecycle.evaluation import Scores, score_model
 from workbench.stores.registry import (
     CHALLENGER,
     CHAMPION,
-    DIRECTION_TAG,
-    METRIC_TAG,
-    POSITIVE_TAG,
     PREVIOUS_CHAMPION,
     alias_or_none,
     get_version,
@@ -31,7 +29,6 @@ from workbench.stores.registry import (
 )
 from workbench.stores.tracking import mlflow_client
 
-TAG = "workbench.promotion."
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # the same data and models always give the same interval
 
@@ -47,10 +44,11 @@ class PairedTest:
     detail: str = ""
 
     def describe(self, alpha: float) -> str:
-        if self.p_value is not None:
+        if self.ci is None:  # McNemar
             return f"{self.name} ({self.detail}): p = {self.p_value:.3g}, needs p < {alpha:g}"
         low, high = self.ci
-        return f"{self.name} ({self.detail}): {100 * (1 - alpha):g}% CI of the difference [{low:+.4f}, {high:+.4f}], must exclude 0"
+        interval = f"{100 * (1 - alpha):g}% CI of the difference [{low:+.4f}, {high:+.4f}]"
+        return f"{self.name} ({self.detail}): {interval}, must exclude 0"
 
 
 def mcnemar_exact(candidate_correct: np.ndarray, champion_correct: np.ndarray, alpha: float) -> PairedTest:
@@ -145,7 +143,8 @@ def _definition(metric: str, names: Sequence[str], positive: int | None) -> tupl
             return metric, every, False
         if positive is None:
             raise RegistryError(
-                f"eval_{metric} needs the positive label: tag the version {POSITIVE_TAG}=LABEL (one of {', '.join(names)})"
+                f"eval_{metric} needs the positive label: "
+                f"tag the version {VERSION_POSITIVE_TAG}=LABEL (one of {', '.join(names)})"
             )
         return metric, [positive], False
     for kind in PER_CLASS:
@@ -235,7 +234,7 @@ class Decision:
             tags["p_value"] = self.test.p_value
         if self.test and self.test.ci is not None:
             tags["ci_low"], tags["ci_high"] = self.test.ci
-        return {TAG + k: str(v) for k, v in tags.items()}
+        return {PROMOTION_TAG_PREFIX + k: str(v) for k, v in tags.items()}
 
 
 def promote(
@@ -256,9 +255,9 @@ def promote(
     champ = alias_or_none(client, name, CHAMPION)
     if champ is not None and champ.version == cand.version:
         raise PromotionRefused(f"{name}: version {cand.version} is already @{CHAMPION}: nothing to promote")
-    metric = cand.tags.get(METRIC_TAG, "eval_accuracy").removeprefix("eval_")
-    maximize = cand.tags.get(DIRECTION_TAG, "maximize") == "maximize"
-    positive = cand.tags.get(POSITIVE_TAG)  # both versions are scored as the candidate's study scored it
+    metric = cand.tags.get(VERSION_METRIC_TAG, "eval_accuracy").removeprefix("eval_")
+    maximize = cand.tags.get(VERSION_DIRECTION_TAG, "maximize") == "maximize"
+    positive = cand.tags.get(VERSION_POSITIVE_TAG)  # both versions are scored as the candidate's study scored it
     cand_scores, eval_data = score_model(f"models:/{name}/{cand.version}", data, positive=positive)
     if metric not in cand_scores.metrics:
         _definition(metric, cand_scores.names, cand_scores.positive)  # the reason, as a RegistryError
@@ -333,11 +332,8 @@ def _apply(client, decision: Decision) -> None:
     scores = f"{decision.metric} {decision.candidate_score:.4f}" + (
         f" vs {decision.champion_score:.4f}" if decision.champion_score is not None else ""
     )
-    lines = {
-        str(
-            decision.candidate
-        ): f"{action} (@{CHAMPION} {f'v{decision.champion}' if decision.champion else 'none'} before): {decision.reason}; {scores}"
-    }
+    before = f"v{decision.champion}" if decision.champion else "none"
+    lines = {str(decision.candidate): f"{action} (@{CHAMPION} {before} before): {decision.reason}; {scores}"}
     if decision.promoted and decision.champion is not None:
         lines[str(decision.champion)] = f"replaced as @{CHAMPION} by v{decision.candidate}; now @{PREVIOUS_CHAMPION}"
     record_event(
@@ -374,11 +370,13 @@ def rollback(name: str, tracking_uri: str) -> str:
     lines = {str(previous.version): f"@{CHAMPION} again by rollback (was v{current.version if current else 'none'})"}
     if current is not None:
         client.set_model_version_tag(
-            name, current.version, TAG + "rolled_back", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            name,
+            current.version,
+            PROMOTION_TAG_PREFIX + "rolled_back",
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-        client.set_model_version_tag(
-            name, current.version, TAG + "decision", "rolled back"
-        )  # no longer reads "promoted"
+        # no longer reads "promoted"
+        client.set_model_version_tag(name, current.version, PROMOTION_TAG_PREFIX + "decision", "rolled back")
         lines[str(current.version)] = f"rolled back: @{CHAMPION} returned to v{previous.version}"
     record_event(
         client,

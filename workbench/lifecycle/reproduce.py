@@ -15,8 +15,19 @@ from pathlib import Path
 from workbench.config.study_file import StudySpec, apply_overrides, validate_study
 from workbench.core import distributed
 from workbench.core.errors import DataError, RegistryError, ReproductionMismatch, first_line
+from workbench.core.keys import (
+    OBJECTIVE_METRIC,
+    REPRODUCED_DIFFERENCE_TAG,
+    REPRODUCED_MATCHES_TAG,
+    REPRODUCED_TIME_TAG,
+    REPRODUCED_VALUE_TAG,
+    ROLE_TAG,
+    ROLE_TRIAL,
+    RUN_STATE_TAG,
+    RUN_TRIAL_TAG,
+)
 from workbench.data.splits import prepare_data
-from workbench.stores.tracking import OBJECTIVE_METRIC, STATE_TAG, NullTrialRun, TrialRun, mlflow_client
+from workbench.stores.tracking import NullTrialRun, TrialRun, mlflow_client
 from workbench.trial.lineage import SPEC_ARTIFACT, TOKENIZER_ARTIFACT
 from workbench.trial.training import train_trial
 
@@ -57,7 +68,8 @@ def load_trial_spec(client, run_id: str) -> tuple[StudySpec, dict]:
             path = client.download_artifacts(run_id, SPEC_ARTIFACT, tmp)
         except Exception:
             raise RegistryError(
-                f"run {run_id}: has no {SPEC_ARTIFACT} (only trial runs record one; {run.info.run_name} is not, or predates lineage)"
+                f"run {run_id}: has no {SPEC_ARTIFACT} "
+                f"(only trial runs record one; {run.info.run_name} is not, or predates lineage)"
             ) from None
         record = json.loads(Path(path).read_text())
     return validate_study({**record["spec"], "source_dir": record["source_dir"]}, f"run {run_id}"), record
@@ -73,7 +85,7 @@ def find_trial_run(client, ref: str) -> str:
         raise RegistryError(f"{ref}: no study {study!r} in the tracking store (`workbench study list` shows them)")
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`workbench.role` = 'trial' and tags.`optuna.trial.number` = '{number}'",
+        filter_string=f"tags.`{ROLE_TAG}` = '{ROLE_TRIAL}' and tags.`{RUN_TRIAL_TAG}` = '{number}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -83,7 +95,9 @@ def find_trial_run(client, ref: str) -> str:
 
 
 def reproduce(ref: str, tracking_uri: str, progress=lambda line: None) -> Reproduction:
-    """Re-run a trial (`ref`: a run id or STUDY:TRIAL) from its run's record; raises ReproductionMismatch beyond TOLERANCE.
+    """Re-run a trial (`ref`: a run id or STUDY:TRIAL) from its run's record.
+
+    Raises ReproductionMismatch when the score differs by more than TOLERANCE.
 
     `progress` gets one line per step; the outcome is also recorded on the run (`workbench.reproduced.*` tags).
     """
@@ -95,11 +109,12 @@ def reproduce(ref: str, tracking_uri: str, progress=lambda line: None) -> Reprod
     metric = spec.study.metric
     run = client.get_run(run_id).data
     recorded = run.metrics.get(OBJECTIVE_METRIC, run.metrics.get(f"best_{metric}"))
-    if recorded is None or run.tags.get(STATE_TAG, "COMPLETE") != "COMPLETE":
-        state = run.tags.get(STATE_TAG, "without a score")
+    if recorded is None or run.tags.get(RUN_STATE_TAG, "COMPLETE") != "COMPLETE":
+        state = run.tags.get(RUN_STATE_TAG, "without a score")
         raise RegistryError(f"run {run_id}: the trial is {state}: only completed trials can be reproduced")
     progress(
-        f"reproducing run {run_id} (study {spec.study.name}, trial {run.tags.get('optuna.trial.number', '?')}): {metric} recorded {recorded:.6f}"
+        f"reproducing run {run_id} (study {spec.study.name}, trial {run.tags.get(RUN_TRIAL_TAG, '?')}): "
+        f"{metric} recorded {recorded:.6f}"
     )
     distributed.set_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,10 +138,10 @@ def reproduce(ref: str, tracking_uri: str, progress=lambda line: None) -> Reprod
     outcome = Reproduction(run_id, metric, recorded, result.value)
     TrialRun(client, run_id).set_tags(
         {
-            "workbench.reproduced.value": result.value,
-            "workbench.reproduced.difference": outcome.difference,
-            "workbench.reproduced.matches": outcome.matches,
-            "workbench.reproduced.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            REPRODUCED_VALUE_TAG: result.value,
+            REPRODUCED_DIFFERENCE_TAG: outcome.difference,
+            REPRODUCED_MATCHES_TAG: outcome.matches,
+            REPRODUCED_TIME_TAG: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
     if not outcome.matches:

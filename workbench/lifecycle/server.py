@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.core import settings
 from workbench.core.errors import WorkbenchError
 from workbench.stores.db import driver_url, mask_url
 
 DEFAULT_BACKEND = "sqlite:///mlruns/mlflow.db"  # the same store `study run` writes by default
 DEFAULT_ARTIFACTS = Path("mlruns/artifacts")
-BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"  # mlflow server's own variable for --backend-store-uri
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,12 @@ def build_server_command(spec: ServerSpec) -> tuple[list[str], dict[str, str]]:
         problems.append(f"--workers {spec.workers}: must be 1 or more")
     if spec.backend_store_uri is not None and "://" not in spec.backend_store_uri:
         problems.append(
-            f"--backend-store-uri {mask_url(spec.backend_store_uri)!r}: not a database URL (e.g. sqlite:///mlruns/mlflow.db or postgresql://...)"
+            f"--backend-store-uri {mask_url(spec.backend_store_uri)!r}: not a database URL "
+            "(e.g. sqlite:///mlruns/mlflow.db or postgresql://...)"
         )
     if problems:
         raise WorkbenchError("; ".join(problems))
-    backend = driver_url(spec.backend_store_uri or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND)
+    backend = driver_url(spec.backend_store_uri or settings.MLFLOW_BACKEND_STORE_URI.get() or DEFAULT_BACKEND)
     if backend.startswith("sqlite:///"):
         Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     artifacts = spec.artifacts_destination
@@ -63,7 +64,7 @@ def build_server_command(spec: ServerSpec) -> tuple[list[str], dict[str, str]]:
     command += ["--workers", str(spec.workers)]
     if spec.allowed_hosts:
         command += ["--allowed-hosts", spec.allowed_hosts]
-    return command, {BACKEND_ENV: backend}
+    return command, {settings.MLFLOW_BACKEND_STORE_URI.name: backend}  # mlflow server reads it
 
 
 STOP_GRACE_S = 20  # seconds the server's processes get to exit after SIGTERM, then SIGKILL
@@ -73,7 +74,10 @@ def run_server(spec: ServerSpec) -> int:
     """Run `mlflow server` in the foreground until it exits, SIGTERM or Ctrl-C; returns its exit code."""
     command, env = build_server_command(spec)
     host = socket.gethostname() if spec.host == "0.0.0.0" else spec.host
-    print(f"mlflow server on {spec.host}:{spec.port} (backend {mask_url(env[BACKEND_ENV])})", flush=True)
+    print(
+        f"mlflow server on {spec.host}:{spec.port} (backend {mask_url(env[settings.MLFLOW_BACKEND_STORE_URI.name])})",
+        flush=True,
+    )
     print(
         f"workers: workbench --tracking-uri http://{host}:{spec.port} study run FILE --storage postgresql://...",
         flush=True,

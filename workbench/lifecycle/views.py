@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.errors import StoreError, WorkbenchError, first_line
+from workbench.core.keys import METRIC_ATTR, RUN_ID_ATTR, VERSION_STUDY_TAG, VERSION_TRIAL_TAG
 from workbench.lifecycle.server import ServerSpec, build_server_command, run_until_stopped
 from workbench.stores.db import mask_url
-from workbench.stores.registry import STUDY_TAG as VERSION_STUDY_TAG
-from workbench.stores.registry import TRIAL_TAG as VERSION_TRIAL_TAG
-from workbench.stores.storage import METRIC_ATTR, RUN_ID_ATTR, best_trial, open_storage_readonly
+from workbench.stores.storage import best_trial, open_storage_readonly
 from workbench.stores.tracking import mlflow_client, resolve_existing_tracking_uri
 
 FORMATS = ("table", "json", "csv")
@@ -209,7 +208,8 @@ def run_ui(tracking_uri: str, port: int, on_start=print) -> int:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise WorkbenchError(
-                f"--port {port}: something already listens there (an MLflow UI?): open http://127.0.0.1:{port} or pass another --port"
+                f"--port {port}: something already listens there (an MLflow UI?): "
+                f"open http://127.0.0.1:{port} or pass another --port"
             )
     artifacts = None
     if tracking_uri.startswith(
@@ -292,10 +292,11 @@ def render_show(view: StudyView, fmt: str = "table") -> str:
             ],
         )
     short = _short_names(keys)
-    head = (
-        f"study {view.name}: {view.direction} {view.metric}, {_states_text(len(view.trials), view.states())}; "
-        f"best {_best_text(view.best_trial, view.best_value) if view.best_trial is not None else 'none yet (no complete trial)'}"
+    best = (
+        _best_text(view.best_trial, view.best_value) if view.best_trial is not None else "none yet (no complete trial)"
     )
+    states = _states_text(len(view.trials), view.states())
+    head = f"study {view.name}: {view.direction} {view.metric}, {states}; best {best}"
     rows = [
         [
             "*" if t.best else "",
@@ -318,7 +319,8 @@ def render_show(view: StudyView, fmt: str = "table") -> str:
         "",
     ]
     lines.append(
-        "score: the study metric of the best evaluation (pruned trials: the best reached before pruning); * the best trial"
+        "score: the study metric of the best evaluation (pruned trials: the best reached before pruning); "
+        "* the best trial"
     )
     lines.extend(_registry_lines(view))
     return "\n".join(lines)

@@ -1,1 +1,2 @@
-"""The models: the built-in config and model, pretrained checkpoints, user model classes, inference and the MLflow model."""
+"""The models: the built-in config and model, pretrained checkpoints, user model classes, inference
+and the MLflow model."""

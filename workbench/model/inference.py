@@ -13,6 +13,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PyFuncModel, PythonModel
 
 from workbench.core.errors import DataError, RegistryError, first_line
 from workbench.core.tables import read_table
@@ -22,7 +23,7 @@ from workbench.model.user_code import import_object, read_model_class
 TEXT_COLUMN = "text"
 
 
-class WorkbenchClassifier(mlflow.pyfunc.PythonModel):
+class WorkbenchClassifier(PythonModel):
     """Raw strings in; a frame with `label`, `score` and one `proba_<label>` column per class out."""
 
     batch_size = 64
@@ -91,7 +92,7 @@ def _texts(model_input: Any) -> list[str]:
     return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
 
 
-def load_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
+def load_model(uri: str) -> PyFuncModel:
     """`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...` or a local path -> pyfunc model."""
     try:
         return mlflow.pyfunc.load_model(uri)
@@ -108,7 +109,7 @@ def model_uri(ref: str, alias: str = "champion") -> str:
 
 
 def read_inputs(path: str | Path) -> pd.DataFrame:
-    """The rows to predict, every column kept: one text per line (.txt), or a csv/tsv/jsonl/parquet with a `text` column."""
+    """The rows to predict, every column kept: one text per line (.txt), or a csv/tsv/jsonl/parquet with `text`."""
     frame = read_table(Path(path), "--input", lines_as=TEXT_COLUMN)
     if TEXT_COLUMN not in frame.columns:
         raise DataError(f"--input {path}: no {TEXT_COLUMN!r} column (columns: {', '.join(map(str, frame.columns))})")

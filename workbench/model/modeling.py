@@ -47,14 +47,15 @@ class WorkbenchConfig(PretrainedConfig):
         for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_heads", num_heads)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        for name, value in (("dropout", dropout), ("attention_dropout", attention_dropout)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), not {value!r}")
+        for name, rate in (("dropout", dropout), ("attention_dropout", attention_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), not {rate!r}")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        kwargs["pad_token_id"] = pad_token_id  # transformers 5 types no such argument, yet takes it
+        super().__init__(**kwargs)
 
 
 class SelfAttention(nn.Module):
@@ -123,13 +124,15 @@ class WorkbenchForSequenceClassification(WorkbenchPreTrainedModel):
 
     def __init__(self, config: WorkbenchConfig):
         super().__init__(config)
+        if config.num_labels is None:  # transformers 5: a config without id2label counts no labels
+            raise ValueError("WorkbenchConfig: set id2label (or num_labels) to size the classifier")
         self.num_labels = config.num_labels
         self.token_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
         self.post_init()
 
     def forward(

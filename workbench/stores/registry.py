@@ -18,10 +18,22 @@ from typing import TYPE_CHECKING
 import workbench
 from workbench.config.study_file import StudySpec
 from workbench.core.errors import RegistryError, first_line
+from workbench.core.keys import (
+    HISTORY_TAG_PREFIX,
+    MODEL_URI_ATTR,
+    RUN_ID_ATTR,
+    VERSION_DATA_DIGEST_TAG,
+    VERSION_DIRECTION_TAG,
+    VERSION_METRIC_TAG,
+    VERSION_POSITIVE_TAG,
+    VERSION_STUDY_TAG,
+    VERSION_TRIAL_TAG,
+    VERSION_VALUE_TAG,
+    WORKER_ATTR,
+)
 from workbench.data.splits import TrialData
 from workbench.model.inference import WorkbenchClassifier
 from workbench.model.user_code import code_paths, import_object, read_model_class
-from workbench.stores.storage import MODEL_URI_ATTR, RUN_ID_ATTR, WORKER_ATTR
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -29,23 +41,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous-champion"
-STUDY_TAG, TRIAL_TAG, METRIC_TAG, VALUE_TAG, DIRECTION_TAG = (
-    "workbench.study",
-    "workbench.trial",
-    "workbench.metric",
-    "workbench.value",
-    "workbench.direction",
-)
-# The registered model's history: one tag per event (promotion, refusal, rollback), numbered, never overwritten.
-HISTORY_TAG = "workbench.history."
-POSITIVE_TAG = "workbench.positive_label"  # the label binary f1/precision/recall are of, when stated
 EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is tedious"]
 
 
 def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking, trial_dir: Path) -> str | None:
     """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger`.
 
-    Returns "NAME version N", or None when that trial is already registered or has no model.
+    Returns "NAME version N", or None when the study names no model, or that trial is already
+    registered or has no model.
     """
     name = spec.registry.model_name
     if not name:  # registry.model_name unset: the study registers nothing
@@ -64,15 +67,15 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
             logger.warning("registry: the best trial's model is missing at %s; nothing registered", model_dir)
         return None
     tags = {
-        STUDY_TAG: spec.study.name,
-        TRIAL_TAG: best.number,
-        METRIC_TAG: spec.study.metric,
-        VALUE_TAG: best.value,
-        DIRECTION_TAG: spec.study.direction,
-        "workbench.data_digest": data.splits.digest,
+        VERSION_STUDY_TAG: spec.study.name,
+        VERSION_TRIAL_TAG: best.number,
+        VERSION_METRIC_TAG: spec.study.metric,
+        VERSION_VALUE_TAG: best.value,
+        VERSION_DIRECTION_TAG: spec.study.direction,
+        VERSION_DATA_DIGEST_TAG: data.splits.digest,
     }
     if data.positive_label is not None:
-        tags[POSITIVE_TAG] = data.positive_label
+        tags[VERSION_POSITIVE_TAG] = data.positive_label
     if model_uri is None:
         model_uri = log_model_dir(model_dir, data.splits.frame("validation"), run_id)
     version = register_model_uri(name, model_uri, tags)
@@ -192,7 +195,7 @@ def record_event(client, name: str, event: dict, versions: dict[str, str]) -> in
     number = len(read_history(client, name)) + 1
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record = {"n": number, "time": stamp, "user": _user(), **event}
-    client.set_registered_model_tag(name, f"{HISTORY_TAG}{number:04d}", json.dumps(record, default=str))
+    client.set_registered_model_tag(name, f"{HISTORY_TAG_PREFIX}{number:04d}", json.dumps(record, default=str))
     for version, line in versions.items():
         old = client.get_model_version(name, version).description or ""
         head = "" if "Promotion history:" in old else "\n\nPromotion history:"
@@ -203,7 +206,7 @@ def record_event(client, name: str, event: dict, versions: dict[str, str]) -> in
 def read_history(client, name: str) -> list[dict]:
     """The registered model's events, oldest first."""
     tags = client.get_registered_model(name).tags
-    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(HISTORY_TAG))]
+    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(HISTORY_TAG_PREFIX))]
 
 
 def _user() -> str:

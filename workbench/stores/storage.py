@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -18,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.config.search_space import describe_space, grid_of
 from workbench.config.spec import PRUNERS, SAMPLERS, StudySpec
-from workbench.core import distributed
+from workbench.core import distributed, settings
 from workbench.core.errors import StoreError, StudyFileError, error_chain, first_line
+from workbench.core.keys import FAIL_REASON_ATTR, METRIC_ATTR, RUN_ID_ATTR, SPACE_ATTR
 from workbench.stores.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite, mask_url
 from workbench.stores.tracking import end_stale_run
 
@@ -29,13 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = default_sqlite("optuna")
-STORAGE_ENV = "WORKBENCH_STORAGE"  # the Optuna storage URL when --storage is not given (how --workers passes it)
-# A worker killed mid-trial is noticed after GRACE_S seconds without a heartbeat (every HEARTBEAT_S).
-HEARTBEAT_S = int(os.environ.get("WORKBENCH_HEARTBEAT_S", "10"))
-GRACE_S = int(os.environ.get("WORKBENCH_GRACE_S", "60"))
-# A database server that restarts (connections cut, refused meanwhile) is retried this long, then the call fails.
-RECONNECT_S = float(os.environ.get("WORKBENCH_RECONNECT_S", "60"))
-# The RDBStorage methods a study calls (through Optuna's _CachedStorage, Optuna 5.0) and ours: each retried on a lost connection.
+# The RDBStorage methods a study calls (through Optuna's _CachedStorage, Optuna 5.0) and ours:
+# each retried on a lost connection.
 RETRIED_CALLS = (
     "create_new_study",
     "delete_study",
@@ -60,26 +55,11 @@ RETRIED_CALLS = (
     "record_heartbeat",
     "_get_stale_trial_ids",
 )
-# Study attributes: what a resumed study must keep.
-SPACE_ATTR = "workbench.search_space"
-METRIC_ATTR = "workbench.metric"
-ELAPSED_ATTR = "workbench.elapsed_s"  # wall time the study has run, over every session: study.timeout counts it
-# Trial attributes: the trial's MLflow run, where it ran, and why it did not complete.
-RUN_ID_ATTR = "mlflow_run_id"
-MODEL_URI_ATTR = "model_uri"  # a best-so-far trial's model in the tracking store (models:/<id>), when shared
-WORKER_ATTR = "worker"
-FAIL_REASON_ATTR = "fail_reason"  # the trial's own failure: it counts toward the target
-STORE_ERROR_ATTR = "store_error"  # a store fault, not the trial's doing: run again on resume
-INTERRUPTED_ATTR = "interrupted"
-PREEMPTED_ATTR = "preempted"  # "preempted at step S": SIGTERM; not counted, its retry is queued
-RESUME_ATTR = "resume_from"  # on a queued retry: the checkpoint directory it resumes from
-RETRY_OF_ATTR = "retry_of"  # on a queued retry: the number of the preempted trial
-RETRY_RUN_ATTR = "retry_of_run"  # on a queued retry: the preempted trial's MLflow run id
 
 
 def resolve_storage(explicit: str | None = None) -> str:
     """--storage, else $WORKBENCH_STORAGE (keeps a password out of `ps`), else the local SQLite store."""
-    return absolute_sqlite(explicit or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE, "--storage")
+    return absolute_sqlite(explicit or settings.WORKBENCH_STORAGE.get() or DEFAULT_STORAGE, "--storage")
 
 
 def open_storage_readonly(explicit: str | None = None) -> optuna.storages.BaseStorage:
@@ -131,8 +111,8 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
             return RDBStorage(
                 driver_url(url),
                 engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
+                heartbeat_interval=settings.WORKBENCH_HEARTBEAT_S.get(),
+                grace_period=settings.WORKBENCH_GRACE_S.get(),
                 heartbeat_stale_trial_callback=_retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
             )
 
@@ -155,7 +135,7 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def _reconnecting(call: Callable, where: str) -> Callable:
-    """`call`, retried with backoff for up to RECONNECT_S seconds while the database server cannot be reached.
+    """`call`, retried with backoff for up to $WORKBENCH_RECONNECT_S seconds while the database is unreachable.
 
     pool_pre_ping replaces connections the server cut once it is back; this bridges the time it is
     down (a restart, a failover), so the running trial, its heartbeat thread and the study go on.
@@ -165,7 +145,8 @@ def _reconnecting(call: Callable, where: str) -> Callable:
 
     @functools.wraps(call)
     def retried(*args, **kwargs):
-        deadline, pause = time.monotonic() + RECONNECT_S, 0.5
+        reconnect_s = settings.WORKBENCH_RECONNECT_S.get()
+        deadline, pause = time.monotonic() + reconnect_s, 0.5
         while True:
             try:
                 return call(*args, **kwargs)
@@ -175,7 +156,7 @@ def _reconnecting(call: Callable, where: str) -> Callable:
                     raise
                 if pause == 0.5:  # once per call
                     logger.warning(
-                        "Optuna storage %s unreachable (%s): retrying for up to %g s", where, lost, RECONNECT_S
+                        "Optuna storage %s unreachable (%s): retrying for up to %g s", where, lost, reconnect_s
                     )
                 time.sleep(pause)
                 pause = min(2 * pause, 5.0)
@@ -210,18 +191,19 @@ def lost_connection(e: BaseException) -> str | None:
 
 
 def store_outage(e: BaseException, url: str) -> StoreError | None:
-    """The error that stops a study whose Optuna storage stayed unreachable past RECONNECT_S, or None for other errors."""
+    """The error that stops a study whose Optuna storage stayed unreachable past $WORKBENCH_RECONNECT_S, or None."""
     lost = lost_connection(e)
     if lost is None:
         return None
     return StoreError(
-        f"--storage {mask_url(url)}: unreachable for over {RECONNECT_S:g} s ({lost}): run the same command to resume the study"
+        f"--storage {mask_url(url)}: unreachable for over {settings.WORKBENCH_RECONNECT_S.get():g} s ({lost}): "
+        "run the same command to resume the study"
     )
 
 
 @contextmanager
 def outage_stops_study(url: str):
-    """Inside the block, an Optuna storage unreachable past RECONNECT_S raises one StoreError (exit 2, resumable)."""
+    """Inside the block, a storage unreachable past $WORKBENCH_RECONNECT_S raises one StoreError (exit 2, resumable)."""
     try:
         yield
     except Exception as e:  # Optuna's own bookkeeping can fail on the way out (an UnboundLocalError): look at the chain
@@ -238,7 +220,8 @@ def _retry_and_close_run(retry: Callable) -> Callable:
         retry(study, trial)
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
-            end_stale_run(run_id, f"Worker lost: no heartbeat for {GRACE_S}s; trial {trial.number} is retried")
+            grace_s = settings.WORKBENCH_GRACE_S.get()
+            end_stale_run(run_id, f"Worker lost: no heartbeat for {grace_s}s; trial {trial.number} is retried")
 
     return callback
 

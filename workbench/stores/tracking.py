@@ -16,7 +16,20 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.core import settings
 from workbench.core.errors import StoreError, first_line
+from workbench.core.keys import (
+    EXPERIMENT_KIND_TAG,
+    EXPERIMENT_KIND_TRAINING,
+    NOTE_TAG,
+    PARENT_RUN_TAG,
+    ROLE_STUDY,
+    ROLE_TAG,
+    ROLE_TRIAL,
+    RUN_STATE_TAG,
+    RUN_STUDY_TAG,
+    RUN_TRIAL_TAG,
+)
 from workbench.stores.db import absolute_sqlite, check_sqlite_writable, default_sqlite, existing_sqlite, mask_url
 
 if TYPE_CHECKING:
@@ -25,30 +38,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = default_sqlite("mlflow")
-ROLE_TAG = "workbench.role"
-STUDY_TAG = "optuna.study"
-TRIAL_TAG = "optuna.trial.number"
-STATE_TAG = "optuna.trial.state"
 # Optuna trial state -> MLflow run status. A pruned trial did its job (the pruner stopped it early):
 # FINISHED, told apart by its state tag and description; KILLED is kept for Ctrl-C.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
-# Every trial run's score: the best value of the study metric reached so far (the value Optuna
-# ranks once the trial completes; for a pruned trial, the best before pruning). The MLflow UI
-# shows a metric's last value: sort the runs by this column, not by the study metric itself.
-OBJECTIVE_METRIC = "objective"
 # The MLflow UI's mode for an experiment (3.x): model training, not GenAI traces and prompts.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_KIND = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_TRAINING}
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite store under mlruns/."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = explicit or settings.MLFLOW_TRACKING_URI.get() or DEFAULT_TRACKING_URI
     return absolute_sqlite(uri, "--tracking-uri")
 
 
 def resolve_existing_tracking_uri(explicit: str | None = None) -> str:
     """As resolve_tracking_uri, for commands that only read: a missing SQLite store is an error, never created."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = explicit or settings.MLFLOW_TRACKING_URI.get() or DEFAULT_TRACKING_URI
     return existing_sqlite(uri, "--tracking-uri", "MLflow tracking store")
 
 
@@ -223,7 +228,7 @@ class TrialRun:
         model_id: str | None = None,
         dataset: tuple[str, str] | None = None,
     ) -> None:
-        """`model_id` links the metrics to a logged model, `dataset` (name, digest) to the data they were measured on."""
+        """`model_id` links the metrics to a logged model, `dataset` (name, digest) to the data measured."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -256,9 +261,9 @@ class TrialRun:
     @_store_write
     def end(self, state: str, note: str | None = None) -> None:
         """Close the run with the status matching the Optuna state (COMPLETE, PRUNED, FAIL, KILLED)."""
-        tags = {STATE_TAG: state}
+        tags = {RUN_STATE_TAG: state}
         if note:
-            tags["mlflow.note.content"] = note
+            tags[NOTE_TAG] = note
         self.set_tags(tags)
         self.client.set_terminated(self.run_id, status=RUN_STATUS[state])
 
@@ -266,7 +271,7 @@ class TrialRun:
     def finish(self, note: str | None = None) -> None:
         """Close a run that is not a trial's (an evaluation): FINISHED, no Optuna tags."""
         if note:
-            self.client.set_tag(self.run_id, "mlflow.note.content", note)
+            self.client.set_tag(self.run_id, NOTE_TAG, note)
         self.client.set_terminated(self.run_id, status="FINISHED")
 
 
@@ -346,7 +351,7 @@ class StudyTracking:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"study-{self.study_name}",
-            tags={ROLE_TAG: "study", STUDY_TAG: self.study_name},
+            tags={ROLE_TAG: ROLE_STUDY, RUN_STUDY_TAG: self.study_name},
         )
         # Workers starting together may each create one: all adopt the oldest, the others are deleted.
         first = self._parent_runs()[0]
@@ -358,7 +363,7 @@ class StudyTracking:
         """Ids of the study's parent runs, oldest first (ties broken by id, the same order everywhere)."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{self.study_name}'",
+            filter_string=f"tags.`{ROLE_TAG}` = '{ROLE_STUDY}' and tags.`{RUN_STUDY_TAG}` = '{self.study_name}'",
             max_results=100,
         )
         return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
@@ -370,11 +375,11 @@ class StudyTracking:
     def start_trial_run(self, number: int, params: dict[str, Any]) -> TrialRun:
         """A nested run named `trial-N` with the sampled params and Optuna tags."""
         tags = {
-            "mlflow.parentRunId": self.parent_run_id,
-            ROLE_TAG: "trial",
-            STUDY_TAG: self.study_name,
-            TRIAL_TAG: str(number),
-            STATE_TAG: "RUNNING",
+            PARENT_RUN_TAG: self.parent_run_id,
+            ROLE_TAG: ROLE_TRIAL,
+            RUN_STUDY_TAG: self.study_name,
+            RUN_TRIAL_TAG: str(number),
+            RUN_STATE_TAG: "RUNNING",
         }
         try:
             run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=tags)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from workbench.config.spec import StudySpec
-from workbench.core import distributed
+from workbench.core import distributed, settings
 from workbench.core.console import configure_output
 from workbench.core.errors import exit_status
 from workbench.core.progress import StudyProgress
@@ -43,7 +43,10 @@ class WorkerTask:
 
     def environment(self) -> dict[str, str]:
         """What the worker's process sets for the libraries: its GPU, and its id and share of the cores."""
-        env = {distributed.WORKER_ENV: str(self.worker_id), distributed.WORKERS_ENV: str(self.n_workers)}
+        env = {
+            settings.WORKBENCH_WORKER_ID.name: str(self.worker_id),
+            settings.WORKBENCH_WORKERS.name: str(self.n_workers),
+        }
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
         return env

@@ -90,7 +90,7 @@ def _draw_html(study, metric: str, folder: Path) -> list[str]:
     except ImportError as e:
         logger.info("no interactive plots: %s", first_line(e))  # a dependency; missing only in a partial install
         return []
-    parts = []
+    parts: list[str] = []  # one HTML fragment per plot
     for name, plot in _plots(study, ov).items():
         try:
             figure = _call(name, plot, study, metric)
@@ -102,6 +102,7 @@ def _draw_html(study, metric: str, folder: Path) -> list[str]:
     if not parts:
         return []
     title = f"study {study.study_name}: {metric}"
-    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head><body>{''.join(parts)}</body></html>"
+    head = f"<head><meta charset='utf-8'><title>{title}</title></head>"
+    page = f"<!DOCTYPE html><html>{head}<body>{''.join(parts)}</body></html>"
     (folder / HTML_PAGE).write_text(page, encoding="utf-8")
     return [HTML_PAGE]

@@ -22,13 +22,13 @@ from workbench.config.search_space import describe_space
 from workbench.config.study_file import StudySpec
 from workbench.core import distributed
 from workbench.core.errors import Preempted, StoreError, TrialFailed, first_line
+from workbench.core.keys import ELAPSED_ATTR
 from workbench.core.progress import StudyProgress, StudyState, as_progress
 from workbench.data.splits import TrialData, prepare_data
 from workbench.stores.ask_lock import ask_lock_for
 from workbench.stores.db import STORE_DIR, check_sqlite_writable, mask_url
 from workbench.stores.registry import register_best
 from workbench.stores.storage import (
-    ELAPSED_ATTR,
     TrialCounts,
     best_trial,
     build_storage,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 from workbench.core import distributed
-from workbench.stores.tracking import OBJECTIVE_METRIC
+from workbench.core.keys import OBJECTIVE_METRIC
 
 if TYPE_CHECKING:
     from workbench.stores.tracking import TrialRun

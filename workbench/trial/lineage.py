@@ -19,6 +19,17 @@ from pathlib import Path
 
 import workbench
 from workbench.config.study_file import StudySpec
+from workbench.core.keys import (
+    DATA_DIGEST_TAG,
+    DATA_SOURCE_TAG,
+    DATASET_CONTEXT_TAG,
+    DATASET_SOURCE_KEY,
+    DATASET_SYNTHETIC_KEY,
+    GIT_COMMIT_TAG,
+    PRETRAINED_SHA256_TAG,
+    PRETRAINED_TAG,
+    WORKBENCH_VERSION_TAG,
+)
 from workbench.data.splits import TrialData
 from workbench.model.pretrained import resolve_checkpoint
 from workbench.stores.tracking import TrialRun
@@ -28,9 +39,6 @@ logger = logging.getLogger(__name__)
 SPEC_ARTIFACT = "trial_spec.json"
 REQUIREMENTS_ARTIFACT = "requirements.txt"
 TOKENIZER_ARTIFACT = "tokenizer"
-VERSION_TAG, COMMIT_TAG = "workbench.version", "workbench.git_commit"
-DIGEST_TAG, SOURCE_TAG = "workbench.data_digest", "workbench.data_source"
-PRETRAINED_TAG, WEIGHTS_TAG = "workbench.pretrained", "workbench.pretrained_sha256"
 
 
 @dataclass(frozen=True)
@@ -44,14 +52,18 @@ class StudyLineage:
 
 def study_lineage(spec: StudySpec, data: TrialData) -> StudyLineage:
     splits = data.splits
-    tags = {VERSION_TAG: workbench.__version__, DIGEST_TAG: splits.digest, SOURCE_TAG: splits.source}
+    tags = {
+        WORKBENCH_VERSION_TAG: workbench.__version__,
+        DATA_DIGEST_TAG: splits.digest,
+        DATA_SOURCE_TAG: splits.source,
+    }
     commit = git_commit()
     if commit:
-        tags[COMMIT_TAG] = commit
+        tags[GIT_COMMIT_TAG] = commit
     if spec.model.get("pretrained"):  # the weights a trial starts from, as the data: source and digest
         checkpoint = resolve_checkpoint(spec.model["pretrained"], spec.source_dir)
         tags[PRETRAINED_TAG] = f"{checkpoint.name} ({checkpoint.location})"
-        tags[WEIGHTS_TAG] = checkpoint.sha256 or "unknown (hub download)"
+        tags[PRETRAINED_SHA256_TAG] = checkpoint.sha256 or "unknown (hub download)"
     inputs = (
         dataset_input(splits.frame("train"), "train", _source(spec), splits.digest, "training"),
         dataset_input(splits.frame("validation"), "validation", _source(spec), splits.digest, "validation"),
@@ -95,14 +107,14 @@ def _log_inputs(client, run_id: str, inputs: list, attempts: int = 4) -> None:
 
 def dataset_input(frame, name: str, source, digest: str, context: str):
     """An MLflow dataset input (schema, row count, source, digest) for a frame with text and label."""
-    import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.entities import DatasetInput, InputTag
 
     if isinstance(source, str):
-        source = CodeDatasetSource({"workbench.source": source})
-    dataset = mlflow.data.from_pandas(frame, source=source, targets="label", name=name, digest=digest[:36])
-    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+        source = CodeDatasetSource({DATASET_SOURCE_KEY: source})
+    dataset = from_pandas(frame, source=source, targets="label", name=name, digest=digest[:36])
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(DATASET_CONTEXT_TAG, context)])
 
 
 def _source(spec: StudySpec):
@@ -119,10 +131,11 @@ def _source(spec: StudySpec):
     if data.source == "hub":
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
-        return HuggingFaceDatasetSource(data.hub.path, config_name=data.hub.name, revision=data.hub.revision)
+        hub = data.hub_dataset
+        return HuggingFaceDatasetSource(hub.path, config_name=hub.name, revision=hub.revision)
     if data.source == "python":
-        return CodeDatasetSource({"workbench.source": "data given to workbench.run_study"})
-    return CodeDatasetSource({"workbench.synthetic": data.synthetic.model_dump_json()})
+        return CodeDatasetSource({DATASET_SOURCE_KEY: "data given to workbench.run_study"})
+    return CodeDatasetSource({DATASET_SYNTHETIC_KEY: data.synthetic.model_dump_json()})
 
 
 def installed_packages() -> tuple[str, ...]:

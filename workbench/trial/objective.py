@@ -22,26 +22,26 @@ from typing import Any
 
 from workbench.config.search_space import suggest_params
 from workbench.config.study_file import StudySpec, apply_overrides
-from workbench.core import distributed
+from workbench.core import distributed, settings
 from workbench.core.errors import Preempted, StoreError, TrialFailed, error_chain, first_line
-from workbench.core.progress import StudyProgress
-from workbench.data.splits import TrialData
-from workbench.stores.registry import log_model_dir, remove_logged_model
-from workbench.stores.storage import (
+from workbench.core.keys import (
     FAIL_REASON_ATTR,
     INTERRUPTED_ATTR,
     MODEL_URI_ATTR,
     PREEMPTED_ATTR,
-    RECONNECT_S,
     RESUME_ATTR,
     RETRY_OF_ATTR,
+    RETRY_OF_RUN_TAG,
+    RETRY_OF_TRIAL_TAG,
     RETRY_RUN_ATTR,
     RUN_ID_ATTR,
     STORE_ERROR_ATTR,
     WORKER_ATTR,
-    best_trial,
-    lost_connection,
 )
+from workbench.core.progress import StudyProgress
+from workbench.data.splits import TrialData
+from workbench.stores.registry import log_model_dir, remove_logged_model
+from workbench.stores.storage import best_trial, lost_connection
 from workbench.stores.tracking import NullTrialRun, StudyTracking, TrialRun
 from workbench.trial.lineage import StudyLineage, log_trial_lineage, study_lineage
 from workbench.trial.training import TrialPreempted, TrialResult, train_trial
@@ -153,8 +153,8 @@ class TrialRunner:
         if resume is not None:
             run.set_tags(
                 {
-                    "workbench.retry_of_trial": trial.user_attrs.get(RETRY_OF_ATTR),
-                    "workbench.retry_of_run": trial.user_attrs.get(RETRY_RUN_ATTR),
+                    RETRY_OF_TRIAL_TAG: trial.user_attrs.get(RETRY_OF_ATTR),
+                    RETRY_OF_RUN_TAG: trial.user_attrs.get(RETRY_RUN_ATTR),
                 }
             )
             if not Path(resume, "trainer_state.json").is_file():  # another machine, or cleaned up: train from step 0
@@ -300,8 +300,8 @@ def classify_failure(e: BaseException, number: int) -> tuple[str, Exception | No
     lost = lost_connection(e)
     if lost is not None:  # the Optuna storage stayed unreachable (workbench.stores.storage retried it)
         return f"Optuna storage unreachable: {lost}", StoreError(
-            f"trial {number}: the Optuna storage stayed unreachable for over {RECONNECT_S:g} s ({lost}): "
-            "run the same command to resume"
+            f"trial {number}: the Optuna storage stayed unreachable for over "
+            f"{settings.WORKBENCH_RECONNECT_S.get():g} s ({lost}): run the same command to resume"
         )
     if _is_disk_full(e):
         return f"disk full: {first_line(e)}", StoreError(
