@@ -1,0 +1,131 @@
+"""Adapters (`model.peft`): LoRA on a tiny pretrained BERT the tests build, through registration and serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import pretrained_study, trial_runs
+from stores import refused
+
+from workbench.cli.commands import main
+
+LORA = {"method": "lora", "r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "target_modules": ["query", "value"]}
+# `python -c` as the `workbench` command, in a process where `import peft` fails as if it were not installed
+WITHOUT_PEFT = "import sys; sys.modules['peft'] = None; from workbench.cli import run; run()"
+
+
+def lora_study(write_study, peft: dict | None = None, **changes) -> Path:
+    return pretrained_study(
+        write_study,
+        {"pretrained": "tiny-bert", "peft": peft or LORA},
+        **{
+            "study": {"name": "lora", "n_trials": 2, "sampler": {"type": "grid"}},
+            "search_space": {"model.peft.r": {"choices": [2, 4]}},
+            "registry": {"model_name": "lora-classifier"},
+            **changes,
+        },
+    )
+
+
+def without_peft(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The workbench command run in a fresh process that cannot import peft."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_PEFT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_a_lora_study_registers_merged_weights_that_serve_without_peft(tiny_bert, write_study, workdir, capsys):
+    from helpers import tracking_client
+
+    from workbench.stores.tracking import resolve_tracking_uri
+
+    # a searched r, the custom loss and early stopping, as a full fine-tune has them
+    path = lora_study(write_study, loss={"label_smoothing": 0.1}, early_stopping={"patience": 1})
+    assert main(["study", "run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "registered lora-classifier version 1" in out, out
+    client = tracking_client()
+    runs = {r.data.params["model.peft.r"]: r.data.metrics for r in trial_runs(client, "lora")}
+    assert set(runs) == {"2", "4"}
+    # r=4 adds 2 more rows and columns to each of query's and value's A and B (16 wide): 4 * 2 * 16 * 2 more
+    assert runs["4"]["trainable_params"] - runs["2"]["trainable_params"] == 256
+    assert runs["2"]["params"] > runs["2"]["trainable_params"] > 0  # the backbone is frozen
+
+    version = client.get_model_version_by_alias("lora-classifier", "challenger")
+    files = {Path(a.path).name for a in client.list_artifacts(version.run_id, "model/artifacts/model")}
+    assert "model.safetensors" in files and "adapter_config.json" not in files  # the adapters are merged
+
+    # a fresh process in which peft cannot be imported loads the registered model and predicts raw text
+    result = without_peft(
+        ["predict", "models:/lora-classifier@challenger", "--text", "a charming film", "--output", "p.jsonl"],
+        workdir,
+        MLFLOW_TRACKING_URI=resolve_tracking_uri(),
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (workdir / "p.jsonl").read_text().splitlines()]
+    assert rows[0]["text"] == "a charming film" and rows[0]["label"] in ("negative", "positive")
+
+    assert main(["reproduce", version.run_id]) == 0  # the same adapters from the same seeds
+    assert "matches within" in capsys.readouterr().out
+
+
+def test_target_modules_that_match_nothing_are_refused_naming_the_modules_that_exist(
+    tiny_bert, write_study, workdir, capsys
+):
+    path = lora_study(write_study, {**LORA, "target_modules": ["q_proj", "v_proj"]})
+    err = refused(capsys, ["study", "run", str(path)])
+    assert (
+        "model.peft.target_modules: ['q_proj', 'v_proj'] matches no module of BertForSequenceClassification "
+        "(its modules: LayerNorm, classifier, dense, key, position_embeddings, query, token_type_embeddings, value, "
+        "word_embeddings)" in err
+    )
+    assert not (workdir / "mlruns").exists()  # refused before anything ran
+
+
+def test_adapter_keys_are_checked_against_peft_config_class(tiny_bert, write_study, capsys):
+    path = lora_study(
+        write_study,
+        {**LORA, "lora_alpah": 16},
+        search_space={"model.peft.rr": {"choices": [4, 8]}, "model.peft.lora_dropout": {"low": 0.0, "high": "x"}},
+    )
+    err = refused(capsys, ["study", "run", str(path)])
+    assert "model.peft.lora_alpah: not a LoraConfig field (did you mean lora_alpha?)" in err
+    assert "search_space.model.peft.rr: not a LoraConfig field (did you mean r?)" in err
+    path = lora_study(write_study, {"method": "lorra"})
+    assert "model.peft.method: 'lorra' is not a peft method (did you mean lora?)" in refused(
+        capsys, ["study", "run", str(path)]
+    )
+
+
+def test_a_study_asking_for_adapters_without_peft_installed_names_the_extra(tiny_bert, write_study, workdir):
+    path = lora_study(write_study)
+    result = without_peft(["study", "run", str(path)], workdir)
+    err = result.stderr.strip()
+    assert result.returncode == 2, err
+    assert "\n" not in err and "Traceback" not in err
+    assert err == f'error: {path}: model.peft: needs the peft library, an optional extra: pip install -e ".[peft]"'
+
+
+def test_the_head_trains_in_full_beside_the_adapters_of_our_own_model(write_study):
+    from workbench.config.builders import build_model
+    from workbench.config.study_file import load_study_file
+    from workbench.model.adapters import parameter_counts
+
+    spec = load_study_file(write_study(model={"peft": {"r": 2, "target_modules": ["qkv"]}}))
+    model = build_model(spec, None, ["negative", "positive"])
+    trainable = {n.split(".")[-3] if "lora_" in n else n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        "lora_A",
+        "lora_B",
+        "base_model.model.classifier.modules_to_save.default.weight",
+        "base_model.model.classifier.modules_to_save.default.bias",
+    }
+    counts = parameter_counts(model)
+    assert 0 < counts["trainable_params"] < counts["params"]
