@@ -103,9 +103,9 @@ def build_model_config(
     return config_class(**{**sized, **fields, **label_maps(label_names)})
 
 
-def build_model(spec: StudySpec, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str]) -> PreTrainedModel:
+def build_model(spec: StudySpec, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str]) -> Any:
     """The trial's model: the pretrained weights with a new head, or a freshly initialised model (ours or the user's);
-    wrapped with the adapters of `model.peft`, when given."""
+    a PreTrainedModel, or peft's PeftModel around one with the adapters of `model.peft`."""
     config = build_model_config(spec, tokenizer, label_names)
     if spec.model.get("pretrained"):
         from transformers import AutoModelForSequenceClassification

@@ -288,7 +288,7 @@ def _check_buildable(spec: StudySpec, exact: bool) -> list[str]:
         "training": lambda s: build_training_args(s, "unused-output-dir"),
     }
     space = {} if exact else spec.space
-    problems = []
+    problems: list[str] = []
     for name, build in builders.items():
         if name == PEFT and (problems or not spec.model.get("peft")):
             continue  # a model that does not build has no modules to adapt

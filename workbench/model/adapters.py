@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -104,7 +105,7 @@ def head_modules(model: nn.Module) -> list[str]:
     return [n for n in SEQ_CLS_HEADS if n in children]
 
 
-def add_adapters(model: nn.Module, peft_spec: dict[str, Any]) -> nn.Module:
+def add_adapters(model: nn.Module, peft_spec: dict[str, Any]) -> Any:
     """`model` wrapped by peft with the adapters of `model.peft`; a DataError naming the key when they do not fit."""
     import_peft()
     from peft import get_peft_model
@@ -119,7 +120,9 @@ def add_adapters(model: nn.Module, peft_spec: dict[str, Any]) -> nn.Module:
     config = build_peft_config(peft_spec, head)
     names = module_names(model)  # before peft changes the model in place
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            return get_peft_model(model, config)
     except NoMatchingPeftModuleError:
         targets = peft_spec.get("target_modules", config.target_modules)
         raise DataError(
@@ -149,14 +152,14 @@ def _holds_weights(module: nn.Module, recurse: bool = True) -> bool:
     return next(module.parameters(recurse=recurse), None) is not None
 
 
-def merged(model: nn.Module) -> nn.Module:
+def merged(model: Any) -> Any:
     """The model to save: a peft model's adapters merged into its backbone (served without peft); others as they are."""
     if not hasattr(model, "merge_and_unload") or not hasattr(model, "peft_config"):
         return model
     return model.merge_and_unload()
 
 
-def parameter_counts(model: nn.Module) -> dict[str, float]:
+def parameter_counts(model: Any) -> dict[str, float]:
     """`params` and `trainable_params` of the model as trained (peft's count: adapters and the head's copy included)."""
     if hasattr(model, "get_nb_trainable_parameters"):
         trainable, total = model.get_nb_trainable_parameters()
@@ -166,7 +169,7 @@ def parameter_counts(model: nn.Module) -> dict[str, float]:
     return {"params": float(total), "trainable_params": float(trainable)}
 
 
-def peft_params(model: nn.Module) -> dict[str, Any]:
+def peft_params(model: Any) -> dict[str, Any]:
     """The resolved adapter config as `model.peft.*` params (empty for a model without adapters)."""
     configs = getattr(model, "peft_config", None)
     if not configs:

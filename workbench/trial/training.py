@@ -180,7 +180,8 @@ def save_model(trainer: Trainer, model_dir: Path, model_class: str | None = None
         trainer.save_model(str(model_dir))
     else:
         model.save_pretrained(str(model_dir))
-        trainer.processing_class.save_pretrained(str(model_dir))
+        if trainer.processing_class is not None:
+            trainer.processing_class.save_pretrained(str(model_dir))
     if model_class:
         write_model_class(model_dir, model_class)
     (model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the args are logged as params
