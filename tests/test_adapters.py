@@ -129,3 +129,62 @@ def test_the_head_trains_in_full_beside_the_adapters_of_our_own_model(write_stud
     }
     counts = parameter_counts(model)
     assert 0 < counts["trainable_params"] < counts["params"]
+
+
+# A user's model whose head has a name of its own: peft's SEQ_CLS names (classifier, score) miss it.
+USER_MODULE = """
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class MeanConfig(PretrainedConfig):
+    model_type = "user-mean"
+
+    def __init__(self, vocab_size=400, hidden_size=8, **kwargs):
+        self.vocab_size, self.hidden_size = vocab_size, hidden_size
+        super().__init__(**kwargs)
+
+
+class MeanForSequenceClassification(PreTrainedModel):
+    config_class = MeanConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.head = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        logits = self.head(self.embed(input_ids).mean(1))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+"""
+
+
+def with_model(path: Path, model: dict) -> Path:
+    """The study file at `path` with `model:` replaced whole."""
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "model": model}, sort_keys=False))
+    return path
+
+
+def test_a_user_models_head_is_named_in_modules_to_save(write_study, workdir, capsys):
+    from workbench.config.builders import build_model
+    from workbench.config.study_file import load_study_file
+
+    (workdir / "meanmodel.py").write_text(USER_MODULE)
+    model = {"class": "meanmodel:MeanForSequenceClassification", "peft": {"target_modules": ["embed"]}}
+    path = with_model(write_study(search_space={"model.peft.r": {"choices": [2, 4]}}), model)
+    err = refused(capsys, ["study", "run", str(path)])
+    assert (
+        "model.peft.modules_to_save: no classification head found in MeanForSequenceClassification "
+        "(its top-level modules: embed, head): name it there" in err
+    )
+    path = with_model(path, {**model, "peft": {"target_modules": ["embed"], "modules_to_save": ["head"]}})
+    peft_model = build_model(load_study_file(path), None, ["negative", "positive"])
+    trainable = {n.rpartition(".")[2] for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable == {"default", "weight", "bias"}  # lora_embedding_A/B.default, the head's weight and bias

@@ -21,7 +21,7 @@ from workbench.model.pretrained import load_config, resolve_checkpoint
 from workbench.model.user_code import import_object
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase, TrainingArguments
 
 # Sensible defaults a study file may override (defaults < study file < CLI < trial params).
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -114,12 +114,12 @@ def build_model(spec: StudySpec, tokenizer: PreTrainedTokenizerBase, label_names
         model = AutoModelForSequenceClassification.from_pretrained(checkpoint.location, config=config)
     else:
         model = model_classes(spec.model, spec.source_dir)[0](config)
-    return add_adapters(model, spec.model["peft"]) if spec.model.get("peft") else model
+    return add_adapters(model, spec.model["peft"]) if spec.model.get("peft") is not None else model
 
 
 def check_model_adapters(spec: StudySpec) -> None:
     """Raise what `build_model` would for `model.peft`, on the model's skeleton (meta device: no weights loaded)."""
-    if not spec.model.get("peft"):
+    if spec.model.get("peft") is None:  # `peft: {}` is LoRA with peft's defaults
         return
     config = build_model_config(spec)
     if spec.model.get("pretrained"):

@@ -290,7 +290,7 @@ def _check_buildable(spec: StudySpec, exact: bool) -> list[str]:
     space = {} if exact else spec.space
     problems: list[str] = []
     for name, build in builders.items():
-        if name == PEFT and (problems or not spec.model.get("peft")):
+        if name == PEFT and (problems or spec.model.get("peft") is None):
             continue  # a model that does not build has no modules to adapt
         section = name.partition(".")[0]
         keys = [k for k in space if k.startswith(name + ".")]
