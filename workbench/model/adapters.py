@@ -169,10 +169,12 @@ def parameter_counts(model: Any) -> dict[str, float]:
     return {"params": float(total), "trainable_params": float(trainable)}
 
 
-def peft_params(model: Any) -> dict[str, Any]:
-    """The resolved adapter config as `model.peft.*` params (empty for a model without adapters)."""
+def peft_params(model: Any, defaults: bool = False) -> dict[str, Any]:
+    """The adapters' method and config as `model.peft.*` params (peft's defaults for that method, with `defaults`)."""
     configs = getattr(model, "peft_config", None)
     if not configs:
         return {}
-    config = next(iter(configs.values())).to_dict()
-    return {f"model.peft.{k}": v for k, v in config.items() if k not in OWNED_FIELDS}
+    config = next(iter(configs.values()))
+    values = (type(config)() if defaults else config).to_dict()
+    values = {METHOD_KEY: config.peft_type.value.lower(), **{k: v for k, v in values.items() if k not in OWNED_FIELDS}}
+    return {f"model.peft.{k}": v for k, v in values.items()}

@@ -231,6 +231,7 @@ def _default_params(trainer: Trainer) -> dict[str, Any]:
         out = {f"model.{k}": v for k, v in type(trainer.model.config)().to_dict().items()}
     except Exception:  # a user's config class that needs arguments: every model value is shown
         out = {}
+    out.update(peft_params(trainer.model, defaults=True))
     for f in dataclasses.fields(type(trainer.args)):
         if f.default is not dataclasses.MISSING:
             out[f"training.{f.name}"] = f.default
