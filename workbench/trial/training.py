@@ -175,7 +175,7 @@ def save_model(trainer: Trainer, model_dir: Path, model_class: str | None = None
 
     Adapters are merged into the backbone first: the saved model is a plain transformers one, served without peft.
     """
-    model = merged(trainer.model)
+    model = merged(trainer.model)  # in place: training is over, the trainer is not used again
     if model is trainer.model:
         trainer.save_model(str(model_dir))
     else:
