@@ -17,7 +17,7 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 pytest_plugins = [
-    "fixtures_study",  # workdir, write_study
+    "fixtures_study",  # workdir, write_study, tiny_bert
     "fixtures_stores",  # seeded, stores
     "fixtures_servers",  # mlflow_server, postgres_url, own_postgres
     "fixtures_registry",  # keyword_registry

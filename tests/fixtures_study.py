@@ -1,4 +1,4 @@
-"""Fixtures: a fresh working directory per test, and the tiny study written into it."""
+"""Fixtures: a fresh working directory per test, the tiny study written into it, and a tiny pretrained BERT."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TINY, merge
+from helpers import TINY, merge, save_tiny_bert
 
 
 @pytest.fixture
@@ -29,3 +29,9 @@ def write_study(workdir):
         return path
 
     return write
+
+
+@pytest.fixture
+def tiny_bert(workdir) -> Path:
+    """A tiny BERT checkpoint saved at workdir/tiny-bert (`model.pretrained: tiny-bert` in a study there)."""
+    return save_tiny_bert(workdir / "tiny-bert")

@@ -1,5 +1,5 @@
 """Plain helpers the tests import (fixtures come from the fixtures_*.py plugins, see conftest.py):
-the tiny study and its merge, and an MLflow client with the reads of a study's runs."""
+the tiny study and its merge, a tiny pretrained BERT, and an MLflow client with the reads of a study's runs."""
 
 from __future__ import annotations
 
@@ -74,3 +74,39 @@ def evaluations_of_running_trial(db: Path, number: int) -> int:
         return row[0]
     except sqlite3.OperationalError:  # not created yet, or locked by the writer
         return 0
+
+
+def save_tiny_bert(path: Path) -> Path:
+    """A 1-layer, 16-wide BERT with a WordPiece tokenizer trained on a few texts, saved like a hub checkpoint."""
+    from transformers import BertConfig, BertModel
+
+    from workbench.config.spec import TokenizerSpec
+    from workbench.data.splits import build_tokenizer
+    from workbench.data.synthetic import generate_examples
+
+    texts = generate_examples(400, seed=3)["text"]
+    tokenizer = build_tokenizer(TokenizerSpec(vocab_size=300), texts, 64)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def pretrained_study(write_study, model: dict, **changes) -> Path:
+    """A tiny study whose `model:` section is exactly `model` and which has no `tokenizer:` section."""
+    import yaml
+
+    path = write_study(**changes)
+    raw = yaml.safe_load(path.read_text())
+    raw["model"] = model
+    raw.pop("tokenizer")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

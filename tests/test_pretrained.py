@@ -10,52 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import pretrained_study
 from stores import refused
 
 from workbench.cli.commands import main
 
 TEXTS = ["a charming and moving film", "dull and tedious", "brilliant, witty work", "a lifeless bland mess"]
-
-
-def save_tiny_bert(path: Path) -> Path:
-    """A 1-layer, 16-wide BERT with a WordPiece tokenizer trained on a few texts, saved like a hub checkpoint."""
-    from transformers import BertConfig, BertModel
-
-    from workbench.config.spec import TokenizerSpec
-    from workbench.data.splits import build_tokenizer
-    from workbench.data.synthetic import generate_examples
-
-    texts = generate_examples(400, seed=3)["text"]
-    tokenizer = build_tokenizer(TokenizerSpec(vocab_size=300), texts, 64)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture
-def tiny_bert(workdir) -> Path:
-    return save_tiny_bert(workdir / "tiny-bert")
-
-
-def pretrained_study(write_study, model: dict, **changes) -> Path:
-    """A tiny study whose `model:` section is exactly `model` and which has no `tokenizer:` section."""
-    import yaml
-
-    path = write_study(**changes)
-    raw = yaml.safe_load(path.read_text())
-    raw["model"] = model
-    raw.pop("tokenizer")
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 def bert_study(write_study, **model) -> Path:

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.config.spec import StudySpec
 from workbench.core.errors import DataError
+from workbench.model.adapters import DEFAULT_METHOD, METHOD_KEY, add_adapters, check_adapters, peft_fields
 from workbench.model.modeling import WorkbenchConfig, WorkbenchForSequenceClassification
 from workbench.model.pretrained import load_config, resolve_checkpoint
 from workbench.model.user_code import import_object
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase, TrainingArguments
 
 # Sensible defaults a study file may override (defaults < study file < CLI < trial params).
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -47,7 +48,8 @@ MODEL_KEYS = (
     "pretrained",
     "class",
     "config_class",
-)  # keys of `model:` that choose the model; the others are config fields
+    "peft",
+)  # keys of `model:` that choose the model (and its adapters); the others are config fields
 # Config entries that are bookkeeping, not hyperparameters a study file sets
 CONFIG_INTERNALS = {
     "architectures",
@@ -102,15 +104,31 @@ def build_model_config(
     return config_class(**{**sized, **fields, **label_maps(label_names)})
 
 
-def build_model(spec: StudySpec, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str]) -> PreTrainedModel:
-    """The trial's model: the pretrained weights with a new head, or a new model (ours or the user's)."""
+def build_model(spec: StudySpec, tokenizer: PreTrainedTokenizerBase, label_names: Sequence[str]) -> Any:
+    """The trial's model: the pretrained weights with a new head, or a freshly initialised model (ours or the user's);
+    a PreTrainedModel, or peft's PeftModel around one with the adapters of `model.peft`."""
     config = build_model_config(spec, tokenizer, label_names)
     if spec.model.get("pretrained"):
         from transformers import AutoModelForSequenceClassification
 
         checkpoint = resolve_checkpoint(spec.model["pretrained"], spec.source_dir)
-        return AutoModelForSequenceClassification.from_pretrained(checkpoint.location, config=config)
-    return model_classes(spec.model, spec.source_dir)[0](config)
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoint.location, config=config)
+    else:
+        model = model_classes(spec.model, spec.source_dir)[0](config)
+    return add_adapters(model, spec.model["peft"]) if spec.model.get("peft") is not None else model
+
+
+def check_model_adapters(spec: StudySpec) -> None:
+    """Raise what `build_model` would for `model.peft`, on the model's skeleton (meta device: no weights loaded)."""
+    if spec.model.get("peft") is None:  # `peft: {}` is LoRA with peft's defaults
+        return
+    config = build_model_config(spec)
+    if spec.model.get("pretrained"):
+        from transformers import AutoModelForSequenceClassification
+
+        check_adapters(lambda: AutoModelForSequenceClassification.from_config(config), spec.model["peft"])
+    else:
+        check_adapters(lambda: model_classes(spec.model, spec.source_dir)[0](config), spec.model["peft"])
 
 
 def model_classes(model: dict[str, Any], base_dir: str) -> tuple[type, type]:
@@ -177,6 +195,12 @@ def _pretrained_schema(name: str, base_dir: str) -> FieldSchema:
     values = {k: v for k, v in config.to_dict().items() if k not in CONFIG_INTERNALS}
     types = {k: float if type(v) is float else type(v) for k, v in values.items() if type(v) in (int, float, bool, str)}
     return FieldSchema(f"{type(config).__name__} of {name}", tuple(sorted(values)), types)
+
+
+def peft_schema(peft: dict[str, Any]) -> FieldSchema:
+    """What `model.peft` may set: `method` and the fields of peft's config class for it (LoraConfig for lora)."""
+    owner, fields, types = peft_fields(peft.get(METHOD_KEY, DEFAULT_METHOD))
+    return FieldSchema(owner, fields, types)
 
 
 def training_schema() -> FieldSchema:

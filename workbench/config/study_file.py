@@ -21,7 +21,9 @@ from workbench.config.builders import (
     FieldSchema,
     build_model_config,
     build_training_args,
+    check_model_adapters,
     model_schema,
+    peft_schema,
     training_schema,
 )
 from workbench.config.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
@@ -73,6 +75,9 @@ def validate_study(raw: dict[str, Any], name: str = "<study>", *, exact: bool = 
         if isinstance(raw.get(section), dict) and section in schemas:
             raw[section], found = _check_values(section, raw[section], schemas[section])
             problems += found
+    if PEFT in schemas and isinstance(_mapping(raw.get("model")).get("peft"), dict):  # model.peft: peft's config fields
+        peft, found = _check_values(PEFT, raw["model"]["peft"], schemas[PEFT])
+        raw["model"], problems = {**raw["model"], "peft": peft}, problems + found
     try:
         spec = StudySpec(**raw)
     except ValidationError as e:
@@ -142,6 +147,17 @@ def _schemas(raw: dict[str, Any]) -> tuple[dict[str, FieldSchema], list[str]]:
         problems.append(str(e))
     if pretrained and raw.get("tokenizer") not in (None, TokenizerSpec().model_dump()):
         problems.append("tokenizer: a pretrained model brings its own tokenizer: remove the tokenizer section")
+    searched = any(str(k).startswith(PEFT + ".") for k in _mapping(raw.get("search_space")))
+    peft = model.get("peft", {} if searched else None)
+    if peft is not None and not isinstance(peft, dict):
+        problems.append(
+            f"model.peft: {peft!r} is not a mapping: write {{method: lora, r: 8, target_modules: [query, value]}}"
+        )
+    elif peft is not None:
+        try:
+            schemas[PEFT] = peft_schema(peft)
+        except DataError as e:  # peft not installed, an unknown method
+            problems.append(str(e))
     return schemas, problems
 
 
@@ -150,7 +166,10 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
     problems: list[str] = []
     for key, param in _mapping(raw.get("search_space")).items():
         section, _, field = str(key).partition(".")
-        schema = schemas.get(section)
+        where = section
+        if section == "model" and field.startswith("peft."):  # model.peft.r: a field of peft's config class
+            where, field = PEFT, field.removeprefix("peft.")
+        schema = schemas.get(where)
         if section not in SECTIONS or not field:
             problems.append(f"search_space.{key}: must start with {' or '.join(s + '.' for s in SECTIONS)}")
         elif schema is not None and field not in schema.fields:
@@ -162,9 +181,7 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
             continue
         if schema is not None and field in schema.fields:
             values = parsed.choices if isinstance(parsed, CategoricalSpec) else (parsed.low, parsed.high)
-            problems += [
-                f"search_space.{key}: {p}" for v in values if (p := _type_problem(section, field, v, schema)[1])
-            ]
+            problems += [f"search_space.{key}: {p}" for v in values if (p := _type_problem(where, field, v, schema)[1])]
     study = _mapping(raw.get("study"))
     metric = study.get("metric", StudySection.model_fields["metric"].default)
     per_class = isinstance(metric, str) and any(metric.startswith(p) and metric != p for p in PER_CLASS_METRICS)
@@ -228,6 +245,7 @@ POSITIVE = {
     ),
     "model": ("hidden_size", "num_layers", "num_heads", "vocab_size", "max_position_embeddings"),
 }
+PEFT = "model.peft"  # the adapters' section: its keys are checked against peft's config class
 MAX_COMBINATIONS = 16  # search-space combinations tried when checking that a study file builds
 
 
@@ -268,26 +286,34 @@ def _check_buildable(spec: StudySpec, exact: bool) -> list[str]:
 
     builders = {
         "model": lambda s: build_model_config(s),
+        PEFT: check_model_adapters,  # target modules that exist in the model, peft's own checks
         "training": lambda s: build_training_args(s, "unused-output-dir"),
     }
     space = {} if exact else spec.space
-    problems = []
-    for section, build in builders.items():
-        keys = [k for k in space if k.startswith(section + ".")]
+    problems: list[str] = []
+    for name, build in builders.items():
+        if name == PEFT and (problems or spec.model.get("peft") is None):
+            continue  # a model that does not build has no modules to adapt
+        section = name.partition(".")[0]
+        keys = [k for k in space if k.startswith(name + ".")]
         options = [_samples(space[k]) for k in keys]
         combos = list(itertools.islice(itertools.product(*options), MAX_COMBINATIONS))
         errors = []
         for combo in combos:
-            values = {**getattr(spec, section), **{k.partition(".")[2]: v for k, v in zip(keys, combo)}}
+            values = _set_dotted(getattr(spec, section), {k.partition(".")[2]: v for k, v in zip(keys, combo)})
             try:
                 build(spec.model_copy(update={section: values}))
                 break
+            except DataError as e:  # ours: it names the key already
+                errors.append(str(e))
             except Exception as e:  # ValueError, TypeError, ZeroDivisionError...: the library's own words
-                errors.append(" ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300])
+                errors.append(
+                    f"{name}: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
+                )
         else:
             # the same error for every combination does not depend on the search space
             where = f" (with every search_space value tried for {', '.join(keys)})" if len(set(errors)) > 1 else ""
-            problems.append(f"{section}: {errors[0] or 'cannot be built'}{where}")
+            problems.append(f"{errors[0] if errors else name + ': cannot be built'}{where}")
     return problems
 
 

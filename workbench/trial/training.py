@@ -22,6 +22,7 @@ from workbench.config.study_file import StudySpec
 from workbench.core import distributed
 from workbench.core.metrics import classification_metrics, label_key, positive_id
 from workbench.data.splits import TrialData
+from workbench.model.adapters import merged, parameter_counts, peft_params
 from workbench.model.user_code import write_model_class
 from workbench.trial.callbacks import TrialCallback
 
@@ -170,8 +171,17 @@ def train_trial(
 
 
 def save_model(trainer: Trainer, model_dir: Path, model_class: str | None = None) -> None:
-    """The trained model and tokenizer (and the user's model class, if any), readable by a server run by another user."""
-    trainer.save_model(str(model_dir))
+    """The trained model and tokenizer (and the user's model class, if any), readable by a server run by another user.
+
+    Adapters are merged into the backbone first: the saved model is a plain transformers one, served without peft.
+    """
+    model = merged(trainer.model)  # in place: training is over, the trainer is not used again
+    if model is trainer.model:
+        trainer.save_model(str(model_dir))
+    else:
+        model.save_pretrained(str(model_dir))
+        if trainer.processing_class is not None:
+            trainer.processing_class.save_pretrained(str(model_dir))
     if model_class:
         write_model_class(model_dir, model_class)
     (model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the args are logged as params
@@ -188,6 +198,7 @@ def log_params(run: TrialRun, trainer: Trainer, spec: StudySpec) -> None:
     }
     run.log_params(shown)
     run.log_dict(full, "resolved_params.json")
+    run.log_metrics(parameter_counts(trainer.model), step=0)
 
 
 # Filled in by the library itself, never a choice of the study: only in resolved_params.json.
@@ -201,6 +212,7 @@ def _params(trainer: Trainer) -> dict[str, Any]:
         k: v for k, v in config.items() if k not in ("id2label", "label2id", "transformers_version", "architectures")
     }
     params = {f"model.{k}": v for k, v in config.items()}
+    params.update(peft_params(trainer.model))
     params.update({f"training.{k}": v for k, v in trainer.args.to_dict().items() if not k.startswith("_")})
     if isinstance(trainer, WeightedLossTrainer):
         names = trainer.model.config.id2label
@@ -219,6 +231,7 @@ def _default_params(trainer: Trainer) -> dict[str, Any]:
         out = {f"model.{k}": v for k, v in type(trainer.model.config)().to_dict().items()}
     except Exception:  # a user's config class that needs arguments: every model value is shown
         out = {}
+    out.update(peft_params(trainer.model, defaults=True))
     for f in dataclasses.fields(type(trainer.args)):
         if f.default is not dataclasses.MISSING:
             out[f"training.{f.name}"] = f.default
