@@ -21,6 +21,7 @@ from workbench.core.errors import RegistryError, first_line
 from workbench.data.splits import TrialData
 from workbench.model.inference import WorkbenchClassifier
 from workbench.model.user_code import code_paths, import_object, read_model_class
+from workbench.stores.holdout import log_test_metrics, score_test_split
 from workbench.stores.storage import RUN_ID_ATTR, WORKER_ATTR
 
 if TYPE_CHECKING:
@@ -70,25 +71,38 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
     }
     if data.positive_label is not None:
         tags[POSITIVE_TAG] = data.positive_label
-    version = register_model_dir(name, model_dir, data.splits.frame("validation"), tags, run_id)
+    test = score_test_split(model_dir, data)  # once, now: the search never saw it
+    if test is not None:
+        tags.update(test.tags(spec.study.metric))
+    version = register_model_dir(
+        name, model_dir, data.splits.frame("validation"), tags, run_id, test.frame if test else None
+    )
     client.set_registered_model_alias(name, CHALLENGER, version)
+    if test is not None and run_id:
+        log_test_metrics(client, run_id, test)
     origin = (
         f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.value:.4f} "
-        f"({spec.study.direction}; the best trial when registered), MLflow run {run_id}."
+        f"on validation ({spec.study.direction}; the best trial when registered), MLflow run {run_id}."
+        + (f" {test.describe(spec.study.metric)}" if test else "")
     )
     client.update_model_version(name, version, description=origin)
     return f"{name} version {version}"
 
 
-def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_id: str | None) -> str:
-    """Log a saved model (with `eval_frame`, its evaluation data) into run `run_id`, register it; returns the version."""
+def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_id: str | None, test_frame=None) -> str:
+    """Log a saved model (with `eval_frame`, its validation data, and `test_frame`, its test split, if any)
+    into run `run_id`, register it; returns the version."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         eval_data = Path(tmp) / "validation.parquet"
         eval_frame.to_parquet(eval_data)
+        test_data = None
+        if test_frame is not None:
+            test_data = Path(tmp) / "test.parquet"
+            test_frame.to_parquet(test_data)
         with mlflow.start_run(run_id=run_id):
-            info = log_pyfunc_model(model_dir, eval_data)
+            info = log_pyfunc_model(model_dir, eval_data, test_data)
     from mlflow.utils.logging_utils import disable_logging, enable_logging
 
     disable_logging()  # MLflow prints "Successfully registered model" and "Created version": our summary line says it once
@@ -98,8 +112,8 @@ def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_i
         enable_logging()
 
 
-def log_pyfunc_model(model_dir: Path, eval_data: Path):
-    """Log `model_dir` (HF model + tokenizer) as an MLflow model from code; returns ModelInfo."""
+def log_pyfunc_model(model_dir: Path, eval_data: Path, test_data: Path | None = None):
+    """Log `model_dir` (HF model + tokenizer) as an MLflow model from code, with its data; returns ModelInfo."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
@@ -112,7 +126,8 @@ def log_pyfunc_model(model_dir: Path, eval_data: Path):
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package / "model" / "mlflow_model.py"),
-        artifacts={"model": str(model_dir), "eval_data": str(eval_data)},
+        artifacts={"model": str(model_dir), "eval_data": str(eval_data)}
+        | ({"test_data": str(test_data)} if test_data else {}),
         code_paths=[str(package), *user],  # the model's code travels with it: no trust_remote_code
         signature=infer_signature(example, output),
         input_example=example,
