@@ -43,11 +43,9 @@ class HoldoutScores:
 
     def describe(self, study_metric: str) -> str:
         """One sentence for the version's description, beside its validation score."""
-        name = study_metric.removeprefix("eval_")
-        return (
-            f"On the test split ({self.n_examples} examples the search never saw): {TEST_PREFIX}{name} = "
-            f"{self.metrics[name]:.4f}, {TEST_PREFIX}accuracy = {self.metrics['accuracy']:.4f}."
-        )
+        names = dict.fromkeys((study_metric.removeprefix("eval_"), "accuracy"))  # the study metric first, once
+        scores = ", ".join(f"{TEST_PREFIX}{n} = {self.metrics[n]:.4f}" for n in names if n in self.metrics)
+        return f"On the test split ({self.n_examples} examples the search never saw): {scores}."
 
 
 def score_test_split(model_dir: Path, data: TrialData) -> HoldoutScores | None:
