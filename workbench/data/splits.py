@@ -119,7 +119,10 @@ def _data_fingerprint(spec: StudySpec) -> str:
 
 
 def save_prepared(data: TrialData, spec: StudySpec, where: Path) -> None:
-    """Save `data` (both raw and tokenized splits, the tokenizer, the labels) for `load_prepared`."""
+    """Save `data` (raw and tokenized train/validation, the tokenizer, the labels) for `load_prepared`.
+
+    Never the test split: workers run trials, and no trial may see it (the launcher registers).
+    """
     for name, ds in (
         ("raw_train", data.splits.train),
         ("raw_validation", data.splits.validation),

@@ -46,6 +46,8 @@ EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is 
 def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking, trial_dir: Path) -> str | None:
     """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger`.
 
+    With a test split, the model is scored on it first, once (`stores.holdout`), and carries it.
+
     Returns "NAME version N", or None when that trial is already registered or has no model.
     """
     name = spec.registry.model_name
