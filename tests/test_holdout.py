@@ -17,7 +17,7 @@ import yaml
 from helpers import TINY, merge, tracking_client, trial_runs
 
 from workbench.config.spec import DataSpec
-from workbench.core.errors import StudyFileError
+from workbench.core.errors import DataError, StudyFileError
 from workbench.data.splits import load_splits
 from workbench.data.synthetic import LABELS, generate_examples
 
@@ -57,8 +57,6 @@ def test_test_split_from_a_file_is_loaded_beside_train_and_validation(tmp_path):
 
 
 def test_a_test_label_unseen_in_training_is_refused(tmp_path):
-    from workbench.core.errors import DataError
-
     train = synthetic_csv(tmp_path / "train.csv", 60, 0)
     pd.DataFrame({"text": ["a new kind of film"] * 3, "label": ["neutral"] * 3}).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match="test labels not seen in training: neutral"):
@@ -69,6 +67,8 @@ def test_data_given_in_python_may_hold_a_test_split():
     frame = pd.DataFrame(generate_examples(100, seed=0))
     splits = load_splits(DataSpec(source="python"), given={"train": frame[:80], "test": frame[80:]})
     assert len(splits.test) == 20 and len(splits.train) + len(splits.validation) == 80
+    with pytest.raises(DataError, match="data.test_fraction: the data given has a test split already: choose one"):
+        load_splits(DataSpec(source="python", test_fraction=0.2), given={"train": frame[:80], "test": frame[80:]})
 
 
 @pytest.mark.parametrize(

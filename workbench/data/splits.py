@@ -1,10 +1,10 @@
 """Data for a study: load (synthetic, local files, hub), validate, split, tokenize once.
 
-`load_splits` returns raw train/validation (and test, when asked for: `data.holdout`) datasets
-with columns `text` and `label` (label ids) plus the label names; `build_tokenizer` trains a WordPiece tokenizer on the
-training texts (or loads one); `tokenize_splits` maps both splits in batches. Padding
-happens per batch in `DataCollatorWithPadding`, never here. `prepare_data` does all three
-once per study process and returns the `TrialData` every trial shares.
+`load_splits` returns raw train/validation datasets (and test, when asked for: `data.holdout`)
+with columns `text` and `label` (label ids) plus the label names; `build_tokenizer` trains a
+WordPiece tokenizer on the training texts (or loads one); `tokenize_splits` maps train and
+validation in batches. Padding happens per batch in `DataCollatorWithPadding`, never here.
+`prepare_data` does all three once per study process and returns the `TrialData` every trial shares.
 """
 
 from __future__ import annotations
@@ -235,6 +235,8 @@ def load_splits(spec: DataSpec, base_dir: str | Path = ".", given: Any = None) -
         if len(ds) == 0:
             raise DataError(f"data: the {name} split has no rows with a text and a label: give it some")
     label_names, raw = _encode_labels(raw, spec)
+    if spec.test_fraction is not None and "test" in raw:
+        raise DataError("data.test_fraction: the data given has a test split already: choose one")
     if spec.test_fraction is not None:  # before validation: train and validation do not depend on it
         raw["train"], raw["test"] = split_off_test(raw["train"], spec)
     if "validation" not in raw:
