@@ -33,10 +33,14 @@ def small_classes(splits: Splits) -> list[str]:
         counts = Counter(ds["label"])
         short = [(name, counts.get(i, 0)) for i, name in enumerate(splits.label_names) if counts.get(i, 0) < minimum]
         if short:
-            listed = ", ".join(f"{n} {'examples ' if i == 0 else ''}of {name!r}" for i, (name, n) in enumerate(short))
+            listed = ", ".join(f"{n} {_noun(n) if i == 0 else ''}of {name!r}" for i, (name, n) in enumerate(short))
             note = "; the study runs anyway" if split == "train" else ""
             lines.append(f"data: the {split} split has only {listed} (fewer than {minimum} per class: {why}){note}")
     return lines
+
+
+def _noun(n: int) -> str:
+    return "example " if n == 1 else "examples "
 
 
 def warn_small_classes(splits: Splits) -> None:
