@@ -104,9 +104,7 @@ class DataSpec(_Frozen):
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # when no validation split is given
     # held out of the search, split off train (stratified, seeded) before validation; scores registered versions
     test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
-    max_train_examples: int | None = Field(
-        default=None, ge=2
-    )  # a seeded, stratified subset of train (small machines)
+    max_train_examples: int | None = Field(default=None, ge=2)  # a seeded, stratified subset of train (small machines)
     max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
     pad_to_multiple_of: int | None = Field(
         default=None, ge=1
