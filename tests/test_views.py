@@ -46,7 +46,14 @@ def test_study_show_marks_the_best_trial_and_states_the_registry(stores, workdir
         assert set(trial["params"]) == {"training.learning_rate"}
         assert runs[trial["run_id"]].data.tags["optuna.trial.number"] == str(trial["number"])
     assert view["registry"] == [
-        {"model": "tiny-classifier", "version": "1", "trial": view["best_trial"], "aliases": ["challenger"]}
+        {
+            "model": "tiny-classifier",
+            "version": "1",
+            "trial": view["best_trial"],
+            "aliases": ["challenger"],
+            "validation": view["best_value"],
+            "test": {},  # the tiny study has no test split
+        }
     ]
     origin = client.get_model_version("tiny-classifier", "1").description
     assert origin.startswith(f"From study 'tiny', trial {view['best_trial']}: eval_accuracy = {view['best_value']:.4f}")
@@ -55,6 +62,7 @@ def test_study_show_marks_the_best_trial_and_states_the_registry(stores, workdir
     best_line = next(line for line in table.splitlines() if line.startswith("*"))
     assert best_line.split()[1] == str(view["best_trial"]) and best["run_id"] in best_line
     assert "learning_rate" in table and "tiny-classifier v1 @challenger" in table
+    assert f"eval_accuracy {view['best_value']:.4f} on validation, no test split" in table
     rows = list(csv.DictReader(io.StringIO(run_cli(capsys, ["study", "show", "tiny", "--csv"]))))
     assert [r["best"] for r in rows].count("True") == 1 and "training.learning_rate" in rows[0]
     assert snapshot(workdir) == stores

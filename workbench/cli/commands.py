@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument(
         "--data",
         help="evaluation data: a csv/tsv/jsonl/parquet file with text and label, or a study file "
-        "(default: the candidate's validation data)",
+        "(default: the candidate's test data, else its validation data)",
     )
     promote.add_argument(
         "--min-delta",
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--data",
         help="a csv/tsv/jsonl/parquet file with text and label, or a study file "
-        "(default: the version's validation data)",
+        "(default: the version's test data, else its validation data)",
     )
     evaluate.set_defaults(handler=cmd_evaluate)
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workbench.config.search_space import ParamSpec, parse_param
+from workbench.core.errors import did_you_mean
 
 # Metrics every trial computes (the Trainer's own names, prefixed `eval_`); eval_f1/precision/recall on
 # two classes are those of `data.positive_label`. Per class, by label name: these prefixes + the label.
@@ -77,7 +78,7 @@ class StudySection(_Frozen):
 
 
 class SyntheticSpec(_Frozen):
-    n_examples: int = Field(default=2000, ge=20)  # train + validation
+    n_examples: int = Field(default=2000, ge=20)  # train + validation (+ test, with data.test_fraction)
     label_noise: float = Field(default=0.05, ge=0.0, lt=0.5)  # fraction of flipped labels
     seed: int = 0
 
@@ -88,16 +89,21 @@ class HubSpec(_Frozen):
     revision: str | None = None
 
 
+FILE_SPLITS = ("train", "validation", "test")  # the keys of data.files
+
+
 class DataSpec(_Frozen):
     source: Literal["synthetic", "files", "hub", "python"] = (
         "synthetic"  # python: given to workbench.run_study(data=...)
     )
     synthetic: SyntheticSpec = SyntheticSpec()
-    files: dict[str, str] = {}  # split name ("train", "validation") -> path, relative to the study file
+    files: dict[str, str] = {}  # split name ("train", "validation", "test") -> path, relative to the study file
     hub: HubSpec | None = None
     text_column: str = "text"
     label_column: str = "label"
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # when no validation split is given
+    # held out of the search, split off train (stratified, seeded) before validation; scores registered versions
+    test_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
     max_train_examples: int | None = Field(default=None, ge=2)  # a seeded, stratified subset of train (small machines)
     max_length: int = Field(default=128, ge=8)  # tokens; longer texts are truncated
     pad_to_multiple_of: int | None = Field(
@@ -118,6 +124,12 @@ class DataSpec(_Frozen):
             raise ValueError("source: files needs files.train (and optionally files.validation)")
         if self.source == "hub" and self.hub is None:
             raise ValueError("source: hub needs hub.path (e.g. {path: glue, name: sst2})")
+        unknown = sorted(set(self.files) - set(FILE_SPLITS))
+        if unknown:
+            hint = did_you_mean(unknown[0], FILE_SPLITS)
+            raise ValueError(f"files.{unknown[0]}: not a split{hint}: the splits are {', '.join(FILE_SPLITS)}")
+        if self.test_fraction is not None and "test" in self.files:
+            raise ValueError("test_fraction and files.test both give a test split: choose one")
         return self
 
     @property

@@ -55,6 +55,8 @@ VERSION_VALUE_TAG = "workbench.value"  # the trial's score on it
 VERSION_DIRECTION_TAG = "workbench.direction"  # maximize or minimize
 VERSION_POSITIVE_TAG = "workbench.positive_label"  # the label binary f1/precision/recall are of, when stated
 VERSION_DATA_DIGEST_TAG = DATA_DIGEST_TAG  # digest of the validation data logged with the model
+VERSION_TEST_DIGEST_TAG = "workbench.test_digest"  # sha256 of the test split's texts and label ids
+VERSION_TEST_EXAMPLES_TAG = "workbench.test_examples"  # how many examples the test split holds
 VERSION_EVALUATION_RUN_TAG = "workbench.evaluation_run"  # the run of its latest `workbench evaluate`
 PROMOTION_TAG_PREFIX = "workbench.promotion."  # + decision, scores, test, rule...: the latest promotion
 # On a registered model: one tag per promotion, refusal or rollback, numbered 0001..., never overwritten.

@@ -1,10 +1,10 @@
 """Data for a study: load (synthetic, local files, hub), validate, split, tokenize once.
 
-`load_splits` returns raw train/validation datasets with columns `text` and `label`
-(label ids) plus the label names; `build_tokenizer` trains a WordPiece tokenizer on the
-training texts (or loads one); `tokenize_splits` maps both splits in batches. Padding
-happens per batch in `DataCollatorWithPadding`, never here. `prepare_data` does all three
-once per study process and returns the `TrialData` every trial shares.
+`load_splits` returns raw train/validation datasets (and test, when asked for: `data.holdout`)
+with columns `text` and `label` (label ids) plus the label names; `build_tokenizer` trains a
+WordPiece tokenizer on the training texts (or loads one); `tokenize_splits` maps train and
+validation in batches. Padding happens per batch in `DataCollatorWithPadding`, never here.
+`prepare_data` does all three once per study process and returns the `TrialData` every trial shares.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.config.spec import DataSpec, HubSpec, LossSpec, StudySpec, TokenizerSpec
+from workbench.config.spec import FILE_SPLITS, DataSpec, HubSpec, LossSpec, StudySpec, TokenizerSpec
 from workbench.core import distributed
 from workbench.core.errors import DataError, did_you_mean, first_line
 from workbench.core.metrics import BINARY, default_positive, metric_names, positive_id
 from workbench.core.tables import read_table
+from workbench.data.holdout import split_digest, split_off_test
+from workbench.data.sizes import warn_small_classes
 from workbench.data.synthetic import LABELS, generate_examples
 from workbench.data.wordpiece import train_wordpiece
 from workbench.model.pretrained import load_tokenizer, resolve_checkpoint
@@ -46,6 +48,8 @@ class Splits:
     label_names: tuple[str, ...]
     source: str  # where the data came from, for lineage
     digest: str  # sha256 over both splits' texts and labels
+    test: Dataset | None = None  # held out of the search; scored only when a version is registered
+    test_digest: str | None = None  # never logged on a trial run
 
     def frame(self, split: str) -> pd.DataFrame:
         """A split as a frame of `text` and `label`, labels as their names."""
@@ -79,6 +83,8 @@ def prepare_data(spec: StudySpec, given: Any = None, prepared_dir: Path | None =
             return prepared
     # under torchrun a rank that cannot load the data fails every rank, with its reason
     splits = distributed.together(lambda: load_splits(spec.data, spec.source_dir, given))
+    if distributed.is_main():  # once per study, before any trial
+        warn_small_classes(splits)
     # what needs the labels, checked before anything is written: every rank sees the same labels
     positive = resolve_positive(spec.data, splits.label_names)
     check_metric(spec.study.metric, splits.label_names, positive)
@@ -108,7 +114,10 @@ def _data_fingerprint(spec: StudySpec) -> str:
 
 
 def save_prepared(data: TrialData, spec: StudySpec, where: Path) -> None:
-    """Save `data` (both raw and tokenized splits, the tokenizer, the labels) for `load_prepared`."""
+    """Save `data` (raw and tokenized train/validation, the tokenizer, the labels) for `load_prepared`.
+
+    Never the test split: workers run trials, and no trial may see it (the launcher registers).
+    """
     for name, ds in (
         ("raw_train", data.splits.train),
         ("raw_validation", data.splits.validation),
@@ -215,19 +224,25 @@ def load_splits(spec: DataSpec, base_dir: str | Path = ".", given: Any = None) -
     else:
         hub = spec.hub_dataset
         raw, source = _load_hub(hub), f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "")
-    raw = DatasetDict(
-        {name: _select_columns(ds, spec, name) for name, ds in raw.items() if name in ("train", "validation")}
-    )
+    kept = ("train", "validation") if spec.source == "hub" else FILE_SPLITS  # a hub test split may hide its labels
+    raw = DatasetDict({name: _select_columns(ds, spec, name) for name, ds in raw.items() if name in kept})
     raw = DatasetDict({name: _drop_empty(ds, name) for name, ds in raw.items()})
     for name, ds in raw.items():
         if len(ds) == 0:
             raise DataError(f"data: the {name} split has no rows with a text and a label: give it some")
     label_names, raw = _encode_labels(raw, spec)
+    if spec.test_fraction is not None and "test" in raw:
+        raise DataError("data.test_fraction: the data given has a test split already: choose one")
+    if spec.test_fraction is not None:  # before validation: train and validation do not depend on it
+        raw["train"], raw["test"] = split_off_test(raw["train"], spec)
     if "validation" not in raw:
-        raw = _split_validation(raw["train"], spec)
+        raw.update(_split_validation(raw["train"], spec))
     if spec.max_train_examples is not None and len(raw["train"]) > spec.max_train_examples:
         raw["train"] = _subset(raw["train"], spec.max_train_examples, spec.seed)
-    splits = Splits(raw["train"], raw["validation"], label_names, source, _digest(raw))
+    test = raw.get("test")
+    splits = Splits(
+        raw["train"], raw["validation"], label_names, source, _digest(raw), test, split_digest(test) if test else None
+    )
     for name in ("train", "validation"):
         if len(getattr(splits, name)) == 0:
             raise DataError(f"data: the {name} split has no rows with a text and a label: give it some")
@@ -240,10 +255,11 @@ def _from_python(given: Any, spec: DataSpec):
     from datasets import DatasetDict
 
     if isinstance(given, (DatasetDict, dict)):
-        unknown = sorted(set(given) - {"train", "validation"})
+        unknown = sorted(set(given) - set(FILE_SPLITS))
         if "train" not in given or unknown:
             raise DataError(
-                f"data: give the splits as {{'train': ..., 'validation': ...}} (got {', '.join(map(str, given))})"
+                "data: give the splits as {'train': ..., 'validation': ..., 'test': ...} (validation and test"
+                f" optional; got {', '.join(map(str, given))})"
             )
         return DatasetDict({name: _as_dataset(part, spec) for name, part in given.items()})
     return DatasetDict({"train": _as_dataset(given, spec)})
@@ -342,17 +358,18 @@ def _encode_labels(raw, spec: DataSpec):
     if isinstance(feature, ClassLabel):
         names = tuple(feature.names)
         seen = set(raw["train"]["label"])
-        if "validation" in raw and not set(raw["validation"]["label"]) <= set(range(len(names))):
-            raise DataError(f"data.label_column: the validation split has labels outside {names}")
+        for split in _held_out(raw):
+            if not set(raw[split]["label"]) <= set(range(len(names))):
+                raise DataError(f"data.label_column: the {split} split has labels outside {names}")
     else:
         values = sorted({_label_key(v) for v in raw["train"]["label"]})
         names = tuple(str(v) for v in values)
         index = {str(v): i for i, v in enumerate(values)}
-        if "validation" in raw:
-            unseen = sorted({str(_label_key(v)) for v in raw["validation"]["label"]} - set(index))
+        for split in _held_out(raw):
+            unseen = sorted({str(_label_key(v)) for v in raw[split]["label"]} - set(index))
             if unseen:
                 raise DataError(
-                    f"data.label_column: validation labels not seen in training: {', '.join(unseen[:5])}"
+                    f"data.label_column: {split} labels not seen in training: {', '.join(unseen[:5])}"
                     " (add examples of them to train, or drop them)"
                 )
         encode = lambda b: {"label": [index[str(_label_key(v))] for v in b["label"]]}  # noqa: E731
@@ -364,6 +381,10 @@ def _encode_labels(raw, spec: DataSpec):
             f"data.label_column: the training data has a single class ({names[0]}): a classifier needs two or more"
         )
     return names, raw
+
+
+def _held_out(raw) -> list[str]:
+    return [split for split in ("validation", "test") if split in raw]
 
 
 def _label_key(value: Any) -> Any:

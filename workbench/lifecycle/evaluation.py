@@ -29,10 +29,11 @@ from workbench.core.keys import (
     VERSION_EVALUATION_RUN_TAG,
     VERSION_POSITIVE_TAG,
 )
-from workbench.core.metrics import SUMMARY, classification_metrics, default_positive, positive_id
+from workbench.core.metrics import SUMMARY
 from workbench.core.tables import read_table
 from workbench.data.splits import load_splits
 from workbench.model.inference import load_model
+from workbench.model.scoring import Scores, score_classifier
 from workbench.stores.registry import get_version
 from workbench.stores.tracking import mlflow_client, start_run
 from workbench.trial.lineage import dataset_input
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 EVALUATION_EXPERIMENT = "workbench-evaluations"  # for models that are not registered versions
 STUDY_SUFFIXES = (".yaml", ".yml")
+CARRIED_TEST = "the version's test data"
+# one line of output says it: without a test split, a version is scored on the data that chose it
+CARRIED_VALIDATION = "the version's validation data (it has no test split: the data it was chosen on)"
 
 
 @dataclass(frozen=True)
@@ -79,12 +83,10 @@ def _is_id(label: str, n: int) -> bool:
 
 def load_eval_data(source: str | None, model=None) -> EvalData:
     """`source`: a csv/tsv/jsonl/parquet file with `text` and `label` columns, or a study file
-    (its validation split); None means the validation data the model version carries."""
+    (its test split, else its validation split); None means the data the model version carries:
+    its test split, else (saying so in its source) the validation data it was chosen on."""
     if source is None:
-        path = getattr(model.unwrap_python_model(), "eval_data_path", None) if model is not None else None
-        if not path:
-            raise RegistryError("the model carries no validation data: give --data FILE_OR_STUDY")
-        return _from_frame(read_table(Path(path), "the version's validation data"), "the version's validation data")
+        return _carried(model.unwrap_python_model() if model is not None else None)
     path = Path(source)
     if not path.is_file():
         raise DataError(f"--data: file not found: {path}")
@@ -93,10 +95,22 @@ def load_eval_data(source: str | None, model=None) -> EvalData:
     return _from_frame(read_table(path, f"--data {path}"), str(path))
 
 
+def _carried(classifier) -> EvalData:
+    """The test split a version carries, else its validation data, with a source that says which."""
+    test, validation = (getattr(classifier, name, None) for name in ("test_data_path", "eval_data_path"))
+    if test:
+        return _from_frame(read_table(Path(test), CARRIED_TEST), CARRIED_TEST)
+    if not validation:
+        raise RegistryError("the model carries no validation data: give --data FILE_OR_STUDY")
+    return _from_frame(read_table(Path(validation), CARRIED_VALIDATION), CARRIED_VALIDATION)
+
+
 def _from_study(path: Path) -> EvalData:
     spec = load_study_file(path)
-    frame = load_splits(spec.data, spec.source_dir).frame("validation")
-    return EvalData(list(frame["text"]), list(frame["label"]), f"{path} (validation split)")
+    splits = load_splits(spec.data, spec.source_dir)
+    split = "test" if splits.test is not None else "validation"
+    frame = splits.frame(split)
+    return EvalData(list(frame["text"]), list(frame["label"]), f"{path} ({split} split)")
 
 
 def _from_frame(frame, source: str) -> EvalData:
@@ -112,21 +126,6 @@ def _from_frame(frame, source: str) -> EvalData:
     return EvalData([str(t) for t in frame["text"]], labels, source)
 
 
-@dataclass(frozen=True)
-class Scores:
-    """One model's predictions on labelled texts, and its metrics there."""
-
-    names: list[str]  # the model's label names, by class id
-    labels: np.ndarray  # true class ids (n,)
-    probabilities: np.ndarray  # (n, num_classes)
-    metrics: dict[str, float]  # `metrics.classification_metrics`, without the eval_ prefix
-    positive: int | None = None  # class id binary f1/precision/recall are of
-
-    @property
-    def predictions(self) -> np.ndarray:
-        return self.probabilities.argmax(-1)
-
-
 def score_model(
     model_uri: str, data: str | None = None, eval_data: EvalData | None = None, positive: str | None = None
 ) -> tuple[Scores, EvalData]:
@@ -137,12 +136,8 @@ def score_model(
     model = load_model(model_uri)
     classifier = model.unwrap_python_model()
     eval_data = eval_data or load_eval_data(data, model)
-    names = list(classifier.labels)
-    labels = eval_data.label_ids(names)
-    probabilities = classifier.predict_proba(eval_data.texts)
-    positive_index = positive_id(names, positive if positive is not None else default_positive(names))
-    metrics = classification_metrics(labels, probabilities, names, positive_index)
-    return Scores(names, labels, probabilities, metrics, positive_index), eval_data
+    labels = eval_data.label_ids(list(classifier.labels))
+    return score_classifier(classifier, eval_data.texts, labels, positive), eval_data
 
 
 @dataclass
@@ -166,7 +161,7 @@ class Evaluation:
 
 
 def evaluate(model_uri: str, data: str | None, tracking_uri: str) -> Evaluation:
-    """Score `model_uri` on `data` (None: the version's own validation data); log and return it."""
+    """Score `model_uri` on `data` (None: the version's own test data, else its validation data); log and return it."""
     from sklearn.metrics import classification_report, confusion_matrix
 
     client = mlflow_client(tracking_uri)

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.errors import StoreError, WorkbenchError, first_line
-from workbench.core.keys import METRIC_ATTR, RUN_ID_ATTR, VERSION_STUDY_TAG, VERSION_TRIAL_TAG
+from workbench.core.keys import METRIC_ATTR, RUN_ID_ATTR, VERSION_STUDY_TAG, VERSION_TRIAL_TAG, VERSION_VALUE_TAG
 from workbench.lifecycle.server import ServerSpec, build_server_command, run_until_stopped
 from workbench.stores.db import mask_url
+from workbench.stores.holdout import TEST_PREFIX
 from workbench.stores.storage import best_trial, open_storage_readonly
 from workbench.stores.tracking import mlflow_client, resolve_existing_tracking_uri
 
@@ -46,6 +47,8 @@ class VersionRow:
     version: str
     trial: int | None
     aliases: list[str]
+    validation: float | None = None  # the study metric on validation, the score it was chosen by
+    test: dict[str, float] = field(default_factory=dict)  # test_* scores, taken when registered (none: no test split)
 
 
 @dataclass(frozen=True)
@@ -180,12 +183,23 @@ def _registered_versions(study: str, tracking_uri: str | None) -> list[VersionRo
     rows = []
     for v in sorted(versions, key=lambda v: (v.name, -int(v.version))):
         trial = v.tags.get(VERSION_TRIAL_TAG)
-        rows.append(
-            VersionRow(
-                v.name, str(v.version), int(trial) if trial and trial.isdigit() else None, sorted(v.aliases or [])
-            )
-        )
+        number = int(trial) if trial and trial.isdigit() else None
+        rows.append(VersionRow(v.name, str(v.version), number, sorted(v.aliases or []), *_scores(v.tags)))
     return rows
+
+
+def _scores(tags: dict[str, str]) -> tuple[float | None, dict[str, float]]:
+    """(validation score, test scores) from a version's tags."""
+    validation = _float(tags.get(VERSION_VALUE_TAG))
+    test = {k: v for k, v in ((k, _float(tags[k])) for k in sorted(tags) if k.startswith(TEST_PREFIX)) if v is not None}
+    return validation, test
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _count_states(states) -> dict[str, int]:
@@ -335,8 +349,16 @@ def _registry_lines(view: StudyView) -> list[str]:
     for v in view.registry:
         aliases = " ".join(f"@{a}" for a in v.aliases) or "(no alias)"
         mark = " (the best trial)" if v.trial is not None and v.trial == view.best_trial else ""
-        out.append(f"  {v.model} v{v.version} {aliases}  from trial {v.trial}{mark}")
+        out.append(f"  {v.model} v{v.version} {aliases}  from trial {v.trial}{mark}{_scores_text(v, view.metric)}")
     return out
+
+
+def _scores_text(v: VersionRow, metric: str) -> str:
+    """`: eval_f1 0.7570 on validation, 0.6900 on test`, as far as the version has them."""
+    test = v.test.get(TEST_PREFIX + metric.removeprefix("eval_"))
+    parts = [f"{_number(v.validation)} on validation"] if v.validation is not None else []
+    parts += [f"{_number(test)} on test"] if test is not None else ["no test split"] if parts else []
+    return f": {metric} " + ", ".join(parts) if parts else ""
 
 
 def _states_text(total: int, states: dict[str, int]) -> str:

@@ -2,7 +2,8 @@
 
 `WorkbenchClassifier` is an `mlflow.pyfunc.PythonModel` logged as "models from code"
 (`workbench/model/mlflow_model.py`): nothing is pickled; its artifacts are the saved Hugging Face
-directory (safetensors weights, config, tokenizer) and the validation data it was chosen on.
+directory (safetensors weights, config, tokenizer), the validation data it was chosen on, and
+the study's test split when it had one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class WorkbenchClassifier(PythonModel):
     def load_context(self, context) -> None:
         self.load(context.artifacts["model"])
         self.eval_data_path = context.artifacts.get("eval_data")
+        self.test_data_path = context.artifacts.get("test_data")  # absent: registered without a test split
 
     def load(self, model_dir: str | Path) -> WorkbenchClassifier:
         from transformers import AutoTokenizer

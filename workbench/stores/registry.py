@@ -34,6 +34,7 @@ from workbench.core.keys import (
 from workbench.data.splits import TrialData
 from workbench.model.inference import WorkbenchClassifier
 from workbench.model.user_code import code_paths, import_object, read_model_class
+from workbench.stores.holdout import log_test_metrics, score_test_split
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -47,8 +48,9 @@ EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is 
 def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking, trial_dir: Path) -> str | None:
     """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger`.
 
-    Returns "NAME version N", or None when the study names no model, or that trial is already
-    registered or has no model.
+    With a test split, the model is scored on it first, once (`stores.holdout`), and carries it.
+
+    Returns "NAME version N", or None when that trial is already registered or has no model.
     """
     name = spec.registry.model_name
     if not name:  # registry.model_name unset: the study registers nothing
@@ -76,13 +78,23 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
     }
     if data.positive_label is not None:
         tags[VERSION_POSITIVE_TAG] = data.positive_label
-    if model_uri is None:
-        model_uri = log_model_dir(model_dir, data.splits.frame("validation"), run_id)
-    version = register_model_uri(name, model_uri, tags)
+    with tempfile.TemporaryDirectory() as tmp:
+        if model_uri is not None and not (model_dir / "config.json").is_file():  # trained on another machine
+            model_dir = fetch_model_dir(model_uri, Path(tmp))
+        test = score_test_split(model_dir, data)  # once, now: the search never saw it
+        if test is not None:
+            tags.update(test.tags(spec.study.metric))
+        frames = (data.splits.frame("validation"), test.frame if test else None)
+        version = register_model_uri(name, log_model_dir(model_dir, *frames, run_id=run_id), tags)
+    if model_uri is not None:  # the registered copy carries the test split; the trial's own is not needed
+        remove_logged_model(client, model_uri)
     client.set_registered_model_alias(name, CHALLENGER, version)
+    if test is not None and run_id:
+        log_test_metrics(client, run_id, test)
     origin = (
         f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.value:.4f} "
-        f"({spec.study.direction}; the best trial when registered), MLflow run {run_id}."
+        f"on validation ({spec.study.direction}; the best trial when registered), MLflow run {run_id}."
+        + (f" {test.describe(spec.study.metric)}" if test else "")
     )
     client.update_model_version(name, version, description=origin)
     return f"{name} version {version}"
@@ -90,18 +102,31 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
 
 def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_id: str | None) -> str:
     """Log a saved model (`eval_frame`: its evaluation data) into run `run_id`, register it; returns the version."""
-    return register_model_uri(name, log_model_dir(model_dir, eval_frame, run_id), tags)
+    return register_model_uri(name, log_model_dir(model_dir, eval_frame, run_id=run_id), tags)
 
 
-def log_model_dir(model_dir: Path, eval_frame, run_id: str | None) -> str:
-    """Log a saved model (with `eval_frame`, its evaluation data) as an MLflow model of run `run_id`; its URI."""
+def log_model_dir(model_dir: Path, eval_frame, test_frame=None, *, run_id: str | None) -> str:
+    """Log a saved model as an MLflow model of run `run_id`, with its validation data (`eval_frame`) and
+    its test split (`test_frame`, if any); returns its URI."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         eval_data = Path(tmp) / "validation.parquet"
         eval_frame.to_parquet(eval_data)
+        test_data = None
+        if test_frame is not None:
+            test_data = Path(tmp) / "test.parquet"
+            test_frame.to_parquet(test_data)
         with mlflow.start_run(run_id=run_id):
-            return str(log_pyfunc_model(model_dir, eval_data).model_uri)
+            return str(log_pyfunc_model(model_dir, eval_data, test_data).model_uri)
+
+
+def fetch_model_dir(model_uri: str, into: Path) -> Path:
+    """The saved Hugging Face folder inside a logged workbench model, downloaded under `into`."""
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into)))
+    return next(path.parent for path in sorted((local / "artifacts").rglob("config.json")))
 
 
 def register_model_uri(name: str, model_uri: str, tags: dict) -> str:
@@ -111,7 +136,7 @@ def register_model_uri(name: str, model_uri: str, tags: dict) -> str:
 
     disable_logging()  # MLflow prints "Successfully registered model" and "Created version": our line says it once
     try:
-        return mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()}).version
+        return str(mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()}).version)
     finally:
         enable_logging()
 
@@ -129,8 +154,8 @@ def remove_logged_model(client, model_uri: str) -> None:
         logger.warning("could not remove the superseded model %s: %s", model_id, first_line(e))
 
 
-def log_pyfunc_model(model_dir: Path, eval_data: Path):
-    """Log `model_dir` (HF model + tokenizer) as an MLflow model from code; returns ModelInfo."""
+def log_pyfunc_model(model_dir: Path, eval_data: Path, test_data: Path | None = None):
+    """Log `model_dir` (HF model + tokenizer) as an MLflow model from code, with its data; returns ModelInfo."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
@@ -143,7 +168,8 @@ def log_pyfunc_model(model_dir: Path, eval_data: Path):
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package / "model" / "mlflow_model.py"),
-        artifacts={"model": str(model_dir), "eval_data": str(eval_data)},
+        artifacts={"model": str(model_dir), "eval_data": str(eval_data)}
+        | ({"test_data": str(test_data)} if test_data else {}),
         code_paths=[str(package), *user],  # the model's code travels with it: no trust_remote_code
         signature=infer_signature(example, output),
         input_example=example,
