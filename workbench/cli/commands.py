@@ -13,6 +13,7 @@ import types
 from collections.abc import Sequence
 from pathlib import Path
 
+from workbench.cli.cluster import add_cluster_commands
 from workbench.core.errors import WorkbenchError, first_line, mask_secrets
 
 DESCRIPTION = """Hyperparameter studies for Hugging Face transformers models, tracked in MLflow.
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, help="write predictions here (.csv, .jsonl or .parquet) instead of printing"
     )
     predict.set_defaults(handler=cmd_predict)
+    add_cluster_commands(commands, with_storage, _parse_sets)
     return parser
 
 

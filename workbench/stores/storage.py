@@ -21,6 +21,7 @@ from workbench.config.spec import PRUNERS, SAMPLERS, StudySpec
 from workbench.core import distributed
 from workbench.core.errors import StoreError, StudyFileError, error_chain, first_line
 from workbench.stores.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite, mask_url
+from workbench.stores.journal import absolute_journal, build_journal_storage, is_journal
 from workbench.stores.tracking import end_stale_run
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ RETRY_RUN_ATTR = "retry_of_run"  # on a queued retry: the preempted trial's MLfl
 
 def resolve_storage(explicit: str | None = None) -> str:
     """--storage, else $WORKBENCH_STORAGE (keeps a password out of `ps`), else the local SQLite store."""
+    if is_journal(explicit or os.environ.get(STORAGE_ENV) or ""):
+        return absolute_journal(explicit or os.environ[STORAGE_ENV])
     return absolute_sqlite(explicit or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE, "--storage")
 
 
@@ -85,6 +88,8 @@ def open_storage_readonly(explicit: str | None = None) -> optuna.storages.BaseSt
     """The Optuna storage for a command that only reads: no file, folder or table is created."""
     from optuna.storages import RDBStorage
 
+    if explicit is not None and is_journal(explicit):
+        return build_journal_storage(explicit, create=False)
     url = existing_sqlite(explicit or DEFAULT_STORAGE, "--storage", "Optuna study store")
     if "://" not in url:
         raise StoreError(f"--storage {url!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)")
@@ -110,6 +115,8 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    if is_journal(url):  # no heartbeats there: a killed worker's trial stays RUNNING
+        return build_journal_storage(url)
     if "://" not in url:
         raise StoreError(
             f"--storage {mask_url(url)!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)"
