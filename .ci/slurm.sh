@@ -32,6 +32,8 @@ ClusterName=workbench
 SlurmctldHost=$(hostname -s)
 SlurmUser=root
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it starts again (default 120): the requeue test waits less
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none

@@ -116,3 +116,54 @@ def test_a_study_as_a_slurm_array_of_three_workers_then_one_conclude_job(workdir
     assert [
         r.info.run_name for r in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
     ] == []
+
+
+def running_trial(db: Path) -> bool:
+    """Whether a trial is RUNNING, read without writing (Optuna's own load would create tables)."""
+    import contextlib
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute("select 1 from trials where state = 'RUNNING'").fetchone() is not None
+    except sqlite3.OperationalError:  # not created yet
+        return False
+
+
+@pytest.mark.slow
+@needs_slurm
+def test_an_array_task_sent_sigterm_mid_trial_is_requeued_and_resumes_from_its_checkpoint(
+    workdir, write_study, capsys, monkeypatch
+):
+    import optuna
+
+    from workbench.stores.storage import PREEMPTED_ATTR, RESUME_ATTR
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    study = write_study(
+        study={"n_trials": 2},
+        data={"synthetic": {"n_examples": 1600, "seed": 1}},
+        training={"num_train_epochs": 3, "per_device_train_batch_size": 8},
+    )
+    assert main(["cluster", "slurm", str(study), "--workers", "1", "--grace", "30", "--submit"]) == 0
+    array = capsys.readouterr().out.split("submitted job array ")[1].split()[0]
+    task = f"{array}_0"
+    deadline = time.monotonic() + 300
+    while not running_trial(workdir / "mlruns" / "optuna.db"):
+        assert time.monotonic() < deadline and job_state(task) in ("PENDING", "RUNNING"), job_state(task)
+        time.sleep(1)
+    time.sleep(4)  # mid-trial: some steps done
+    # `scancel --signal=TERM` alone does not reach the batch shell; --batch does (what --signal=B: sends)
+    subprocess.run(["scancel", "--batch", "--signal=TERM", task], check=True)
+    assert wait_for_job(task, timeout=600) == "COMPLETED"
+    show = subprocess.run(["scontrol", "show", "job", task], capture_output=True, text=True).stdout
+    assert "Restarts=1" in show
+    log = (workdir / "mlruns" / "cluster" / "tiny" / "slurm" / "logs" / f"worker-{array}_0.out").read_text()
+    assert "preempted" in log and "requeued" in log
+    trials = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db").get_trials()
+    preempted = [t for t in trials if PREEMPTED_ATTR in t.user_attrs]
+    resumed = [t for t in trials if RESUME_ATTR in t.user_attrs]
+    assert len(preempted) == 1 and len(resumed) == 1 and resumed[0].state.name == "COMPLETE"
+    assert (
+        len([t for t in trials if t.state.name == "COMPLETE"]) == 2
+    )  # exactly n_trials: the preempted one is not counted
