@@ -55,7 +55,7 @@ def _global_options(storage: bool) -> argparse.ArgumentParser:
         options.add_argument(
             "--storage",
             default=argparse.SUPPRESS,
-            help="Optuna storage URL (default: $WORKBENCH_STORAGE or sqlite:///mlruns/optuna.db)",
+            help="Optuna storage URL, or journal:PATH (default: $WORKBENCH_STORAGE or sqlite:///mlruns/optuna.db)",
         )
     return options
 

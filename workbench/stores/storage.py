@@ -119,7 +119,8 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
         return build_journal_storage(url)
     if "://" not in url:
         raise StoreError(
-            f"--storage {mask_url(url)!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)"
+            f"--storage {mask_url(url)!r}: not a database URL "
+            f"(e.g. {DEFAULT_STORAGE}, postgresql://... or journal:PATH)"
         )
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
