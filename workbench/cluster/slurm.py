@@ -100,7 +100,7 @@ def render_workers_script(spec: SlurmSpec) -> str:
         f"set -a; source {shlex.quote(str(spec.folder / ENV_FILE))}; set +a",
         "# each worker samples with its own seed; a requeued task too (the same seed would repeat its parameters)",
         "export PYTHONUNBUFFERED=1",
-        "export WORKBENCH_WORKER_ID=$(( SLURM_ARRAY_TASK_ID + SLURM_ARRAY_TASK_COUNT * ${SLURM_RESTART_COUNT:-0} ))",
+        "export WORKBENCH_WORKER_ID=$(( SLURM_ARRAY_TASK_ID + ${SLURM_ARRAY_TASK_COUNT:-1} * ${SLURM_RESTART_COUNT:-0} ))",
         "# torch threads = cores / workers sharing them (without CPU binding every task sees all of the node's cores)",
         "share=$(( $(nproc) / ${SLURM_CPUS_PER_TASK:-1} ))",
         "export WORKBENCH_WORKERS=$(( share > 0 ? share : 1 ))",
