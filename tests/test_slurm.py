@@ -164,6 +164,6 @@ def test_an_array_task_sent_sigterm_mid_trial_is_requeued_and_resumes_from_its_c
     preempted = [t for t in trials if PREEMPTED_ATTR in t.user_attrs]
     resumed = [t for t in trials if RESUME_ATTR in t.user_attrs]
     assert len(preempted) == 1 and len(resumed) == 1 and resumed[0].state.name == "COMPLETE"
-    assert (
-        len([t for t in trials if t.state.name == "COMPLETE"]) == 2
-    )  # exactly n_trials: the preempted one is not counted
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 2  # exactly n_trials: the preempted one is not counted
+    assert len({t.params["training.learning_rate"] for t in complete}) == 2  # the requeued task sampled anew
