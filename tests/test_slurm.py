@@ -74,6 +74,16 @@ def test_bad_numbers_are_refused_naming_the_flag(workdir, write_study, capsys, f
     assert not (workdir / "mlruns" / "cluster").exists()
 
 
+@needs_slurm
+def test_a_job_slurm_refuses_is_one_line_naming_the_script_and_slurms_reason(workdir, write_study, capsys):
+    assert (
+        main(["cluster", "slurm", str(write_study()), "--workers", "1", "--sbatch=--partition=nope", "--submit"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("error: sbatch ") and "workers.sbatch: refused:" in err and "partition" in err.lower()
+    assert err.count("\n") == 1
+
+
 def job_state(job: str) -> str:
     """JobState of a job (or the first task of an array) as `scontrol` reports it (kept MinJobAge seconds)."""
     out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
