@@ -24,8 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "trial": {"core", "model", "config", "data", "stores"},
     "study": {"core", "model", "config", "data", "stores", "trial"},
     "lifecycle": {"core", "model", "config", "data", "stores", "trial"},
+    "cluster": {"core", "config", "stores"},
     "api": {"core", "config", "stores", "study"},
-    "cli": {"core", "model", "config", "data", "stores", "trial", "study", "lifecycle", "api"},
+    "cli": {"core", "model", "config", "data", "stores", "trial", "study", "lifecycle", "api", "cluster"},
     "__init__": {"api", "config", "core"},
     "__main__": {"cli"},
 }

@@ -54,6 +54,25 @@ SKIPPED = {
     "--rdzv_endpoint=$HOST:29500 -m workbench study run studies/big.yaml": (
         "multi-node torchrun: two machines with 4 GPUs each"
     ),
+    "export WORKBENCH_STORAGE=postgresql://optuna:PASSWORD@db/optuna": (
+        "points the next command at PostgreSQL on another host (db)"
+    ),
+    "export MLFLOW_TRACKING_URI=http://trainhost:5000": (
+        "points the next command at an MLflow server on another host (trainhost)"
+    ),
+    "workbench cluster slurm studies/demo.yaml --workers 8 --gpus-per-worker 1 --sbatch=--time=04:00:00 "
+    "--sbatch=--partition=gpu --submit": (
+        "needs a Slurm cluster with GPUs and the stores above; tests/test_slurm.py submits to a real single-node Slurm"
+    ),
+    "kubectl apply -f k8s/demo/secret.yaml -f k8s/demo/postgres.yaml -f k8s/demo/server.yaml -f k8s/demo/study.yaml": (
+        "needs a Kubernetes cluster (none here); tests/test_kubernetes.py checks the manifests against the API schema"
+    ),
+    "kubectl rollout status statefulset/wb-demo-postgres && kubectl rollout status deployment/wb-demo-server": (
+        "needs a Kubernetes cluster"
+    ),
+    "kubectl apply -f k8s/demo/workers.yaml": "needs a Kubernetes cluster",
+    "kubectl wait --for=condition=complete job/wb-demo-workers --timeout=24h": "needs a Kubernetes cluster",
+    "kubectl apply -f k8s/demo/conclude.yaml && kubectl logs -f job/wb-demo-conclude": "needs a Kubernetes cluster",
 }
 
 # Servers run in the background until they answer, then stop. The README's fixed ports are replaced by

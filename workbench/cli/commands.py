@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from workbench.cli.cluster import add_cluster_commands
 from workbench.core.console import configure_output
 from workbench.core.errors import WorkbenchError, exit_status
 
@@ -42,7 +43,7 @@ def _global_options(storage: bool) -> argparse.ArgumentParser:
         options.add_argument(
             "--storage",
             default=argparse.SUPPRESS,
-            help="Optuna storage URL (default: $WORKBENCH_STORAGE or sqlite:///mlruns/optuna.db)",
+            help="Optuna storage URL, or journal:PATH (default: $WORKBENCH_STORAGE or sqlite:///mlruns/optuna.db)",
         )
     return options
 
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, help="write predictions here (.csv, .jsonl or .parquet) instead of printing"
     )
     predict.set_defaults(handler=cmd_predict)
+    add_cluster_commands(commands, with_storage, _parse_sets)
     return parser
 
 

@@ -21,6 +21,7 @@ from workbench.core import distributed, settings
 from workbench.core.errors import StoreError, StudyFileError, error_chain, first_line
 from workbench.core.keys import FAIL_REASON_ATTR, METRIC_ATTR, RUN_ID_ATTR, SPACE_ATTR
 from workbench.stores.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite, mask_url
+from workbench.stores.journal import absolute_journal, build_journal_storage, is_journal
 from workbench.stores.tracking import end_stale_run
 
 if TYPE_CHECKING:
@@ -59,13 +60,18 @@ RETRIED_CALLS = (
 
 def resolve_storage(explicit: str | None = None) -> str:
     """--storage, else $WORKBENCH_STORAGE (keeps a password out of `ps`), else the local SQLite store."""
-    return absolute_sqlite(explicit or settings.WORKBENCH_STORAGE.get() or DEFAULT_STORAGE, "--storage")
+    given = explicit or settings.WORKBENCH_STORAGE.get()
+    if given and is_journal(given):
+        return absolute_journal(given)
+    return absolute_sqlite(given or DEFAULT_STORAGE, "--storage")
 
 
 def open_storage_readonly(explicit: str | None = None) -> optuna.storages.BaseStorage:
     """The Optuna storage for a command that only reads: no file, folder or table is created."""
     from optuna.storages import RDBStorage
 
+    if explicit is not None and is_journal(explicit):
+        return build_journal_storage(explicit, create=False)
     url = existing_sqlite(explicit or DEFAULT_STORAGE, "--storage", "Optuna study store")
     if "://" not in url:
         raise StoreError(f"--storage {url!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)")
@@ -100,9 +106,12 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    if is_journal(url):  # no heartbeats there: a killed worker's trial stays RUNNING
+        return build_journal_storage(url)
     if "://" not in url:
         raise StoreError(
-            f"--storage {mask_url(url)!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)"
+            f"--storage {mask_url(url)!r}: not a database URL "
+            f"(e.g. {DEFAULT_STORAGE}, postgresql://... or journal:PATH)"
         )
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
