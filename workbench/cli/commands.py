@@ -434,7 +434,7 @@ def cmd_predict(args) -> int:
     if uri.startswith(("models:/", "runs:/")):
         _existing_store(args)
     rows = pd.concat(frames, ignore_index=True)
-    predictions = load_model(uri).predict(rows[[TEXT_COLUMN]])
+    predictions = pd.DataFrame(load_model(uri).predict(rows[[TEXT_COLUMN]]))  # pyfunc: a DataFrame, typed loosely
     frame = pd.concat([rows, predictions.reset_index(drop=True)], axis=1)
     if args.output:
         write_table(frame, args.output, "--output")

@@ -198,7 +198,7 @@ class TrialRunner:
         """
         previous = best_trial(trial.study)
         model_dir = self.trial_dir(trial.number) / "model"
-        uri = log_model_dir(model_dir, self.data.splits.frame("validation"), run.run_id)
+        uri = log_model_dir(model_dir, self.data.splits.frame("validation"), run_id=run.run_id)
         trial.set_user_attr(MODEL_URI_ATTR, uri)
         if previous is not None and MODEL_URI_ATTR in previous.user_attrs:
             remove_logged_model(self.tracking_of_main().client, previous.user_attrs[MODEL_URI_ATTR])
