@@ -7,10 +7,8 @@ caller uses to decide which trial won.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from workbench.config.search_space import describe_space, grid_of
 from workbench.config.spec import PRUNERS, SAMPLERS, StudySpec
 from workbench.core import distributed
-from workbench.core.errors import StoreError, StudyFileError, error_chain, first_line
+from workbench.core.errors import StoreError, StudyFileError, first_line
 from workbench.stores.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite, mask_url
+from workbench.stores.retrying import RetryingRDBStorage, lost_connection
 from workbench.stores.tracking import end_stale_run
 
 if TYPE_CHECKING:
@@ -35,31 +34,6 @@ HEARTBEAT_S = int(os.environ.get("WORKBENCH_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("WORKBENCH_GRACE_S", "60"))
 # A database server that restarts (connections cut, refused meanwhile) is retried this long, then the call fails.
 RECONNECT_S = float(os.environ.get("WORKBENCH_RECONNECT_S", "60"))
-# The RDBStorage methods a study calls (through Optuna's _CachedStorage, Optuna 5.0) and ours: each retried on a lost connection.
-RETRIED_CALLS = (
-    "create_new_study",
-    "delete_study",
-    "get_all_studies",
-    "get_study_id_from_name",
-    "get_study_name_from_id",
-    "get_study_directions",
-    "get_study_user_attrs",
-    "get_study_system_attrs",
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "_create_new_trial",
-    "_set_trial_param",
-    "set_trial_state_values",
-    "set_trial_intermediate_value",
-    "set_trial_user_attr",
-    "set_trial_system_attr",
-    "get_trial",
-    "_get_trials",
-    "_get_best_trial_id",
-    "get_trial_id_from_study_id_trial_number",
-    "record_heartbeat",
-    "_get_stale_trial_ids",
-)
 # Study attributes: what a resumed study must keep.
 SPACE_ATTR = "workbench.search_space"
 METRIC_ATTR = "workbench.metric"
@@ -107,85 +81,28 @@ def quiet_experimental():
 
 
 def build_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
+    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried; a server's is
+    a RetryingRDBStorage, whose calls wait up to RECONNECT_S for the server to come back."""
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if "://" not in url:
         raise StoreError(
             f"--storage {mask_url(url)!r}: not a database URL (e.g. {DEFAULT_STORAGE} or postgresql://...)"
         )
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = url.startswith("sqlite")
     try:
         with quiet_experimental():
-            storage = RDBStorage(
-                driver_url(url),
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=_retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
-            )
+            settings: dict[str, Any] = {
+                "engine_kwargs": {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True},
+                "heartbeat_interval": HEARTBEAT_S,
+                "grace_period": GRACE_S,
+                "heartbeat_stale_trial_callback": _retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
+            }
+            if sqlite:  # a SQLite file cannot lose its connection
+                return RDBStorage(driver_url(url), **settings)
+            return RetryingRDBStorage(driver_url(url), reconnect_s=RECONNECT_S, shown_url=mask_url(url), **settings)
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {mask_url(url)}: cannot open the Optuna storage: {first_line(e)}") from None
-    if not url.startswith("sqlite"):  # a server can restart; a SQLite file cannot lose its connection
-        for name in RETRIED_CALLS:
-            setattr(storage, name, _reconnecting(getattr(storage, name), mask_url(url)))
-        storage.record_heartbeat = _beat_or_skip(storage.record_heartbeat)
-    return storage
-
-
-def _reconnecting(call: Callable, where: str) -> Callable:
-    """`call`, retried with backoff for up to RECONNECT_S seconds while the database server cannot be reached.
-
-    pool_pre_ping replaces connections the server cut once it is back; this bridges the time it is
-    down (a restart, a failover), so the running trial, its heartbeat thread and the study go on.
-    A write cut off at its commit may have landed: a retried `set_trial_state_values` then finds
-    the trial finished and raises, which fails that trial alone.
-    """
-
-    @functools.wraps(call)
-    def retried(*args, **kwargs):
-        deadline, pause = time.monotonic() + RECONNECT_S, 0.5
-        while True:
-            try:
-                return call(*args, **kwargs)
-            except Exception as e:
-                lost = lost_connection(e)
-                if lost is None or time.monotonic() + pause > deadline:
-                    raise
-                if pause == 0.5:  # once per call
-                    logger.warning(
-                        "Optuna storage %s unreachable (%s): retrying for up to %g s", where, lost, RECONNECT_S
-                    )
-                time.sleep(pause)
-                pause = min(2 * pause, 5.0)
-
-    return retried
-
-
-def _beat_or_skip(record_heartbeat: Callable) -> Callable:
-    """A heartbeat that the outage outlasted is skipped, not raised: Optuna's heartbeat thread would die of it."""
-
-    @functools.wraps(record_heartbeat)
-    def beat(trial_id: int) -> None:
-        try:
-            record_heartbeat(trial_id)
-        except Exception as e:
-            if lost_connection(e) is None:
-                raise
-            logger.warning("heartbeat of trial id %d skipped: %s", trial_id, lost_connection(e))
-
-    return beat
-
-
-def lost_connection(e: BaseException) -> str | None:
-    """The driver's message when `e` comes from a database connection cut or refused (a server down,
-    shutting down, starting or full), else None."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    for x in error_chain(e):
-        if isinstance(x, OperationalError) or (isinstance(x, DBAPIError) and x.connection_invalidated):
-            return first_line(x.orig) if x.orig is not None and str(x.orig).strip() else first_line(x)
-    return None
 
 
 def store_outage(e: BaseException, url: str) -> StoreError | None:
