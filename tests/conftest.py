@@ -18,7 +18,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 pytest_plugins = [
     "fixtures_study",  # workdir, write_study, tiny_bert
-    "fixtures_stores",  # seeded, stores
+    "fixtures_stores",  # seeded, stores, new_mlflow_store, optuna_url
     "fixtures_servers",  # mlflow_server, postgres_url, own_postgres
     "fixtures_registry",  # keyword_registry
 ]

@@ -147,7 +147,7 @@ def test_an_array_task_sent_sigterm_mid_trial_is_requeued_and_resumes_from_its_c
 ):
     import optuna
 
-    from workbench.stores.storage import PREEMPTED_ATTR, RESUME_ATTR
+    from workbench.core.keys import PREEMPTED_ATTR, RESUME_ATTR
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     study = write_study(

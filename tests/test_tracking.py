@@ -11,11 +11,14 @@ from helpers import TINY, merge
 from stores import refused, snapshot
 
 from workbench.cli.commands import main
+from workbench.core.errors import StoreError
+from workbench.stores.moved_store import CHECKED_MLFLOW, SCHEMA_REVISIONS
+from workbench.stores.tracking import adopt_moved_store, local_artifact_root, mlflow_client
 
 
-def recorded_places(root) -> list[str]:
-    """Every artifact place the MLflow store under `root` records (experiments, runs, logged models, versions)."""
-    with sqlite3.connect(root / "mlruns" / "mlflow.db") as con:
+def recorded_places(root, db: str = "mlruns/mlflow.db") -> list[str]:
+    """Every artifact place the MLflow store `root/db` records (experiments, runs, logged models, versions)."""
+    with sqlite3.connect(root / db) as con:
         rows = con.execute(
             "select artifact_location from experiments where experiment_id != '0' "
             "union all select artifact_uri from runs "
@@ -68,3 +71,49 @@ def test_a_copied_store_works_where_it_is_and_a_store_without_its_artifacts_is_r
     assert not original.exists(), sorted(str(p) for p in original.rglob("*"))
     places = recorded_places(copy)
     assert places and all(str(copy / "mlruns") in p for p in places), places
+
+
+def moved_store_with_an_artifact(new_mlflow_store, tmp_path) -> tuple[str, str]:
+    """A store made in tmp_path/original (an experiment, a run, an artifact), moved to tmp_path/moved:
+    (the moved store's URI, the run's id)."""
+    original = tmp_path / "original"
+    uri = new_mlflow_store(original)
+    client = mlflow_client(uri)
+    experiment = client.create_experiment("s", artifact_location=local_artifact_root(uri, "s"))
+    run_id = client.create_run(experiment).info.run_id
+    client.log_text(run_id, "hello", "notes/a.txt")
+    client.set_terminated(run_id)
+    original.rename(tmp_path / "moved")
+    return f"sqlite:///{tmp_path / 'moved' / 'mlflow.db'}", run_id
+
+
+def test_a_moved_store_is_adopted_and_its_artifact_found_where_it_now_is(new_mlflow_store, tmp_path):
+    uri, run_id = moved_store_with_an_artifact(new_mlflow_store, tmp_path)
+    assert adopt_moved_store(uri) == tmp_path / "original"
+    assert adopt_moved_store(uri) is None  # already here: nothing more to do
+    fresh = mlflow_client(uri)
+    assert fresh.get_run(run_id).info.artifact_uri.startswith((tmp_path / "moved" / "artifacts" / "s").as_uri())
+    got = fresh.download_artifacts(run_id, "notes/a.txt", str(tmp_path / "download"))
+    assert open(got).read() == "hello"
+
+
+def test_a_moved_store_of_an_unknown_mlflow_schema_is_refused_unchanged(new_mlflow_store, tmp_path):
+    uri, _ = moved_store_with_an_artifact(new_mlflow_store, tmp_path)
+    db = tmp_path / "moved" / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("update alembic_version set version_num = 'f00000000000'")
+    places = recorded_places(tmp_path / "moved", "mlflow.db")
+    with pytest.raises(StoreError) as refused_:
+        adopt_moved_store(uri)
+    message = str(refused_.value)
+    assert "\n" not in message and "revision f00000000000" in message and CHECKED_MLFLOW in message
+    assert recorded_places(tmp_path / "moved", "mlflow.db") == places  # nothing rewritten
+
+
+def test_the_installed_mlflows_schema_is_one_adopt_moved_store_was_checked_against(empty_mlflow_db):
+    with sqlite3.connect(empty_mlflow_db) as con:
+        (revision,) = con.execute("select version_num from alembic_version").fetchone()
+    assert revision in SCHEMA_REVISIONS, (
+        f"MLflow's schema is now at revision {revision}: check its migrations for new columns holding artifact "
+        "places (add them to moved_store.ARTIFACT_COLUMNS), then add the revision to moved_store.SCHEMA_REVISIONS"
+    )

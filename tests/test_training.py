@@ -115,3 +115,54 @@ def test_batches_pad_to_the_study_files_multiple(write_study, tmp_path):
         longest = max(len(r["input_ids"]) for r in rows)
         batch = trainer.data_collator(rows)
         assert batch["input_ids"].shape[1] == expected(longest)
+
+
+def test_every_trainer_method_we_override_is_still_the_installed_trainers_with_the_same_parameters():
+    import inspect
+
+    from transformers import Trainer
+
+    from workbench.trial.training import WeightedLossTrainer, WorkbenchTrainer
+
+    def parameters(function):  # what a caller passes: annotations are spelled differently
+        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+    overrides = {
+        (cls.__name__, name): f
+        for cls in (WorkbenchTrainer, WeightedLossTrainer)
+        for name, f in vars(cls).items()
+        if getattr(f, "__override__", False)
+    }
+    assert {name for _, name in overrides} >= {"_save_checkpoint", "compute_loss"}
+    for (cls, name), override in overrides.items():
+        assert callable(getattr(Trainer, name, None)), f"transformers' Trainer has no {name} any more ({cls})"
+        assert parameters(override) == parameters(getattr(Trainer, name)), f"Trainer.{name} changed ({cls})"
+    assert hasattr(Trainer, "loss_is_scaled_for_ga")  # WeightedLossTrainer sets it: the Trainer must read it
+
+
+@pytest.mark.slow
+def test_the_checkpoint_saved_on_sigterm_can_resume_and_outlives_train(write_study, optuna_url, tmp_path, monkeypatch):
+    import optuna
+    from transformers import TrainerCallback
+
+    from workbench.core import distributed
+    from workbench.data.splits import prepare_data
+    from workbench.stores.tracking import NullTrialRun
+    from workbench.trial.callbacks import TrialCallback
+    from workbench.trial.training import build_trainer
+
+    class Sigterm(TrainerCallback):  # the signal lands during step 8, in the second epoch (6 steps each)
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 8:
+                monkeypatch.setattr(distributed, "preempted", lambda: True)
+
+    spec = load_study_file(write_study(training={"num_train_epochs": 3}, early_stopping=None))
+    reporter = TrialCallback(optuna.create_study(storage=optuna_url).ask(), NullTrialRun(), "eval_accuracy", True)
+    args = build_training_args(spec, tmp_path / "checkpoints")
+    trainer = build_trainer(spec, prepare_data(spec), args, [Sigterm(), reporter])
+    trainer.train()
+    assert reporter.preempted_at == 8
+    saved = tmp_path / "checkpoints" / "checkpoint-8"
+    assert {"optimizer.pt", "scheduler.pt", "trainer_state.json"} <= {p.name for p in saved.iterdir()}
+    assert (tmp_path / "checkpoints" / "checkpoint-6").is_dir()  # the best so far, as always
+    assert (args.save_only_model, args.save_total_limit) == (True, 1)  # the trial's arguments, as logged

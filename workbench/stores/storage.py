@@ -7,7 +7,6 @@ caller uses to decide which trial won.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from workbench.core.errors import StoreError, StudyFileError, error_chain, first
 from workbench.core.keys import FAIL_REASON_ATTR, METRIC_ATTR, RUN_ID_ATTR, SPACE_ATTR
 from workbench.stores.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite, mask_url
 from workbench.stores.journal import absolute_journal, build_journal_storage, is_journal
+from workbench.stores.retrying import RetryingRDBStorage, lost_connection
 from workbench.stores.tracking import end_stale_run
 
 if TYPE_CHECKING:
@@ -30,32 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = default_sqlite("optuna")
-# The RDBStorage methods a study calls (through Optuna's _CachedStorage, Optuna 5.0) and ours:
-# each retried on a lost connection.
-RETRIED_CALLS = (
-    "create_new_study",
-    "delete_study",
-    "get_all_studies",
-    "get_study_id_from_name",
-    "get_study_name_from_id",
-    "get_study_directions",
-    "get_study_user_attrs",
-    "get_study_system_attrs",
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "_create_new_trial",
-    "_set_trial_param",
-    "set_trial_state_values",
-    "set_trial_intermediate_value",
-    "set_trial_user_attr",
-    "set_trial_system_attr",
-    "get_trial",
-    "_get_trials",
-    "_get_best_trial_id",
-    "get_trial_id_from_study_id_trial_number",
-    "record_heartbeat",
-    "_get_stale_trial_ids",
-)
 
 
 def resolve_storage(explicit: str | None = None) -> str:
@@ -96,16 +70,9 @@ def quiet_experimental():
 TABLE_RACE_TRIES = 5  # workers that start together on an empty database race to create Optuna's tables
 
 
-def _lost_table_race(e: BaseException) -> bool:
-    """True when workers starting together on an empty database raced to create Optuna's tables, and this one lost."""
-    words = ("duplicate key value", "already exists", "unique constraint")
-    return any(w in str(x).lower() for x in error_chain(e) for w in words)
-
-
 def build_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
+    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried; a server's is
+    a RetryingRDBStorage, whose calls wait up to $WORKBENCH_RECONNECT_S for the server to come back."""
     if is_journal(url):  # no heartbeats there: a killed worker's trial stays RUNNING
         return build_journal_storage(url)
     if "://" not in url:
@@ -113,90 +80,40 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
             f"--storage {mask_url(url)!r}: not a database URL "
             f"(e.g. {DEFAULT_STORAGE}, postgresql://... or journal:PATH)"
         )
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-
-    def open_rdb() -> optuna.storages.RDBStorage:
-        with quiet_experimental():
-            return RDBStorage(
-                driver_url(url),
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=settings.WORKBENCH_HEARTBEAT_S.get(),
-                grace_period=settings.WORKBENCH_GRACE_S.get(),
-                heartbeat_stale_trial_callback=_retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
-            )
-
     try:
         for attempt in range(TABLE_RACE_TRIES):
             try:
-                storage = open_rdb()
-                break
+                return _open_rdb(url)
             except Exception as e:
                 if attempt == TABLE_RACE_TRIES - 1 or not _lost_table_race(e):
                     raise
                 time.sleep(0.5 * (attempt + 1))  # another worker is creating the tables: they are there soon
     except Exception as e:  # sqlalchemy errors: bad URL, server down, missing driver
         raise StoreError(f"--storage {mask_url(url)}: cannot open the Optuna storage: {first_line(e)}") from None
-    if not url.startswith("sqlite"):  # a server can restart; a SQLite file cannot lose its connection
-        for name in RETRIED_CALLS:
-            setattr(storage, name, _reconnecting(getattr(storage, name), mask_url(url)))
-        storage.record_heartbeat = _beat_or_skip(storage.record_heartbeat)
-    return storage
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _reconnecting(call: Callable, where: str) -> Callable:
-    """`call`, retried with backoff for up to $WORKBENCH_RECONNECT_S seconds while the database is unreachable.
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    pool_pre_ping replaces connections the server cut once it is back; this bridges the time it is
-    down (a restart, a failover), so the running trial, its heartbeat thread and the study go on.
-    A write cut off at its commit may have landed: a retried `set_trial_state_values` then finds
-    the trial finished and raises, which fails that trial alone.
-    """
-
-    @functools.wraps(call)
-    def retried(*args, **kwargs):
+    sqlite = url.startswith("sqlite")
+    with quiet_experimental():
+        options: dict[str, Any] = {
+            "engine_kwargs": {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True},
+            "heartbeat_interval": settings.WORKBENCH_HEARTBEAT_S.get(),
+            "grace_period": settings.WORKBENCH_GRACE_S.get(),
+            "heartbeat_stale_trial_callback": _retry_and_close_run(RetryHeartbeatStaleTrialCallback(max_retry=2)),
+        }
+        if sqlite:  # a SQLite file cannot lose its connection
+            return RDBStorage(driver_url(url), **options)
         reconnect_s = settings.WORKBENCH_RECONNECT_S.get()
-        deadline, pause = time.monotonic() + reconnect_s, 0.5
-        while True:
-            try:
-                return call(*args, **kwargs)
-            except Exception as e:
-                lost = lost_connection(e)
-                if lost is None or time.monotonic() + pause > deadline:
-                    raise
-                if pause == 0.5:  # once per call
-                    logger.warning(
-                        "Optuna storage %s unreachable (%s): retrying for up to %g s", where, lost, reconnect_s
-                    )
-                time.sleep(pause)
-                pause = min(2 * pause, 5.0)
-
-    return retried
+        return RetryingRDBStorage(driver_url(url), reconnect_s=reconnect_s, shown_url=mask_url(url), **options)
 
 
-def _beat_or_skip(record_heartbeat: Callable) -> Callable:
-    """A heartbeat that the outage outlasted is skipped, not raised: Optuna's heartbeat thread would die of it."""
-
-    @functools.wraps(record_heartbeat)
-    def beat(trial_id: int) -> None:
-        try:
-            record_heartbeat(trial_id)
-        except Exception as e:
-            if lost_connection(e) is None:
-                raise
-            logger.warning("heartbeat of trial id %d skipped: %s", trial_id, lost_connection(e))
-
-    return beat
-
-
-def lost_connection(e: BaseException) -> str | None:
-    """The driver's message when `e` comes from a database connection cut or refused (a server down,
-    shutting down, starting or full), else None."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    for x in error_chain(e):
-        if isinstance(x, OperationalError) or (isinstance(x, DBAPIError) and x.connection_invalidated):
-            return first_line(x.orig) if x.orig is not None and str(x.orig).strip() else first_line(x)
-    return None
+def _lost_table_race(e: BaseException) -> bool:
+    """True when workers starting together on an empty database raced to create Optuna's tables, and this one lost."""
+    words = ("duplicate key value", "already exists", "unique constraint")
+    return any(w in str(x).lower() for x in error_chain(e) for w in words)
 
 
 def store_outage(e: BaseException, url: str) -> StoreError | None:

@@ -31,6 +31,7 @@ from workbench.core.keys import (
     RUN_TRIAL_TAG,
 )
 from workbench.stores.db import absolute_sqlite, check_sqlite_writable, default_sqlite, existing_sqlite, mask_url
+from workbench.stores.moved_store import experiment_places, forget_artifact_places, rewrite_artifact_places
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -121,16 +122,6 @@ def local_artifact_root(tracking_uri: str, experiment: str) -> str | None:
     return (db.parent / "artifacts" / experiment).as_uri()
 
 
-# MLflow records artifact places as absolute paths or file URIs, in these columns (those present are rewritten).
-ARTIFACT_COLUMNS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("logged_models", "artifact_location"),
-    ("model_versions", "source"),
-    ("model_versions", "storage_location"),
-)
-
-
 def adopt_moved_store(tracking_uri: str) -> Path | None:
     """A local store copied or moved from another folder works where it now is, or is refused.
 
@@ -139,7 +130,7 @@ def adopt_moved_store(tracking_uri: str) -> Path | None:
     the recorded folder is not this one and the artifacts came along, the records are rewritten
     to point here; when they did not, StoreError names both folders. Returns the folder the store
     came from when it was adopted, else None. A store this folder never held (a server, a URI
-    other than sqlite:///) is left alone.
+    other than sqlite:///) is left alone. Which MLflow tables and schemas it rewrites: `moved_store`.
     """
     if not tracking_uri.startswith("sqlite:///"):
         return None
@@ -149,40 +140,25 @@ def adopt_moved_store(tracking_uri: str) -> Path | None:
     here = db.parent.resolve()
     with closing(sqlite3.connect(db, timeout=30)) as con:
         try:
-            rows = con.execute("select name, artifact_location from experiments").fetchall()
+            rows = experiment_places(con)
         except sqlite3.Error:  # not an MLflow store yet: MLflow creates its tables on first use
             return None
-        recorded = {_recorded_folder(name, location) for name, location in rows} - {None, here}
+        folders = (_recorded_folder(name, location) for name, location in rows)
+        recorded = {folder for folder in folders if folder is not None and folder != here}
         if not recorded:
             return None
         if len(recorded) > 1 or not (here / "artifacts").is_dir():
-            before = ", ".join(sorted(str(p) for p in recorded))
+            origins = ", ".join(sorted(str(p) for p in recorded))
             raise StoreError(
-                f"--tracking-uri {tracking_uri}: this store was copied or moved from {before}, and its artifacts are "
+                f"--tracking-uri {tracking_uri}: this store was copied or moved from {origins}, and its artifacts are "
                 f"recorded there, not in {here / 'artifacts'}: copy the whole folder (artifacts/ included) or use the "
                 f"original store with --tracking-uri"
             )
         (before,) = recorded
-        with con:  # one transaction: every path moves, or none
-            for table, column in ARTIFACT_COLUMNS:
-                if column in {r[1] for r in con.execute(f"pragma table_info({table})")}:
-                    for old, new in ((before.as_uri() + "/", here.as_uri() + "/"), (f"{before}/", f"{here}/")):
-                        con.execute(
-                            f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?",
-                            (new, len(old) + 1, len(old), old),
-                        )
-    _forget_artifact_places()
+        rewrite_artifact_places(con, tracking_uri, before, here)
+    forget_artifact_places()
     logger.info("%s was copied or moved from %s: its artifact paths now point here", here, before)
     return before
-
-
-def _forget_artifact_places() -> None:
-    """MLflow caches each run's artifact place by run id for the life of the process (a copy shares the ids)."""
-    from mlflow.tracking._tracking_service import utils  # private; absent in another version: nothing cached to forget
-
-    cache = getattr(utils, "_artifact_repos_cache", None)
-    if cache is not None:
-        cache.clear()
 
 
 def _recorded_folder(experiment: str, location: str | None) -> Path | None:

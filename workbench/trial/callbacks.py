@@ -62,9 +62,7 @@ class TrialCallback(TrainerCallback):
         if distributed.stop_requested():  # a Ctrl-C that Python swallowed in a finalizer: stop at a safe point
             raise KeyboardInterrupt
         if self.preempted_at is None and distributed.any_rank(distributed.preempted()):  # every rank, the same step
-            # save this step's checkpoint with the optimizer, scheduler and RNG state (what resuming needs), then stop
-            args.save_only_model = False
-            args.save_total_limit = None  # with 1, the end of train() deletes every checkpoint but the best
+            # save this step's checkpoint, then stop: WorkbenchTrainer saves it resumable and keeps it
             control.should_save = control.should_training_stop = True
             self.preempted_at = state.global_step
 

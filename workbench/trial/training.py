@@ -7,6 +7,7 @@ restores), or raises `optuna.TrialPruned`.
 
 from __future__ import annotations
 
+import copy
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from transformers import Trainer
+from typing_extensions import override
 
 from workbench.config.builders import build_model, build_training_args
 from workbench.config.study_file import StudySpec
@@ -46,7 +48,32 @@ def compute_metrics(
     return metrics
 
 
-class WeightedLossTrainer(Trainer):
+class WorkbenchTrainer(Trainer):
+    """The Trainer of every trial: the checkpoint its TrialCallback asks for on SIGTERM is saved to resume from.
+
+    Its methods that replace the Trainer's are marked `@override`; `tests/test_training.py` checks each
+    still exists on the installed transformers with the same parameters.
+    """
+
+    @override
+    def _save_checkpoint(self, model, trial):
+        if self._saving_preempted():
+            # with the optimizer, scheduler and RNG state (what resuming needs), and kept: with save_total_limit 1
+            # the end of train() deletes every checkpoint but the best. A copy: the trial's arguments stay as logged.
+            self.args = copy.copy(self.args)
+            self.args.save_only_model = False
+            self.args.save_total_limit = None
+        super()._save_checkpoint(model, trial)
+
+    def _saving_preempted(self) -> bool:
+        """True while saving the checkpoint a TrialCallback asked for on SIGTERM (at this very step)."""
+        return any(
+            isinstance(c, TrialCallback) and c.preempted_at == self.state.global_step
+            for c in self.callback_handler.callbacks
+        )
+
+
+class WeightedLossTrainer(WorkbenchTrainer):
     """A Trainer whose loss is class-weighted, optionally label-smoothed, cross-entropy over the logits."""
 
     loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it by the accumulation steps
@@ -56,6 +83,7 @@ class WeightedLossTrainer(Trainer):
         self.class_weights = tuple(class_weights) if class_weights is not None else None
         self.label_smoothing = label_smoothing
 
+    @override
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         import torch
         import torch.nn.functional as F
@@ -85,7 +113,7 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
     loss = (
         {"class_weights": data.class_weights, "label_smoothing": spec.loss.label_smoothing} if spec.loss.custom else {}
     )
-    trainer = (WeightedLossTrainer if spec.loss.custom else Trainer)(
+    trainer = (WeightedLossTrainer if spec.loss.custom else WorkbenchTrainer)(
         **loss,
         model=build_model(spec, data.tokenizer, data.label_names),
         args=args,
