@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 def compute_metrics(
     eval_pred, label_names: Sequence[str] | None = None, positive: int | None = None
 ) -> dict[str, float]:
-    """`metrics.classification_metrics` of the Trainer's predictions (eval_loss is its own); `positive` is a class id."""
+    """`metrics.classification_metrics` of the Trainer's predictions (eval_loss is its own); `positive`: a class id."""
     from scipy.special import softmax
 
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
@@ -110,7 +110,7 @@ def build_trainer(spec: StudySpec, data: TrialData, args: TrainingArguments, cal
         stopper = EarlyStoppingCallback(spec.early_stopping.patience, spec.early_stopping.threshold)
         callbacks = [stopper, *callbacks]
     set_seed(args.seed)  # the initial weights too, not only the data order: a trial reproduces from its record
-    loss = (
+    loss: dict[str, Any] = (
         {"class_weights": data.class_weights, "label_smoothing": spec.loss.label_smoothing} if spec.loss.custom else {}
     )
     trainer = (WeightedLossTrainer if spec.loss.custom else WorkbenchTrainer)(
@@ -235,15 +235,16 @@ UNSHOWN_PARAMS = {"training.hub_token", "training.accelerator_config", "training
 
 def _params(trainer: Trainer) -> dict[str, Any]:
     """The resolved model config and training arguments, as `model.*` / `training.*` params."""
-    config = trainer.model.config.to_dict()
+    model: Any = trainer.model  # a PreTrainedModel, or peft's wrapper around one (both have .config)
+    config = model.config.to_dict()
     config = {
         k: v for k, v in config.items() if k not in ("id2label", "label2id", "transformers_version", "architectures")
     }
     params = {f"model.{k}": v for k, v in config.items()}
-    params.update(peft_params(trainer.model))
+    params.update(peft_params(model))
     params.update({f"training.{k}": v for k, v in trainer.args.to_dict().items() if not k.startswith("_")})
     if isinstance(trainer, WeightedLossTrainer):
-        names = trainer.model.config.id2label
+        names = model.config.id2label
         params.update(
             {f"loss.class_weight.{label_key(names[i])}": w for i, w in enumerate(trainer.class_weights or ())}
         )
@@ -252,14 +253,15 @@ def _params(trainer: Trainer) -> dict[str, Any]:
 
 
 def _default_params(trainer: Trainer) -> dict[str, Any]:
-    """The defaults of the model config class and of TrainingArguments' fields (no object built: cheap, no side effects)."""
+    """The defaults of the model config class and of TrainingArguments' fields (no object built: cheap, no effects)."""
     import dataclasses
 
+    model: Any = trainer.model
     try:
-        out = {f"model.{k}": v for k, v in type(trainer.model.config)().to_dict().items()}
+        out = {f"model.{k}": v for k, v in type(model.config)().to_dict().items()}
     except Exception:  # a user's config class that needs arguments: every model value is shown
         out = {}
-    out.update(peft_params(trainer.model, defaults=True))
+    out.update(peft_params(model, defaults=True))
     for f in dataclasses.fields(type(trainer.args)):
         if f.default is not dataclasses.MISSING:
             out[f"training.{f.name}"] = f.default
@@ -269,7 +271,7 @@ def _default_params(trainer: Trainer) -> dict[str, Any]:
 
 
 def _differs(value: Any, default: Any) -> bool:
-    empty = (None, False, "", "none", [], {})
+    empty: tuple[Any, ...] = (None, False, "", "none", [], {})
     if value in empty and default in empty:
         return False
     return str(getattr(value, "value", value)) != str(getattr(default, "value", default))
