@@ -104,12 +104,17 @@ def wait_for_job(job: str, timeout: float) -> str:
 
 @pytest.mark.slow
 @needs_slurm
-def test_a_study_as_a_slurm_array_of_three_workers_then_one_conclude_job(workdir, write_study, capsys, monkeypatch):
+def test_a_study_as_a_slurm_array_of_three_workers_then_one_conclude_job(
+    workdir, write_study, capsys, monkeypatch, postgres_url
+):
     import optuna
+
+    from workbench.stores.storage import build_storage
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs inherit this environment: they run the tree under test
     study = write_study(training={"num_train_epochs": 1})
-    assert main(["cluster", "slurm", str(study), "--workers", "3", "--submit"]) == 0
+    argv = ["--storage", postgres_url, "cluster", "slurm", str(study), "--workers", "3", "--submit"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     words = out.split("submitted job array ")[1].split()
     array, conclude = words[0], words[words.index("job") + 1]
@@ -117,11 +122,15 @@ def test_a_study_as_a_slurm_array_of_three_workers_then_one_conclude_job(workdir
     state = wait_for_job(conclude, timeout=600)
     assert state == "COMPLETED", "\n".join(f"{p.name}: {p.read_text()[-800:]}" for p in sorted(logs.glob("*")))
     assert len(list(logs.glob(f"worker-{array}_*.out"))) == 3
-    trials = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db").get_trials()
+    trials = optuna.load_study(study_name="tiny", storage=build_storage(postgres_url)).get_trials()
     assert len(trials) == 3 and {t.state.name for t in trials} == {"COMPLETE"}
+    # shared stores: each new best's model went to the tracking store, the workers' folders were scratch
+    assert list((workdir / "mlruns" / "trials").glob("*/trial-*")) == []
     client = tracking_client()
     versions = client.search_model_versions("name = 'tiny-classifier'")
     assert len(versions) == 1  # the workers ran with --no-register: the conclude job registered it
+    best = max(trials, key=lambda t: (t.value, -t.number))
+    assert versions[0].run_id == best.user_attrs["mlflow_run_id"]
     experiment = client.get_experiment_by_name("tiny")
     assert [
         r.info.run_name for r in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
