@@ -46,6 +46,7 @@ from workbench.stores.tracking import (
     configure_mlflow,
     resolve_tracking_uri,
 )
+from workbench.stores.warm_start import check_sources, seed_new_study
 from workbench.study.plots import log_study_plots
 from workbench.trial.objective import TrialRunner, long_lived_frozen
 
@@ -128,12 +129,14 @@ class StudySession:
         if storage_url.startswith("sqlite:///"):
             check_sqlite_writable(storage_url, "--storage")
         check_stored(self.spec, build_storage(storage_url))
+        check_sources(self.spec, storage_url)  # a warm start's earlier studies exist
         check_tracking_store(tracking_uri)
         adopt_moved_store(tracking_uri)  # a copied mlruns/ never writes into the original's folder
         return storage_url, tracking_uri
 
     def _open_stores(self, storage_url: str, tracking_uri: str) -> None:
         study = open_study(self.spec, storage_url)
+        seed_new_study(study, self.spec, storage_url, self.options.add_trials, self.progress.line)
         configure_mlflow(tracking_uri)
         tracking = StudyTracking(tracking_uri, self.spec.study.name)
         tracking.parent.log_dict(self.spec.to_dict(), "study_spec.json")
