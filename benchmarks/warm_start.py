@@ -41,19 +41,19 @@ def study_dict(name: str, seed: int, trials: int, tokenizer: Path | None = None,
         study["warm_start"] = {"from": [warm_from], "top_k": TOP_K}
     return {
         "study": study,
-        "data": {"source": "synthetic", "synthetic": {"n_examples": 320, "seed": 1}, "max_length": 32},
+        "data": {"source": "synthetic", "synthetic": {"n_examples": 600, "seed": 1}, "max_length": 32},
         "tokenizer": {"path": str(tokenizer)} if tokenizer else {"vocab_size": 300},
         "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0},
         "training": {
-            "num_train_epochs": 3,
-            "per_device_train_batch_size": 32,
+            "num_train_epochs": 3,  # 90 steps: enough for the learning rate to matter (at 24 all stay near chance)
+            "per_device_train_batch_size": 16,
             "seed": 0,
             "load_best_model_at_end": False,
             "save_strategy": "no",
         },
         "early_stopping": None,
         "search_space": {
-            "training.learning_rate": {"low": 1.0e-4, "high": 3.0e-2, "log": True},
+            "training.learning_rate": {"low": 3.0e-4, "high": 3.0e-2, "log": True},
             "training.weight_decay": {"low": 0.0, "high": 0.1},
             "model.hidden_size": {"choices": [16, 32]},
             "model.num_layers": {"low": 1, "high": 2},
@@ -88,7 +88,7 @@ def measure(quick: bool, show=print) -> tuple[float, list[str]]:
 
     quiet()
     torch.set_num_threads(1)  # as the other benchmarks: 2 threads' barrier waits swamp timings on a shared machine
-    trials, seeds = (6, (0, 1)) if quick else (12, (0, 1, 2, 3, 4))
+    trials, seeds = (6, (0,)) if quick else (12, (0, 1, 2, 3, 4))
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
@@ -123,7 +123,7 @@ def measure(quick: bool, show=print) -> tuple[float, list[str]]:
 
 def figures(quick: bool, show=print) -> list[Figure]:
     ratio, notes = measure(quick, show)
-    size = "6 trials, 2 seeds" if quick else "12 trials, 5 seeds"
+    size = "6 trials, 1 seed" if quick else "12 trials, 5 seeds"
     note = (
         f"synthetic data, tiny model, {size}, top_k {TOP_K} of an earlier study (TPE seed {EARLIER_SEED}); "
         + "; ".join(notes)

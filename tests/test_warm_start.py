@@ -190,18 +190,31 @@ def test_a_missing_earlier_study_is_one_line_naming_it_and_the_studies_there_and
     assert snapshot(workdir) == before and before["mlflow.db"] is None
 
 
+GRID = {"training.learning_rate": {"choices": [1.0e-3, 2.0e-3]}}  # a space the grid sampler takes
+
+
 @pytest.mark.parametrize(
-    "warm_start, problem",
+    "study, problem",
     [
-        ({"from": "old", "top_k": 0}, "study.warm_start.top_k: Input should be greater than or equal to 1"),
-        ({"from": "old", "topk": 2}, "study.warm_start.topk: unknown key (did you mean top_k?)"),
-        ({"top_k": 2}, "study.warm_start.from: Field required"),
-        ({"from": ["old", "tiny"]}, "study.warm_start.from: 'tiny' is this study itself: name earlier studies"),
+        (
+            {"warm_start": {"from": "old", "top_k": 0}},
+            "study.warm_start.top_k: Input should be greater than or equal to 1",
+        ),
+        ({"warm_start": {"from": "old", "topk": 2}}, "study.warm_start.topk: unknown key (did you mean top_k?)"),
+        ({"warm_start": {"top_k": 2}}, "study.warm_start.from: Field required"),
+        (
+            {"warm_start": {"from": ["old", "tiny"]}},
+            "study.warm_start.from: 'tiny' is this study itself: name earlier studies",
+        ),
+        (
+            {"warm_start": {"from": "old"}, "sampler": {"type": "grid"}},
+            "study.warm_start: the grid sampler tries every combination anyway: remove warm_start",
+        ),
     ],
 )
-def test_warm_start_keys_are_checked_with_the_study_file(warm_start, problem):
+def test_warm_start_keys_are_checked_with_the_study_file(study, problem):
     with pytest.raises(StudyFileError) as e:
-        validate_study(merge(TINY, {"study": {"warm_start": warm_start}}), "x.yaml")
+        validate_study(merge(TINY, {"study": study, "search_space": GRID}), "x.yaml")
     assert str(e.value) == f"x.yaml: {problem}"
 
 

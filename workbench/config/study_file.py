@@ -186,6 +186,8 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
         sources if isinstance(sources, (list, tuple)) else [sources]
     ):
         problems.append(f"study.warm_start.from: {study['name']!r} is this study itself: name earlier studies")
+    if study.get("warm_start") and _mapping(study.get("sampler")).get("type") == "grid":  # it needs every value given
+        problems.append("study.warm_start: the grid sampler tries every combination anyway: remove warm_start")
     problems += _check_optuna_class("study.sampler", study.get("sampler"), "tpe", SAMPLERS, "samplers")
     problems += _check_optuna_class("study.pruner", study.get("pruner"), "median", PRUNERS, "pruners")
     return problems
