@@ -88,14 +88,14 @@ def seed_new_study(
     than that are enqueued (queued trials all run). Prints one line per earlier study.
     """
     warm = spec.study.warm_start
-    if warm is None or SEEDED_ATTR in study.user_attrs:
+    room = trials if trials is not None else spec.study.n_trials
+    if warm is None or room <= 0 or SEEDED_ATTR in study.user_attrs:  # `--trials 0` leaves the seeding to a later run
         return []
     if study.get_trials(deepcopy=False):
         show(f"warm start: study {spec.study.name} already has trials; only a new study is seeded")
         return []
     study.set_user_attr(SEEDED_ATTR, {"from": list(warm.from_), "top_k": warm.top_k})  # first: never seeded twice
     storage = build_storage(storage_url)
-    room = trials if trials is not None else spec.study.n_trials
     queued: list[Seed] = []
     for source in warm.from_:
         seeds = [limit_to_space(t, source, spec.space) for t in best_trials(storage, source, warm.top_k)]
