@@ -147,9 +147,12 @@ def test_seeds_stop_at_the_trials_the_run_will_do_and_a_repeated_parameter_set_i
     )
 
 
-def test_a_resumed_study_is_not_seeded_again(url):
+def test_a_resumed_study_is_not_seeded_again_and_needs_its_earlier_study_no_more(url):
+    import optuna
+
     earlier_study(url, "old", [({"training.learning_rate": 0.002}, 0.9)])
     new_study(url, {"from": "old"})
+    optuna.delete_study(study_name="old", storage=url)  # gone since: a resumed study does not need it
 
     study, lines = new_study(url, {"from": "old", "top_k": 5})  # resumed, with another top_k
 

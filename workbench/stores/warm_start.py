@@ -62,10 +62,11 @@ def check_sources(spec: StudySpec, storage_url: str) -> None:
     warm = spec.study.warm_start
     if warm is None:
         return
-    names = sorted(s.study_name for s in build_storage(storage_url).get_all_studies())
+    storage = build_storage(storage_url)
+    names = sorted(s.study_name for s in storage.get_all_studies())
     missing = [name for name in warm.from_ if name not in names]
-    if not missing:
-        return
+    if not missing or (spec.study.name in names and not _unseeded(storage, spec.study.name)):
+        return  # a resumed study is not seeded again: its earlier studies may be gone
     held = ", ".join(names[:LISTED_STUDIES]) + (
         f" and {len(names) - LISTED_STUDIES} more" if len(names) > LISTED_STUDIES else ""
     )
@@ -77,6 +78,12 @@ def check_sources(spec: StudySpec, storage_url: str) -> None:
             f"({f'it holds: {held}' if names else 'it holds no study'}); name earlier studies there"
         ],
     )
+
+
+def _unseeded(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """True when study `name` has neither been seeded nor run a trial: `seed_new_study` would seed it."""
+    study_id = storage.get_study_id_from_name(name)
+    return SEEDED_ATTR not in storage.get_study_user_attrs(study_id) and storage.get_n_trials(study_id) == 0
 
 
 def seed_new_study(
