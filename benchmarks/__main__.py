@@ -17,13 +17,14 @@ import sys
 import time
 import traceback
 
-from benchmarks import data_pipeline, first_trial, pruning, trial_overhead, workers
+from benchmarks import data_pipeline, first_trial, pruning, trial_overhead, warm_start, workers
 from benchmarks.common import Figure, env
 
 BENCHMARKS = {  # cheapest first: a run cut short still has the quick figures
     "data_pipeline": data_pipeline.figures,
     "trial_overhead": trial_overhead.figures,
     "time_to_first_trial": first_trial.figures,
+    "warm_start_trials_ratio": warm_start.figures,
     "pruning_compute": pruning.figures,
     "vs_hf_hpsearch": workers.figures,
 }

@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-register", action="store_true", help="do not register the best model")
     run.add_argument(
+        "--warm-start",
+        action="append",
+        default=[],
+        metavar="STUDY",
+        help="a new study's first trials: the best of STUDY, an earlier study in the same storage (repeatable; "
+        "replaces study.warm_start.from)",
+    )
+    run.add_argument(
         "--workers",
         type=int,
         help="run N worker processes on this machine that share the study (spread over visible GPUs)",
@@ -269,7 +277,8 @@ def cmd_study_run(args) -> int:
     from workbench.config.study_file import load_study_file
     from workbench.core import distributed
 
-    spec = load_study_file(args.study_file, _parse_sets(args.set))
+    warm = {"study.warm_start.from": args.warm_start} if args.warm_start else {}
+    spec = load_study_file(args.study_file, {**_parse_sets(args.set), **warm})
     show = _study_progress(args.quiet)
     distributed.install_interrupt_handler()
     distributed.install_preemption_handler()

@@ -65,6 +65,21 @@ class PrunerSpec(SamplerSpec):
     type: str = "median"
 
 
+class WarmStartSpec(_Frozen):
+    """A new study's first trials: the `top_k` best parameter sets of each earlier study in `from` (same storage)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+    from_: tuple[str, ...] = Field(alias="from", min_length=1)  # study names, in the Optuna storage of this study
+    top_k: int = Field(default=3, ge=1)  # parameter sets per earlier study, best first
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value  # `from: demo` means `from: [demo]`
+
+
 class StudySection(_Frozen):
     name: str = Field(min_length=1)
     metric: str = "eval_loss"
@@ -75,6 +90,7 @@ class StudySection(_Frozen):
     )  # seconds; no new trial starts after it (resume counts time spent)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
+    warm_start: WarmStartSpec | None = None  # enqueue earlier studies' best trials first
 
 
 class SyntheticSpec(_Frozen):

@@ -131,7 +131,7 @@ def _known_keys(parent: list[str]) -> list[str]:
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         model = ann
-    return [k for k in model.model_fields if k != "source_dir"]
+    return [f.alias or k for k, f in model.model_fields.items() if k != "source_dir"]  # `from`, not `from_`
 
 
 def _schemas(raw: dict[str, Any]) -> tuple[dict[str, FieldSchema], list[str]]:
@@ -200,6 +200,13 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
             grid_of({k: parse_param(v) for k, v in _mapping(raw.get("search_space")).items()})
         except ValueError as e:
             problems.append(str(e))
+    sources = _mapping(study.get("warm_start")).get("from")
+    if study.get("name") is not None and study["name"] in (
+        sources if isinstance(sources, (list, tuple)) else [sources]
+    ):
+        problems.append(f"study.warm_start.from: {study['name']!r} is this study itself: name earlier studies")
+    if study.get("warm_start") and _mapping(study.get("sampler")).get("type") == "grid":  # it needs every value given
+        problems.append("study.warm_start: the grid sampler tries every combination anyway: remove warm_start")
     problems += _check_optuna_class("study.sampler", study.get("sampler"), "tpe", SAMPLERS, "samplers")
     problems += _check_optuna_class("study.pruner", study.get("pruner"), "median", PRUNERS, "pruners")
     return problems

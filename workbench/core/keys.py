@@ -26,6 +26,9 @@ PRETRAINED_TAG = "workbench.pretrained"  # a fine-tuned checkpoint: "name (locat
 PRETRAINED_SHA256_TAG = "workbench.pretrained_sha256"  # its weights' sha256
 RETRY_OF_TRIAL_TAG = "workbench.retry_of_trial"  # on a preempted trial's retry: the first trial's number
 RETRY_OF_RUN_TAG = "workbench.retry_of_run"  # on a preempted trial's retry: the first trial's run id
+SEEDED_FROM_STUDY_TAG = "workbench.seeded_from_study"  # on a warm-started trial: the study its values came from
+SEEDED_FROM_TRIAL_TAG = "workbench.seeded_from_trial"  # ... and that study's trial number
+SEEDED_FROM_RUN_TAG = "workbench.seeded_from_run"  # ... and that trial's MLflow run id
 # `workbench reproduce`: the outcome, on the reproduced trial's run.
 REPRODUCED_VALUE_TAG = "workbench.reproduced.value"  # the score retraining reached
 REPRODUCED_DIFFERENCE_TAG = "workbench.reproduced.difference"  # reproduced - recorded
@@ -78,3 +81,7 @@ PREEMPTED_ATTR = "preempted"  # "preempted at step S": SIGTERM; not counted, its
 RESUME_ATTR = "resume_from"  # on a queued retry: the checkpoint directory it resumes from
 RETRY_OF_ATTR = "retry_of"  # on a queued retry: the number of the preempted trial
 RETRY_RUN_ATTR = "retry_of_run"  # on a queued retry: the preempted trial's MLflow run id
+WARM_START_ATTR = "workbench.warm_start"  # study: {from, top_k}; set once, so a resumed study is not seeded again
+SEEDED_FROM_STUDY_ATTR = "seeded_from_study"  # a warm-started trial: the study its values came from
+SEEDED_FROM_TRIAL_ATTR = "seeded_from_trial"  # ... and that study's trial number
+SEEDED_FROM_RUN_ATTR = "seeded_from_run"  # ... and that trial's MLflow run id, when it has one

@@ -47,6 +47,7 @@ from workbench.stores.tracking import (
     configure_mlflow,
     resolve_tracking_uri,
 )
+from workbench.stores.warm_start import check_sources, seed_new_study
 from workbench.study.plots import log_study_plots
 from workbench.trial.objective import TrialRunner, long_lived_frozen
 
@@ -144,8 +145,9 @@ class StudySession:
         urls = distributed.on_main(lambda: _check_stores(spec, options))
         prepared = prepare_data(spec, data, options.prepared)  # bad data leaves no empty study or RUNNING run
         opened: list[OpenedStores] = []  # rank 0's: the other ranks get no copy of a study or a client
-        distributed.on_main(lambda: opened.append(_open_stores(spec, options, *urls)))
-        return cls(spec, options, as_progress(progress), prepared, opened[0] if opened else None)
+        shown = as_progress(progress)
+        distributed.on_main(lambda: opened.append(_open_stores(spec, options, *urls, shown.line)))
+        return cls(spec, options, shown, prepared, opened[0] if opened else None)
 
     @property
     def stores(self) -> OpenedStores:
@@ -301,13 +303,17 @@ def _check_stores(spec: StudySpec, options: RunOptions) -> tuple[str, str]:
     if storage_url.startswith("sqlite:///"):
         check_sqlite_writable(storage_url, "--storage")
     check_stored(spec, build_storage(storage_url))
+    check_sources(spec, storage_url)  # a warm start's earlier studies exist
     check_tracking_store(tracking_uri)
     adopt_moved_store(tracking_uri)  # a copied mlruns/ never writes into the original's folder
     return storage_url, tracking_uri
 
 
-def _open_stores(spec: StudySpec, options: RunOptions, storage_url: str, tracking_uri: str) -> OpenedStores:
+def _open_stores(
+    spec: StudySpec, options: RunOptions, storage_url: str, tracking_uri: str, say: Callable[[str], None]
+) -> OpenedStores:
     study = open_study(spec, storage_url)
+    seed_new_study(study, spec, storage_url, options.add_trials, say)  # a warm start: earlier studies' best first
     configure_mlflow(tracking_uri)
     tracking = StudyTracking(tracking_uri, spec.study.name)
     tracking.parent.log_dict(spec.to_dict(), "study_spec.json")

@@ -43,6 +43,7 @@ from workbench.data.splits import TrialData
 from workbench.stores.registry import log_model_dir, remove_logged_model
 from workbench.stores.storage import best_trial, lost_connection
 from workbench.stores.tracking import NullTrialRun, StudyTracking, TrialRun
+from workbench.stores.warm_start import seed_tags
 from workbench.trial.lineage import StudyLineage, log_trial_lineage, study_lineage
 from workbench.trial.training import TrialPreempted, TrialResult, train_trial
 
@@ -149,6 +150,8 @@ class TrialRunner:
         trial.set_user_attr(
             WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"
         )  # where it ran, for the logs and tests
+        if seeded := seed_tags(trial.user_attrs):  # a warm start's trial: the study and trial its values came from
+            run.set_tags(seeded)
         resume = trial.user_attrs.get(RESUME_ATTR)
         if resume is not None:
             run.set_tags(
