@@ -22,6 +22,7 @@ from workbench.config.builders import (
     model_schema,
     training_schema,
 )
+from workbench.config.goals import check_goals
 from workbench.config.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
 from workbench.config.spec import METRICS, PER_CLASS_METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec, TokenizerSpec
 from workbench.core.errors import DataError, StudyFileError, did_you_mean
@@ -181,6 +182,7 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
             grid_of({k: parse_param(v) for k, v in _mapping(raw.get("search_space")).items()})
         except ValueError as e:
             problems.append(str(e))
+    problems += check_goals(raw)
     problems += _check_optuna_class("study.sampler", study.get("sampler"), "tpe", SAMPLERS, "samplers")
     problems += _check_optuna_class("study.pruner", study.get("pruner"), "median", PRUNERS, "pruners")
     return problems

@@ -42,9 +42,19 @@ POSITIVE_TAG = "workbench.positive_label"  # the label binary f1/precision/recal
 EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is tedious"]
 
 
-def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking, trial_dir: Path) -> str | None:
-    """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger`.
+def register_best(
+    spec: StudySpec,
+    best: FrozenTrial,
+    data: TrialData,
+    tracking,
+    trial_dir: Path,
+    *,
+    alias: bool = True,
+    extra_tags: dict | None = None,
+) -> str | None:
+    """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger` (unless not `alias`).
 
+    `extra_tags` go on the version too (objective values, costs, constraints: `stores.shipping`).
     Returns "NAME version N", or None when that trial is already registered or has no model.
     """
     name = spec.registry.model_name
@@ -64,16 +74,18 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
         STUDY_TAG: spec.study.name,
         TRIAL_TAG: best.number,
         METRIC_TAG: spec.study.metric,
-        VALUE_TAG: best.value,
+        VALUE_TAG: best.values[0],
         DIRECTION_TAG: spec.study.direction,
         "workbench.data_digest": data.splits.digest,
     }
     if data.positive_label is not None:
         tags[POSITIVE_TAG] = data.positive_label
+    tags.update(extra_tags or {})
     version = register_model_dir(name, model_dir, data.splits.frame("validation"), tags, run_id)
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    if alias:
+        client.set_registered_model_alias(name, CHALLENGER, version)
     origin = (
-        f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.value:.4f} "
+        f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.values[0]:.4f} "
         f"({spec.study.direction}; the best trial when registered), MLflow run {run_id}."
     )
     client.update_model_version(name, version, description=origin)

@@ -63,6 +63,7 @@ RETRIED_CALLS = (
 # Study attributes: what a resumed study must keep.
 SPACE_ATTR = "workbench.search_space"
 METRIC_ATTR = "workbench.metric"
+OBJECTIVES_ATTR = "workbench.objectives"  # several objectives: their metric names, in order
 ELAPSED_ATTR = "workbench.elapsed_s"  # wall time the study has run, over every session: study.timeout counts it
 # Trial attributes: the trial's MLflow run, where it ran, and why it did not complete.
 RUN_ID_ATTR = "mlflow_run_id"
@@ -255,14 +256,17 @@ def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
     study = optuna.create_study(
         storage=storage,
         study_name=spec.study.name,
-        direction=spec.study.direction,
+        directions=[goal.direction for goal in spec.study.goals],
         sampler=build_sampler(spec),
-        pruner=build_pruner(spec),
+        # Optuna cannot prune several objectives (Trial.report raises): no pruner then
+        pruner=optuna.pruners.NopPruner() if spec.study.multi_objective else build_pruner(spec),
         load_if_exists=True,
     )
     if SPACE_ATTR not in study.user_attrs:
         study.set_user_attr(SPACE_ATTR, describe_space(spec.space))
         study.set_user_attr(METRIC_ATTR, spec.study.metric)
+    if spec.study.multi_objective and OBJECTIVES_ATTR not in study.user_attrs:
+        study.set_user_attr(OBJECTIVES_ATTR, [goal.metric for goal in spec.study.goals])
     return study
 
 
@@ -272,11 +276,14 @@ def check_stored(spec: StudySpec, storage) -> None:
         study_id = storage.get_study_id_from_name(spec.study.name)
     except KeyError:
         return
-    stored_direction = storage.get_study_directions(study_id)[0].name.lower()
+    stored_directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
     attrs = storage.get_study_user_attrs(study_id)
     problems = []
-    if stored_direction != spec.study.direction:
-        problems.append(f"study.direction: {spec.study.direction} differs from the stored study ({stored_direction})")
+    directions = [goal.direction for goal in spec.study.goals]
+    if stored_directions != directions:
+        problems.append(
+            f"study.direction: {', '.join(directions)} differs from the stored study ({', '.join(stored_directions)})"
+        )
     if attrs.get(METRIC_ATTR, spec.study.metric) != spec.study.metric:
         problems.append(f"study.metric: {spec.study.metric} differs from the stored study ({attrs[METRIC_ATTR]})")
     stored_space = attrs.get(SPACE_ATTR)
@@ -347,10 +354,38 @@ def best_trial(study) -> Any | None:
     does not fix: two workers could each see the other's trial as best and both delete their
     saved model. Every caller decides with this one rule.
     """
+    ranked = ranked_trials(study)
+    return ranked[0] if ranked else None
+
+
+def ranked_trials(study) -> list:
+    """Completed trials that met the study's constraints, best first on the (first) objective, ties by number;
+    with several objectives, only those on the Pareto front."""
     from optuna.trial import TrialState
 
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
-        return None
-    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
-    return min(done, key=lambda t: (sign * t.value, t.number))
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+    if len(study.directions) > 1:
+        done = pareto_front(study)
+    sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+    return sorted(done, key=lambda t: (sign * t.values[0], t.number))
+
+
+def kept_trials(study, top_k: int = 1) -> set[int]:
+    """Trials whose saved models may still be registered: the Pareto front, else the `top_k` best."""
+    ranked = ranked_trials(study)
+    return {t.number for t in (ranked if len(study.directions) > 1 else ranked[:top_k])}
+
+
+def is_feasible(trial) -> bool:
+    """A trial meets every constraint it was given (Optuna's rule: each constraint value <= 0)."""
+    return all(v <= 0.0 for v in trial.constraints.values())
+
+
+def objective_names(study) -> list[str]:
+    """The study's objective metrics, in order (one: the study metric)."""
+    return list(study.user_attrs.get(OBJECTIVES_ATTR) or [study.user_attrs.get(METRIC_ATTR, "objective")])
+
+
+def pareto_front(study) -> list:
+    """The feasible trials no other feasible trial beats on every objective, by trial number (Optuna's best_trials)."""
+    return sorted(study.best_trials, key=lambda t: t.number)

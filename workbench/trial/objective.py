@@ -38,10 +38,12 @@ from workbench.stores.storage import (
     STORE_ERROR_ATTR,
     WORKER_ATTR,
     best_trial,
+    kept_trials,
     lost_connection,
 )
 from workbench.stores.tracking import NullTrialRun, StudyTracking, TrialRun
 from workbench.trial.lineage import StudyLineage, log_trial_lineage, study_lineage
+from workbench.trial.outcome import objective_values, record_outcome
 from workbench.trial.training import TrialPreempted, TrialResult, train_trial
 
 logger = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ class TrialRunner:
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
 
-    def objective(self, trial: Any) -> float:
+    def objective(self, trial: Any) -> float | tuple[float, ...]:
         """suggest -> build -> train -> return the best evaluation of the study metric."""
         import optuna
 
@@ -104,9 +106,10 @@ class TrialRunner:
                 on_evaluation=on_evaluation,
                 resume_from=Path(resume) if resume else None,
             )
-            distributed.on_main(lambda: self._complete(run, result))  # a store fault here fails the trial
+            values = objective_values(self.spec, result)
+            distributed.on_main(lambda: self._complete(trial, run, result))  # a store fault here fails the trial
             state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
-            return result.value
+            return values
         except optuna.TrialPruned as e:
             state = "PRUNED"
             self._end_pruned(run, e)
@@ -173,7 +176,8 @@ class TrialRunner:
             self.lineage = study_lineage(self.spec, self.data)
         log_trial_lineage(run, trial_spec, self.data, self.lineage)
 
-    def _complete(self, run: TrialRun, result: TrialResult) -> None:
+    def _complete(self, trial, run: TrialRun, result: TrialResult) -> None:
+        record_outcome(trial, run, self.spec, result)  # costs, constraints, feasibility: before Optuna is told
         run.end("COMPLETE")  # `objective` and `best_<metric>` were logged with each evaluation (TrialCallback)
 
     def _end_pruned(self, run: TrialRun, e: BaseException) -> None:
@@ -215,7 +219,7 @@ class TrialRunner:
         def callback(study, frozen) -> None:
             state = frozen.state.name
             seconds = time.monotonic() - self.started
-            value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
+            value = f"{self.spec.study.metric}={frozen.values[0]:.4f}" if frozen.values else ""
             release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
             reason = next(
                 (
@@ -229,13 +233,14 @@ class TrialRunner:
             line = f"  trial {frozen.number:>3} {state:<8} {value or reason}  ({params}) {seconds:.1f}s"
             self.progress.trial_finished(frozen.number, state, line)
             best = best_trial(study)
-            if frozen.value is not None and best is not None and self.fatal is None:
+            if frozen.values and best is not None and self.fatal is None:
                 self.tracking.parent.log_metrics(
-                    {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value},
+                    {self.spec.study.metric: frozen.values[0], f"best_{self.spec.study.metric}": best.values[0]},
                     step=frozen.number,
                 )
+            top_k = self.spec.selection.top_k if self.spec.selection else 1
             if (
-                best is None or best.number != frozen.number
+                frozen.number not in kept_trials(study, top_k)
             ) and PREEMPTED_ATTR not in frozen.user_attrs:  # its retry resumes from there
                 shutil.rmtree(self.trial_dir(frozen.number), ignore_errors=True)
 
