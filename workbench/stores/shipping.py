@@ -19,6 +19,7 @@ OBJECTIVE_TAG = "workbench.objective."  # each objective's value: workbench.obje
 COST_TAG = "workbench.cost."  # each cost measured on the trial: workbench.cost.params
 CONSTRAINTS_TAG = "workbench.constraints"  # the study's constraints, JSON {metric: {min, max}}
 PARETO_TAG = "workbench.pareto_optimal"  # "true" on versions registered from the Pareto front
+SELECTION_ATTR = "workbench.selection"  # Optuna study user attr: {trial: {mean, sd, scores, seeds}} (`study show`)
 
 
 def version_tags(spec: StudySpec, trial: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ picks the one that gets the alias.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,6 @@ from workbench.stores.shipping import choose, version_tags
 from workbench.stores.storage import RUN_ID_ATTR, pareto_front
 from workbench.trial.outcome import BEST_METRICS_ATTR
 
-logger = logging.getLogger(__name__)
-
 CHALLENGER_TRIAL_TAG = (
     "workbench.challenger_trial"  # on the parent run: the Pareto-optimal trial registry.choose picked
 )
@@ -28,7 +25,7 @@ CHALLENGER_TRIAL_TAG = (
 
 def candidate_values(spec: StudySpec, trial: Any) -> dict[str, float]:
     """Every number `registry.choose` may read of a trial: its objective values, costs and best eval metrics."""
-    values = {k: float(v) for k, v in (trial.user_attrs.get(BEST_METRICS_ATTR) or {}).items()}
+    values = {k: float(v) for k, v in (trial.user_attrs.get(BEST_METRICS_ATTR) or {}).items()}  # eval_* of its best
     costs = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     values.update({k: float(v) for k, v in costs.items()})
     values.update({g.metric: v for g, v in zip(spec.study.goals, trial.values or ())})
@@ -36,10 +33,15 @@ def candidate_values(spec: StudySpec, trial: Any) -> dict[str, float]:
 
 
 def register_front(
-    spec: StudySpec, study: Any, data: TrialData, tracking: Any, trial_dir: Callable[[int], Path]
+    spec: StudySpec,
+    study: Any,
+    data: TrialData,
+    tracking: Any,
+    trial_dir: Callable[[int], Path],
+    say: Callable[[str], None] = lambda line: None,
 ) -> str | None:
     """Register each Pareto-optimal trial (once: a resumed study skips those already registered) and alias the one
-    `registry.choose` picks @challenger; returns a summary line, or None when nothing is registered."""
+    `registry.choose` picks @challenger; returns "NAME version N" of that one, or None. `say` gets one line."""
     front = pareto_front(study)
     name, client = spec.registry.model_name or "", tracking.client
     versions: list[str | None] = []
@@ -54,12 +56,14 @@ def register_front(
     picked = choose([candidate_values(spec, t) for t, _ in kept], spec.registry.choose, spec.study.goals[0])
     numbers = ", ".join(v for _, v in kept)
     if picked is None:
-        logger.warning("registry.choose: no Pareto-optimal version meets its `where`; @challenger not moved")
-        return f"{name} versions {numbers} (Pareto front); none meets registry.choose.where: no @challenger"
+        say(f"Pareto front: {name} versions {numbers}; none meets registry.choose.where: @challenger not moved")
+        return None
     trial, version = kept[picked]
     client.set_registered_model_alias(name, CHALLENGER, version)
     tracking.parent.set_tags({CHALLENGER_TRIAL_TAG: trial.number})
-    return f"{name} versions {numbers} (Pareto front); @challenger version {version} (trial {trial.number})"
+    rule = "registry.choose" if spec.registry.choose else f"the best {spec.study.metric}"
+    say(f"Pareto front: {name} versions {numbers}; {rule} picks version {version} (trial {trial.number})")
+    return f"{name} version {version}"
 
 
 def _version_of(client, name: str, run_id: str | None) -> str | None:

@@ -24,7 +24,7 @@ from workbench.config.study_file import apply_overrides
 from workbench.core.errors import first_line
 from workbench.data.splits import TrialData
 from workbench.stores.registry import register_best
-from workbench.stores.shipping import version_tags
+from workbench.stores.shipping import SELECTION_ATTR, version_tags
 from workbench.stores.storage import RUN_ID_ATTR, ranked_trials
 from workbench.stores.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG, TrialRun
 from workbench.trial.training import TrialResult, train_trial
@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 ALPHA = 0.05  # the paired test's level: above it the top two are "within noise"
 RETRAIN_OF_TAG = "workbench.retrain_of_trial"  # on a retrain run: the trial whose configuration it re-runs
 SEED_TAG = "workbench.seed"
-SELECTION_ATTR = "workbench.selection"  # study user attr: {trial: {mean, sd, scores, seeds}}, read by `study show`
 CHOSEN_TAG = "workbench.selection.chosen_trial"  # on the parent run and the version
 NOTE_TAG = "workbench.selection.note"
 

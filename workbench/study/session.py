@@ -306,7 +306,7 @@ class StudySession:
         or the best trial."""
         spec, tracking, trial_dir = self.spec, self.stores.tracking, self.runner.trial_dir
         if spec.study.multi_objective:
-            return register_front(spec, study, self.data, tracking, trial_dir)
+            return register_front(spec, study, self.data, tracking, trial_dir, self.progress.line)
         if spec.selection is not None and not distributed.is_distributed():  # retrains run in this one process
             self.progress.line(
                 f"selection: retraining the {spec.selection.top_k} best trials "

@@ -192,7 +192,12 @@ def best_metrics(history: list[dict], metric: str, best: float | None) -> dict[s
     """The eval metrics of the first evaluation that reached `best` (the checkpoint load_best_model_at_end keeps)."""
     for entry in history:
         if metric in entry and entry[metric] == best:
-            return {k: float(v) for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+            timing = ("_runtime", "_per_second")  # how long evaluating took, not what the model is
+            return {
+                k: float(v)
+                for k, v in entry.items()
+                if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(timing)
+            }
     return {}
 
 
