@@ -60,7 +60,7 @@ def recorded_breaches(tags: dict[str, str]) -> list[str]:
         if value is None or math.isnan(value):
             out.append(f"{name} not recorded (constraint {_describe(bound)})")
         elif bound.excess(value) > 0:
-            out.append(f"{name} {value:.4g} outside {_describe(bound)}")
+            out.append(f"{name} {value:g} outside {_describe(bound)}")
     return out
 
 
