@@ -1,5 +1,5 @@
 """Constraints on one objective, end to end: pruning still works, infeasible trials are marked (trial attr, run tag,
-`study show`), only a feasible trial is registered, and `promote` refuses a version that breaks a recorded constraint."""
+`study show`), only a feasible trial is registered, and `promote` refuses a version breaking a recorded constraint."""
 
 from __future__ import annotations
 
