@@ -12,17 +12,18 @@ import difflib
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.config.spec import COST_METRICS
 from workbench.core.errors import StoreError, WorkbenchError, first_line
 from workbench.lifecycle.server import ServerSpec, build_server_command, run_until_stopped
 from workbench.stores.db import mask_url
 from workbench.stores.registry import STUDY_TAG as VERSION_STUDY_TAG
 from workbench.stores.registry import TRIAL_TAG as VERSION_TRIAL_TAG
-from workbench.config.spec import COST_METRICS
 from workbench.stores.shipping import SELECTION_ATTR
 from workbench.stores.storage import (
     METRIC_ATTR,
@@ -375,11 +376,12 @@ def _objective_text(view: StudyView) -> str:
     return ", ".join(f"{m} ({d.strip()})" for m, d in zip(view.objectives, view.direction.split(",")))
 
 
-def _goal_columns(view: StudyView) -> tuple[list, list[str]]:
+def _goal_columns(view: StudyView) -> tuple[list[Callable[[TrialRow], str]], list[str]]:
     """Columns for what choosing a model reads: the other objectives, feasibility, mean ± sd over seeds."""
-    columns, header = [], []
+    columns: list[Callable[[TrialRow], str]] = []
+    header: list[str] = []
     for i, name in enumerate(view.objectives[1:], start=1):
-        columns.append(lambda t, i=i: _number(t.values[i]) if t.values else "-")
+        columns.append(lambda t, i=i: _number(t.values[i]) if t.values else "-")  # type: ignore[misc]
         header.append(name)
     if any(t.feasible is not None for t in view.trials):
         columns.append(lambda t: "-" if t.feasible is None else "yes" if t.feasible else "NO")

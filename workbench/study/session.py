@@ -304,15 +304,16 @@ class StudySession:
     def _register(self, study, best) -> str | None:
         """The model to ship: the Pareto front (several objectives), the best by mean over seeds (`selection`),
         or the best trial."""
-        spec, tracking, trial_dir = self.spec, self.stores.tracking, self.runner.trial_dir
+        assert self.stores is not None and self.runner is not None and self.data is not None  # opened: rank 0
+        spec, data, tracking, trial_dir = self.spec, self.data, self.stores.tracking, self.runner.trial_dir
         if spec.study.multi_objective:
-            return register_front(spec, study, self.data, tracking, trial_dir, self.progress.line)
+            return register_front(spec, study, data, tracking, trial_dir, self.progress.line)
         if spec.selection is not None and not distributed.is_distributed():  # retrains run in this one process
             self.progress.line(
                 f"selection: retraining the {spec.selection.top_k} best trials "
                 f"with {spec.selection.seeds} more seeds each"
             )
-            selected = select_by_seeds(spec, study, self.data, tracking, trial_dir, self.runner.workdir)
+            selected = select_by_seeds(spec, study, data, tracking, trial_dir, self.runner.workdir)
             if selected is not None:
                 for line in selection_lines(selected, spec.study.metric):
                     self.progress.line(line)
