@@ -284,6 +284,9 @@ def check_stored(spec: StudySpec, storage) -> None:
         problems.append(
             f"study.direction: {', '.join(directions)} differs from the stored study ({', '.join(stored_directions)})"
         )
+    names = [goal.metric for goal in spec.study.goals]
+    if len(names) > 1 and attrs.get(OBJECTIVES_ATTR, names) != names:
+        problems.append(f"study.objectives: {', '.join(names)} differ from the stored study's")
     if attrs.get(METRIC_ATTR, spec.study.metric) != spec.study.metric:
         problems.append(f"study.metric: {spec.study.metric} differs from the stored study ({attrs[METRIC_ATTR]})")
     stored_space = attrs.get(SPACE_ATTR)

@@ -51,10 +51,11 @@ def latency_ms(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    accepted = _forward_inputs(model)
 
     def predict(text: str) -> None:
         batch = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt").to(device)
-        model(**batch)
+        model(**{k: v for k, v in batch.items() if accepted is None or k in accepted})
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # CUDA runs asynchronously: time the work, not its launch
 
@@ -68,6 +69,16 @@ def latency_ms(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
             timings.append((time.perf_counter() - start) * 1000.0)
     model.train(was_training)
     return statistics.median(timings)
+
+
+def _forward_inputs(model: Any) -> set[str] | None:
+    """The inputs `forward` names (a user's model may not take token_type_ids), or None when it takes **kwargs."""
+    import inspect
+
+    parameters = inspect.signature(model.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
 
 
 def measure_costs(
