@@ -267,6 +267,8 @@ def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
         study.set_user_attr(METRIC_ATTR, spec.study.metric)
     if spec.study.multi_objective and OBJECTIVES_ATTR not in study.user_attrs:
         study.set_user_attr(OBJECTIVES_ATTR, [goal.metric for goal in spec.study.goals])
+        with quiet_experimental():  # trials_dataframe() then has values_eval_f1, values_latency_ms, ...
+            study.set_metric_names([goal.metric for goal in spec.study.goals])
     return study
 
 
