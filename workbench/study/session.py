@@ -317,10 +317,8 @@ class StudySession:
             if selected is not None:
                 for line in selection_lines(selected, spec.study.metric):
                     self.progress.line(line)
-                return register_selected(spec, selected, self.data, tracking)
-        return register_best(
-            spec, best, self.data, tracking, trial_dir(best.number), extra_tags=version_tags(spec, best)
-        )
+                return register_selected(spec, selected, data, tracking)
+        return register_best(spec, best, data, tracking, trial_dir(best.number), extra_tags=version_tags(spec, best))
 
 
 class AskLock:
