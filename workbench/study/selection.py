@@ -27,6 +27,7 @@ from workbench.stores.registry import register_best
 from workbench.stores.shipping import SELECTION_ATTR, version_tags
 from workbench.stores.storage import RUN_ID_ATTR, ranked_trials
 from workbench.stores.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG, TrialRun
+from workbench.trial.lineage import StudyLineage, log_trial_lineage, study_lineage
 from workbench.trial.training import TrialResult, train_trial
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def select_by_seeds(
     top = ranked_trials(study)[: selection.top_k] if selection else []
     if selection is None or not top:
         return None
-    configurations = []
+    configurations, lineage = [], study_lineage(spec, data)
     for trial in top:
         original = SeedRun(
             _seed_of(spec, trial),
@@ -135,7 +136,7 @@ def select_by_seeds(
         )
         runs = [original]
         for offset in range(1, selection.seeds + 1):
-            run = _retrain(spec, trial, original.seed + offset, data, tracking, workdir)
+            run = _retrain(spec, trial, original.seed + offset, data, tracking, workdir, lineage)
             if run is not None:
                 runs.append(run)
         configurations.append(Configuration(trial, runs))
@@ -152,7 +153,9 @@ def _seed_of(spec: StudySpec, trial: Any) -> int:
     return int(trial.params.get("training.seed", spec.training.get("seed", 42)))  # TrainingArguments' default: 42
 
 
-def _retrain(spec: StudySpec, trial: Any, seed: int, data: TrialData, tracking: Any, workdir: Path) -> SeedRun | None:
+def _retrain(
+    spec: StudySpec, trial: Any, seed: int, data: TrialData, tracking: Any, workdir: Path, lineage: StudyLineage
+) -> SeedRun | None:
     """One more seed of `trial`'s configuration, in its own nested run; None (logged) when it fails."""
     import optuna
 
@@ -171,10 +174,9 @@ def _retrain(spec: StudySpec, trial: Any, seed: int, data: TrialData, tracking: 
     run = TrialRun(tracking.client, created.info.run_id)
     folder = workdir / f"selection-{trial.number}-{seed}"
     try:
-        run.log_params(params)
-        result: TrialResult = train_trial(
-            apply_overrides(spec, params), data, optuna.trial.FixedTrial(trial.params), run, folder
-        )
+        trial_spec = apply_overrides(spec, params)
+        log_trial_lineage(run, trial_spec, data, lineage)  # `workbench reproduce RUN_ID` retrains it again
+        result: TrialResult = train_trial(trial_spec, data, optuna.trial.FixedTrial(trial.params), run, folder)
     except Exception as e:  # one failed seed fails alone: the configuration is judged on the seeds that ran
         logger.warning("selection: trial %d seed %d failed: %s", trial.number, seed, first_line(e))
         run.end("FAIL", note=f"retrain of trial {trial.number} with seed {seed} failed: {first_line(e)}")
