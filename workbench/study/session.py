@@ -296,6 +296,8 @@ class StudySession:
                 "best_trial.json",
             )
         log_study_plots(study, tracking, self.spec.study.metric)
+        if best is None and self.spec.study.constraints and outcome.states.get("COMPLETE"):
+            self.progress.line(f"study {self.spec.study.name}: no completed trial meets study.constraints")
         if self.options.register and self.spec.registry.model_name and best is not None:
             outcome.registered = self._register(study, best)
         # other workers may be training in this directory right now
