@@ -10,6 +10,9 @@ import yaml
 from helpers import TINY, merge, tracking_client, trial_runs
 
 from workbench.cli.commands import main
+from workbench.config.study_file import validate_study
+from workbench.trial.outcome import broken_constraints, objective_values
+from workbench.trial.training import TrialResult, best_metrics
 
 CONSTRAINED = {
     "study": {
@@ -76,3 +79,25 @@ def test_promote_refuses_a_version_that_breaks_a_constraint_recorded_with_it(bou
     err = capsys.readouterr().err
     assert "breaks a constraint recorded with it (params 45000 outside max 20000)" in err
     assert client.get_registered_model("bounded-classifier").aliases.get("champion") is None
+
+
+def test_objective_values_read_the_best_checkpoint_and_constraints_say_how_far_off():
+    history = [
+        {"eval_f1": 0.7, "eval_loss": 0.6},
+        {"loss": 0.5},
+        {"eval_f1": 0.8, "eval_loss": 0.4, "eval_runtime": 2.0},
+    ]
+    best = best_metrics(history, "eval_f1", 0.8)
+    assert best == {"eval_f1": 0.8, "eval_loss": 0.4}, "the best evaluation's metrics, not how long it took"
+    raw = merge(TINY, {"study": {"constraints": {"latency_ms": {"max": 20}}}})
+    raw["study"] = {k: v for k, v in raw["study"].items() if k not in ("metric", "direction")}
+    raw["study"]["objectives"] = [
+        {"metric": "eval_f1", "direction": "maximize"},
+        {"metric": "eval_loss", "direction": "minimize"},
+        {"metric": "latency_ms", "direction": "minimize"},
+    ]
+    spec = validate_study(raw)
+    result = TrialResult(0.8, 3, None, {"latency_ms": 31.5, "params": 5000.0}, best)
+    assert objective_values(spec, result) == (0.8, 0.4, 31.5)
+    assert broken_constraints(spec.study.constraints, {"latency_ms": 31.5}) == {"latency_ms": 11.5}
+    assert broken_constraints(spec.study.constraints, {}) == {"latency_ms": float("inf")}
