@@ -216,7 +216,8 @@ def test_study_show_gives_the_test_score_beside_the_validation_score(in_store, c
 @pytest.mark.slow
 def test_promote_and_evaluate_use_the_test_split_and_say_when_there_is_none(in_store, capsys):
     from workbench.cli.commands import main
-    from workbench.stores.registry import METRIC_TAG, register_model_dir
+    from workbench.core.keys import VERSION_METRIC_TAG as METRIC_TAG
+    from workbench.stores.registry import register_model_dir
 
     assert main(["promote", "tiny-classifier", "--dry-run"]) == 0
     out = capsys.readouterr().out

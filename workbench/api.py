@@ -58,7 +58,7 @@ class StudyResult:
 
     @property
     def best_value(self) -> float | None:
-        return self.best_trial.value if self.best_trial is not None else None
+        return self.best_trial.values[0] if self.best_trial is not None else None
 
     @property
     def best_params(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from workbench.config.search_space import ParamSpec, parse_param
 from workbench.core.errors import did_you_mean
@@ -25,6 +25,8 @@ METRICS = (
     "eval_f1_weighted",
 )
 PER_CLASS_METRICS = ("eval_f1_", "eval_recall_")
+# What a trained model costs, measured on every trial (workbench.trial.costs): objectives and constraints may name them.
+COST_METRICS = ("params", "trainable_params", "size_mb", "latency_ms", "train_seconds")
 
 SAMPLERS = {
     "tpe": "TPESampler",
@@ -33,7 +35,9 @@ SAMPLERS = {
     "gp": "GPSampler",
     "qmc": "QMCSampler",
     "grid": "GridSampler",
+    "nsga2": "NSGAIISampler",
 }
+MULTI_OBJECTIVE_SAMPLERS = ("tpe", "nsga2", "gp", "random", "qmc", "grid")
 PRUNERS = {
     "median": "MedianPruner",
     "percentile": "PercentilePruner",
@@ -80,10 +84,40 @@ class WarmStartSpec(_Frozen):
         return [value] if isinstance(value, str) else value  # `from: demo` means `from: [demo]`
 
 
+class ObjectiveSpec(_Frozen):
+    """One objective of a study: a metric a trial computes (eval_*) or measures (a cost), and its direction."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+
+class BoundSpec(_Frozen):
+    """`{max: 20}`, `{min: 0.8}` or both: the range a metric must fall in (inclusive)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> BoundSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both (e.g. {max: 20})")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+    def excess(self, value: float) -> float:
+        """How far `value` lies outside the bounds (0 inside): Optuna's constraint value, feasible when <= 0."""
+        below = self.min - value if self.min is not None else 0.0
+        above = value - self.max if self.max is not None else 0.0
+        return max(below, above, 0.0)
+
+
 class StudySection(_Frozen):
     name: str = Field(min_length=1)
-    metric: str = "eval_loss"
+    metric: str = "eval_loss"  # with `objectives`: the first objective's (training follows it)
     direction: Literal["maximize", "minimize"] = "minimize"
+    objectives: list[ObjectiveSpec] | None = None  # several objectives instead of metric/direction
+    constraints: dict[str, BoundSpec] = {}  # metric -> bounds; a trial outside them is infeasible
     n_trials: int = Field(default=10, ge=0)
     timeout: float | None = Field(
         default=None, gt=0
@@ -91,6 +125,37 @@ class StudySection(_Frozen):
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     warm_start: WarmStartSpec | None = None  # enqueue earlier studies' best trials first
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("objectives") is not None and ({"metric", "direction"} & set(data)):
+            raise ValueError("give study.objectives or study.metric/direction, not both")
+        return data
+
+    @model_validator(mode="after")
+    def _first_objective_leads(self) -> StudySection:
+        if self.objectives:  # early stopping, the best checkpoint and pruning follow the first objective
+            object.__setattr__(self, "metric", self.objectives[0].metric)
+            object.__setattr__(self, "direction", self.objectives[0].direction)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_one_form(self, handler):
+        out = handler(self)
+        if self.objectives:  # metric/direction were derived: re-validating the dump must not see both forms
+            out.pop("metric", None)
+            out.pop("direction", None)
+        return out
+
+    @property
+    def goals(self) -> list[ObjectiveSpec]:
+        """The objectives, in order: `objectives`, or the one `metric`/`direction`."""
+        return list(self.objectives or [ObjectiveSpec(metric=self.metric, direction=self.direction)])
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.goals) > 1
 
 
 class SyntheticSpec(_Frozen):
@@ -191,8 +256,36 @@ class EarlyStoppingSpec(_Frozen):
     threshold: float = Field(default=0.0, ge=0.0)
 
 
+class ChooseSpec(_Frozen):
+    """Which Pareto-optimal version becomes @challenger: the best on one metric among those `where` allows."""
+
+    maximize: str | None = None
+    minimize: str | None = None
+    where: dict[str, BoundSpec] = {}
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> ChooseSpec:
+        if (self.maximize is None) == (self.minimize is None):
+            raise ValueError(
+                "give one of maximize or minimize (e.g. {maximize: eval_f1, where: {latency_ms: {max: 20}}})"
+            )
+        return self
+
+    @property
+    def metric(self) -> str:
+        return self.maximize or self.minimize or ""
+
+
 class RegistrySpec(_Frozen):
     model_name: str | None = None  # registered model name; no registration when absent
+    choose: ChooseSpec | None = None  # several objectives: which Pareto-optimal version is @challenger
+
+
+class SelectionSpec(_Frozen):
+    """After the search: retrain the `top_k` best configurations with `seeds` further seeds; register by mean."""
+
+    top_k: int = Field(default=1, ge=1)
+    seeds: int = Field(default=2, ge=1)
 
 
 class StudySpec(_Frozen):
@@ -207,6 +300,7 @@ class StudySpec(_Frozen):
     early_stopping: EarlyStoppingSpec | None = EarlyStoppingSpec()
     search_space: dict[str, Any] = {}
     registry: RegistrySpec = RegistrySpec()
+    selection: SelectionSpec | None = None
     source_dir: str = "."  # directory of the study file; data paths are relative to it
 
     @property

@@ -26,6 +26,7 @@ from workbench.config.builders import (
     peft_schema,
     training_schema,
 )
+from workbench.config.goals import check_goals
 from workbench.config.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
 from workbench.config.spec import METRICS, PER_CLASS_METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec, TokenizerSpec
 from workbench.core.errors import DataError, StudyFileError, did_you_mean
@@ -207,6 +208,7 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
         problems.append(f"study.warm_start.from: {study['name']!r} is this study itself: name earlier studies")
     if study.get("warm_start") and _mapping(study.get("sampler")).get("type") == "grid":  # it needs every value given
         problems.append("study.warm_start: the grid sampler tries every combination anyway: remove warm_start")
+    problems += check_goals(raw)
     problems += _check_optuna_class("study.sampler", study.get("sampler"), "tpe", SAMPLERS, "samplers")
     problems += _check_optuna_class("study.pruner", study.get("pruner"), "median", PRUNERS, "pruners")
     return problems

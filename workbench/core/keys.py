@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # --- MLflow run tags -------------------------------------------------------------------------
 ROLE_TAG = "workbench.role"  # what a run is: one of the ROLE_* values below
-ROLE_STUDY, ROLE_TRIAL, ROLE_EVALUATION = "study", "trial", "evaluation"
+ROLE_STUDY, ROLE_TRIAL, ROLE_EVALUATION, ROLE_RETRAIN = "study", "trial", "evaluation", "retrain"
 RUN_STUDY_TAG = "optuna.study"  # the Optuna study a study or trial run belongs to
 RUN_TRIAL_TAG = "optuna.trial.number"  # a trial run's Optuna trial number
 RUN_STATE_TAG = "optuna.trial.state"  # a trial run's Optuna state: RUNNING, COMPLETE, PRUNED, FAIL, KILLED
@@ -68,6 +68,7 @@ HISTORY_TAG_PREFIX = "workbench.history."
 # --- Optuna study user attributes: what a resumed study must keep ----------------------------
 SPACE_ATTR = "workbench.search_space"  # the search space, described
 METRIC_ATTR = "workbench.metric"  # the study metric
+OBJECTIVES_ATTR = "workbench.objectives"  # several objectives: their metric names, in order
 ELAPSED_ATTR = "workbench.elapsed_s"  # wall time the study has run, over every session: study.timeout counts it
 
 # --- Optuna trial user attributes: the trial's run, where it ran, why it did not complete ----
@@ -85,3 +86,20 @@ WARM_START_ATTR = "workbench.warm_start"  # study: {from, top_k}; set once, so a
 SEEDED_FROM_STUDY_ATTR = "seeded_from_study"  # a warm-started trial: the study its values came from
 SEEDED_FROM_TRIAL_ATTR = "seeded_from_trial"  # ... and that study's trial number
 SEEDED_FROM_RUN_ATTR = "seeded_from_run"  # ... and that trial's MLflow run id, when it has one
+
+# --- Choosing the model to ship: objectives, costs, constraints, seeds (issue 19) -----------------
+OBJECTIVE_TAG_PREFIX = "workbench.objective."  # version: each objective's value, workbench.objective.latency_ms
+COST_TAG_PREFIX = "workbench.cost."  # version: each cost measured on the trial, workbench.cost.params
+CONSTRAINTS_TAG = "workbench.constraints"  # version: the study's constraints, JSON {metric: {min, max}}
+PARETO_TAG = "workbench.pareto_optimal"  # version: "true" when registered from the Pareto front
+SELECTION_ATTR = "workbench.selection"  # study: {trial: {mean, sd, scores, seeds}} of the seed retrains
+FEASIBLE_ATTR = "feasible"  # trial: False when a completed trial broke a constraint
+FEASIBLE_TAG = "workbench.feasible"  # trial run: the same
+BROKEN_ATTR = "constraints_broken"  # trial: the constraints it broke, with the values
+BEST_METRICS_ATTR = "best_metrics"  # trial: eval metrics of the best checkpoint, {name: value}
+CHALLENGER_TRIAL_TAG = "workbench.challenger_trial"  # parent run: the Pareto-optimal trial registry.choose picked
+RETRAIN_OF_TAG = "workbench.retrain_of_trial"  # retrain run: the trial whose configuration it re-runs
+SEED_TAG = "workbench.seed"  # retrain run: its seed
+SELECTION_TAG_PREFIX = "workbench.selection."  # parent run and version: seed retrains' scores, mean, sd
+CHOSEN_TAG = "workbench.selection.chosen_trial"  # parent run and version: the configuration chosen by mean
+SELECTION_NOTE_TAG = "workbench.selection.note"  # parent run: "within noise" when the top two cannot be told apart

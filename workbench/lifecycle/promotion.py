@@ -27,6 +27,7 @@ from workbench.stores.registry import (
     get_version,
     record_event,
 )
+from workbench.stores.shipping import recorded_breaches
 from workbench.stores.tracking import mlflow_client
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -255,6 +256,13 @@ def promote(
     champ = alias_or_none(client, name, CHAMPION)
     if champ is not None and champ.version == cand.version:
         raise PromotionRefused(f"{name}: version {cand.version} is already @{CHAMPION}: nothing to promote")
+    breaches = recorded_breaches(cand.tags)  # the study's constraints, recorded with the version
+    if breaches and not force:
+        stays = f"v{champ.version}" if champ is not None else "unset"
+        raise PromotionRefused(
+            f"{name}: v{cand.version} breaks a constraint recorded with it ({'; '.join(breaches)}); "
+            f"@{CHAMPION} stays {stays}"
+        )
     metric = cand.tags.get(VERSION_METRIC_TAG, "eval_accuracy").removeprefix("eval_")
     maximize = cand.tags.get(VERSION_DIRECTION_TAG, "maximize") == "maximize"
     positive = cand.tags.get(VERSION_POSITIVE_TAG)  # both versions are scored as the candidate's study scored it

@@ -12,17 +12,26 @@ import difflib
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.config.spec import COST_METRICS
 from workbench.core.errors import StoreError, WorkbenchError, first_line
-from workbench.core.keys import METRIC_ATTR, RUN_ID_ATTR, VERSION_STUDY_TAG, VERSION_TRIAL_TAG, VERSION_VALUE_TAG
+from workbench.core.keys import (
+    METRIC_ATTR,
+    RUN_ID_ATTR,
+    SELECTION_ATTR,
+    VERSION_STUDY_TAG,
+    VERSION_TRIAL_TAG,
+    VERSION_VALUE_TAG,
+)
 from workbench.lifecycle.server import ServerSpec, build_server_command, run_until_stopped
 from workbench.stores.db import mask_url
 from workbench.stores.holdout import TEST_PREFIX
-from workbench.stores.storage import best_trial, open_storage_readonly
+from workbench.stores.storage import best_trial, is_feasible, objective_names, open_storage_readonly, pareto_front
 from workbench.stores.tracking import mlflow_client, resolve_existing_tracking_uri
 
 FORMATS = ("table", "json", "csv")
@@ -39,6 +48,11 @@ class TrialRow:
     params: dict[str, Any]  # the searched parameters, dotted keys
     run_id: str  # the trial's MLflow run
     best: bool = False
+    values: list[float] | None = None  # one per objective (several objectives)
+    pareto: bool = False  # on the Pareto front (several objectives)
+    feasible: bool | None = None  # met the study's constraints (None: no constraints, or not complete)
+    costs: dict[str, float] = field(default_factory=dict)  # workbench.trial.costs
+    seeds: dict[str, Any] | None = None  # selection: mean, sd, scores, seeds over the retrains
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class StudyView:
     trials: list[TrialRow]
     registry: list[VersionRow] = field(default_factory=list)
     registry_note: str = ""  # why the registry could not be read, if it could not
+    objectives: list[str] = field(default_factory=list)  # several objectives: their metrics, in order
+    pareto_front: list[int] = field(default_factory=list)  # trial numbers
 
     def states(self) -> dict[str, int]:
         return _count_states(t.state for t in self.trials)
@@ -92,12 +108,12 @@ def list_studies(storage_url: str | None = None) -> list[StudySummary]:
         out.append(
             StudySummary(
                 name,
-                study.direction.name.lower(),
+                _directions(study),
                 study.user_attrs.get(METRIC_ATTR, "?"),
                 len(trials),
                 _count_states(t.state.name for t in trials),
                 best.number if best else None,
-                best.value if best else None,
+                best.values[0] if best else None,
                 max(times).isoformat(timespec="seconds") if times else None,
             )
         )
@@ -121,10 +137,13 @@ def show_study(name: str, storage_url: str | None = None, tracking_uri: str | No
         )
         raise WorkbenchError(f"study {name!r}: not in the Optuna store ({hint})")
     study = _load(storage, name)
-    maximize = study.direction.name == "MAXIMIZE"
+    maximize = study.directions[0].name == "MAXIMIZE"
     best = best_trial(study)
+    front = {t.number for t in pareto_front(study)} if len(study.directions) > 1 else set()
+    seeds = study.user_attrs.get(SELECTION_ATTR) or {}
     rows = [
-        _trial_row(t, maximize, best is not None and t.number == best.number) for t in study.get_trials(deepcopy=False)
+        _with_goals(_trial_row(t, maximize, best is not None and t.number == best.number), t, front, seeds)
+        for t in study.get_trials(deepcopy=False)
     ]
     try:
         registry, note = _registered_versions(name, tracking_uri), ""
@@ -132,13 +151,34 @@ def show_study(name: str, storage_url: str | None = None, tracking_uri: str | No
         registry, note = [], str(e)
     return StudyView(
         name,
-        study.direction.name.lower(),
+        _directions(study),
         study.user_attrs.get(METRIC_ATTR, "?"),
         best.number if best else None,
-        best.value if best else None,
+        best.values[0] if best else None,
         rows,
         registry,
         note,
+        objective_names(study) if front else [],
+        sorted(front),
+    )
+
+
+def _directions(study) -> str:
+    return ", ".join(d.name.lower() for d in study.directions)
+
+
+def _with_goals(row: TrialRow, trial, front: set[int], seeds: dict) -> TrialRow:
+    """The row with what choosing a model reads: objective values, Pareto front, feasibility, costs, seeds."""
+    feasible = is_feasible(trial) if trial.constraints and trial.state.name == "COMPLETE" else None
+    costs = {k: float(trial.user_attrs[k]) for k in COST_METRICS if k in trial.user_attrs}
+    values = list(trial.values) if front and trial.values else None
+    return replace(
+        row,
+        values=values,
+        pareto=trial.number in front,
+        feasible=feasible,
+        costs=costs,
+        seeds=seeds.get(str(trial.number)),
     )
 
 
@@ -152,7 +192,7 @@ def _trial_row(trial, maximize: bool, is_best: bool) -> TrialRow:
     state = trial.state.name
     steps = trial.intermediate_values
     if state == "COMPLETE":
-        score = trial.value
+        score = trial.values[0]
     elif state == "FAIL" or not steps:
         score = None
     else:  # pruned or still running: the best evaluation it reached
@@ -310,13 +350,15 @@ def render_show(view: StudyView, fmt: str = "table") -> str:
         _best_text(view.best_trial, view.best_value) if view.best_trial is not None else "none yet (no complete trial)"
     )
     states = _states_text(len(view.trials), view.states())
-    head = f"study {view.name}: {view.direction} {view.metric}, {states}; best {best}"
+    head = f"study {view.name}: {_objective_text(view)}, {states}; best {best}"
+    extra, extra_header = _goal_columns(view)
     rows = [
         [
-            "*" if t.best else "",
+            "*" if t.best else "+" if t.pareto else "",
             t.number,
             t.state,
             _number(t.score),
+            *(column(t) for column in extra),
             t.evaluations,
             _duration(t.duration_s),
             *(_number(t.params.get(k)) for k in keys),
@@ -327,17 +369,42 @@ def render_show(view: StudyView, fmt: str = "table") -> str:
     lines = [
         head,
         "",
-        _grid(["", "trial", "state", "score", "evals", "duration", *short, "mlflow run"], rows)
+        _grid(["", "trial", "state", "score", *extra_header, "evals", "duration", *short, "mlflow run"], rows)
         if rows
         else "  no trials yet",
         "",
     ]
     lines.append(
         "score: the study metric of the best evaluation (pruned trials: the best reached before pruning); "
-        "* the best trial"
+        "* the best trial" + ("; + on the Pareto front" if view.pareto_front else "")
     )
     lines.extend(_registry_lines(view))
     return "\n".join(lines)
+
+
+def _objective_text(view: StudyView) -> str:
+    """`maximize eval_f1`, or with several objectives `eval_f1 (maximize), latency_ms (minimize)`."""
+    if not view.objectives:
+        return f"{view.direction} {view.metric}"
+    return ", ".join(f"{m} ({d.strip()})" for m, d in zip(view.objectives, view.direction.split(",")))
+
+
+def _goal_columns(view: StudyView) -> tuple[list[Callable[[TrialRow], str]], list[str]]:
+    """Columns for what choosing a model reads: the other objectives, feasibility, mean ± sd over seeds."""
+    columns: list[Callable[[TrialRow], str]] = []
+    header: list[str] = []
+    for i, name in enumerate(view.objectives[1:], start=1):
+        columns.append(lambda t, i=i: _number(t.values[i]) if t.values else "-")  # type: ignore[misc]
+        header.append(name)
+    if any(t.feasible is not None for t in view.trials):
+        columns.append(lambda t: "-" if t.feasible is None else "yes" if t.feasible else "NO")
+        header.append("feasible")
+    if any(t.seeds for t in view.trials):
+        columns.append(
+            lambda t: f"{t.seeds['mean']:.4f}±{t.seeds['sd']:.4f} ({len(t.seeds['scores'])})" if t.seeds else "-"
+        )
+        header.append("mean±sd (seeds)")
+    return columns, header
 
 
 def _registry_lines(view: StudyView) -> list[str]:

@@ -45,10 +45,20 @@ CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous-ch
 EXAMPLE_TEXTS = ["a charming, moving film", "the plot is dull and the pacing is tedious"]
 
 
-def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking, trial_dir: Path) -> str | None:
-    """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger`.
+def register_best(
+    spec: StudySpec,
+    best: FrozenTrial,
+    data: TrialData,
+    tracking,
+    trial_dir: Path,
+    *,
+    alias: bool = True,
+    extra_tags: dict | None = None,
+) -> str | None:
+    """Log the best trial's saved model as a pyfunc model, register it, alias it `challenger` (unless not `alias`).
 
     With a test split, the model is scored on it first, once (`stores.holdout`), and carries it.
+    `extra_tags` go on the version too (objective values, costs, constraints: `stores.shipping`).
 
     Returns "NAME version N", or None when that trial is already registered or has no model.
     """
@@ -72,12 +82,13 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
         VERSION_STUDY_TAG: spec.study.name,
         VERSION_TRIAL_TAG: best.number,
         VERSION_METRIC_TAG: spec.study.metric,
-        VERSION_VALUE_TAG: best.value,
+        VERSION_VALUE_TAG: best.values[0],
         VERSION_DIRECTION_TAG: spec.study.direction,
         VERSION_DATA_DIGEST_TAG: data.splits.digest,
     }
     if data.positive_label is not None:
         tags[VERSION_POSITIVE_TAG] = data.positive_label
+    tags.update(extra_tags or {})
     with tempfile.TemporaryDirectory() as tmp:
         if model_uri is not None and not (model_dir / "config.json").is_file():  # trained on another machine
             model_dir = fetch_model_dir(model_uri, Path(tmp))
@@ -88,11 +99,12 @@ def register_best(spec: StudySpec, best: FrozenTrial, data: TrialData, tracking,
         version = register_model_uri(name, log_model_dir(model_dir, *frames, run_id=run_id), tags)
     if model_uri is not None:  # the registered copy carries the test split; the trial's own is not needed
         remove_logged_model(client, model_uri)
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    if alias:
+        client.set_registered_model_alias(name, CHALLENGER, version)
     if test is not None and run_id:
         log_test_metrics(client, run_id, test)
     origin = (
-        f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.value:.4f} "
+        f"From study {spec.study.name!r}, trial {best.number}: {spec.study.metric} = {best.values[0]:.4f} "
         f"on validation ({spec.study.direction}; the best trial when registered), MLflow run {run_id}."
         + (f" {test.describe(spec.study.metric)}" if test else "")
     )

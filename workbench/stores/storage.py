@@ -18,7 +18,7 @@ from workbench.config.search_space import describe_space, grid_of
 from workbench.config.spec import PRUNERS, SAMPLERS, StudySpec
 from workbench.core import distributed, settings
 from workbench.core.errors import StoreError, StudyFileError, error_chain, first_line
-from workbench.core.keys import FAIL_REASON_ATTR, METRIC_ATTR, RUN_ID_ATTR, SPACE_ATTR
+from workbench.core.keys import FAIL_REASON_ATTR, METRIC_ATTR, OBJECTIVES_ATTR, RUN_ID_ATTR, SPACE_ATTR
 from workbench.stores.db import absolute_sqlite, default_sqlite, driver_url, existing_sqlite, mask_url
 from workbench.stores.journal import absolute_journal, build_journal_storage, is_journal
 from workbench.stores.retrying import RetryingRDBStorage, lost_connection
@@ -185,14 +185,19 @@ def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
     study = optuna.create_study(
         storage=storage,
         study_name=spec.study.name,
-        direction=spec.study.direction,
+        directions=[goal.direction for goal in spec.study.goals],
         sampler=build_sampler(spec),
-        pruner=build_pruner(spec),
+        # Optuna cannot prune several objectives (Trial.report raises): no pruner then
+        pruner=optuna.pruners.NopPruner() if spec.study.multi_objective else build_pruner(spec),
         load_if_exists=True,
     )
     if SPACE_ATTR not in study.user_attrs:
         study.set_user_attr(SPACE_ATTR, describe_space(spec.space))
         study.set_user_attr(METRIC_ATTR, spec.study.metric)
+    if spec.study.multi_objective and OBJECTIVES_ATTR not in study.user_attrs:
+        study.set_user_attr(OBJECTIVES_ATTR, [goal.metric for goal in spec.study.goals])
+        with quiet_experimental():  # trials_dataframe() then has values_eval_f1, values_latency_ms, ...
+            study.set_metric_names([goal.metric for goal in spec.study.goals])
     return study
 
 
@@ -202,11 +207,17 @@ def check_stored(spec: StudySpec, storage) -> None:
         study_id = storage.get_study_id_from_name(spec.study.name)
     except KeyError:
         return
-    stored_direction = storage.get_study_directions(study_id)[0].name.lower()
+    stored_directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
     attrs = storage.get_study_user_attrs(study_id)
     problems = []
-    if stored_direction != spec.study.direction:
-        problems.append(f"study.direction: {spec.study.direction} differs from the stored study ({stored_direction})")
+    directions = [goal.direction for goal in spec.study.goals]
+    if stored_directions != directions:
+        problems.append(
+            f"study.direction: {', '.join(directions)} differs from the stored study ({', '.join(stored_directions)})"
+        )
+    names = [goal.metric for goal in spec.study.goals]
+    if len(names) > 1 and attrs.get(OBJECTIVES_ATTR, names) != names:
+        problems.append(f"study.objectives: {', '.join(names)} differ from the stored study's")
     if attrs.get(METRIC_ATTR, spec.study.metric) != spec.study.metric:
         problems.append(f"study.metric: {spec.study.metric} differs from the stored study ({attrs[METRIC_ATTR]})")
     stored_space = attrs.get(SPACE_ATTR)
@@ -277,10 +288,38 @@ def best_trial(study) -> Any | None:
     does not fix: two workers could each see the other's trial as best and both delete their
     saved model. Every caller decides with this one rule.
     """
+    ranked = ranked_trials(study)
+    return ranked[0] if ranked else None
+
+
+def ranked_trials(study) -> list:
+    """Completed trials that met the study's constraints, best first on the (first) objective, ties by number;
+    with several objectives, only those on the Pareto front."""
     from optuna.trial import TrialState
 
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
-        return None
-    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
-    return min(done, key=lambda t: (sign * t.value, t.number))
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+    if len(study.directions) > 1:
+        done = pareto_front(study)
+    sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+    return sorted(done, key=lambda t: (sign * t.values[0], t.number))
+
+
+def kept_trials(study, top_k: int = 1) -> set[int]:
+    """Trials whose saved models may still be registered: the Pareto front, else the `top_k` best."""
+    ranked = ranked_trials(study)
+    return {t.number for t in (ranked if len(study.directions) > 1 else ranked[:top_k])}
+
+
+def is_feasible(trial) -> bool:
+    """A trial meets every constraint it was given (Optuna's rule: each constraint value <= 0)."""
+    return all(v <= 0.0 for v in trial.constraints.values())
+
+
+def objective_names(study) -> list[str]:
+    """The study's objective metrics, in order (one: the study metric)."""
+    return list(study.user_attrs.get(OBJECTIVES_ATTR) or [study.user_attrs.get(METRIC_ATTR, "objective")])
+
+
+def pareto_front(study) -> list:
+    """The feasible trials no other feasible trial beats on every objective, by trial number (Optuna's best_trials)."""
+    return sorted(study.best_trials, key=lambda t: t.number)

@@ -20,6 +20,7 @@ from workbench.config.search_space import CategoricalSpec, ParamSpec
 from workbench.config.spec import StudySpec
 from workbench.core.errors import StudyFileError, did_you_mean
 from workbench.core.keys import (
+    RUN_ID_ATTR,
     SEEDED_FROM_RUN_ATTR,
     SEEDED_FROM_RUN_TAG,
     SEEDED_FROM_STUDY_ATTR,
@@ -29,7 +30,7 @@ from workbench.core.keys import (
     WARM_START_ATTR,
 )
 from workbench.stores.db import mask_url
-from workbench.stores.storage import RUN_ID_ATTR, build_storage
+from workbench.stores.storage import build_storage
 
 if TYPE_CHECKING:
     import optuna

@@ -1,4 +1,5 @@
-"""Pictures of a study for its parent run: optimization history, intermediate values, importances.
+"""Pictures of a study for its parent run: optimization history, intermediate values, importances;
+with several objectives, the Pareto front.
 
 Each as a PNG (matplotlib) and together in one interactive page, `plots/study.html` (plotly,
 its JavaScript embedded once, so the page opens offline in the MLflow UI). The study metric
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workbench.core.errors import first_line
-from workbench.stores.storage import best_trial, quiet_experimental
+from workbench.stores.storage import best_trial, objective_names, quiet_experimental
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ def _plots(study, module) -> dict[str, Callable]:
         "optimization_history": module.plot_optimization_history,
         "intermediate_values": module.plot_intermediate_values,
     }
+    if len(study.directions) > 1:  # nothing reports intermediate values there; the front is the picture
+        plots = {"pareto_front": module.plot_pareto_front, "optimization_history": module.plot_optimization_history}
     best = best_trial(study)
     if (
         sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) >= 2
@@ -53,7 +56,13 @@ def _plots(study, module) -> dict[str, Callable]:
 
 def _call(name: str, plot: Callable, study, metric: str):
     """The plot with the study metric named on its value axis (Optuna's default says "Objective Value")."""
-    return plot(study) if name == "intermediate_values" else plot(study, target_name=metric)
+    if name == "intermediate_values":
+        return plot(study)
+    if name == "pareto_front":  # every trial drawn, the front highlighted; the axes named by the objectives
+        return plot(study, target_names=objective_names(study))
+    if len(study.directions) > 1:  # other plots draw one value: the first objective's
+        return plot(study, target=lambda t: t.values[0], target_name=metric)
+    return plot(study, target_name=metric)
 
 
 def _draw_pngs(study, metric: str, folder: Path) -> list[str]:

@@ -28,6 +28,7 @@ from workbench.data.splits import TrialData, prepare_data
 from workbench.stores.ask_lock import ask_lock_for
 from workbench.stores.db import STORE_DIR, check_sqlite_writable, mask_url
 from workbench.stores.registry import register_best
+from workbench.stores.shipping import version_tags
 from workbench.stores.storage import (
     TrialCounts,
     best_trial,
@@ -48,7 +49,9 @@ from workbench.stores.tracking import (
     resolve_tracking_uri,
 )
 from workbench.stores.warm_start import check_sources, seed_new_study
+from workbench.study.pareto import register_front
 from workbench.study.plots import log_study_plots
+from workbench.study.selection import register_selected, select_by_seeds, selection_lines
 from workbench.trial.objective import TrialRunner, long_lived_frozen
 
 logger = logging.getLogger(__name__)
@@ -174,7 +177,7 @@ class StudySession:
                 counts.finished,
                 self.stores.target,
                 dict(states),
-                best.value if best is not None else None,
+                best.values[0] if best is not None else None,
                 best.number if best is not None else None,
             )
         )
@@ -284,17 +287,38 @@ class StudySession:
         outcome.states = dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
         best = best_trial(study)
         if best is not None:
-            outcome.best_value, outcome.best_trial = best.value, best.number
-            tracking.parent.set_tags({"best_trial": best.number, f"best_{self.spec.study.metric}": best.value})
+            outcome.best_value, outcome.best_trial = best.values[0], best.number
+            tracking.parent.set_tags({"best_trial": best.number, f"best_{self.spec.study.metric}": best.values[0]})
             tracking.parent.log_dict(
-                {"number": best.number, "value": best.value, "params": best.params}, "best_trial.json"
+                {"number": best.number, "value": best.values[0], "values": best.values, "params": best.params},
+                "best_trial.json",
             )
         log_study_plots(study, tracking, self.spec.study.metric)
+        if best is None and self.spec.study.constraints and outcome.states.get("COMPLETE"):
+            self.progress.line(f"study {self.spec.study.name}: no completed trial meets study.constraints")
         if self.options.register and self.spec.registry.model_name and best is not None:
-            trial_dir = self.runner.trial_dir(best.number)
-            outcome.registered = register_best(self.spec, best, self.data, tracking, trial_dir)
+            outcome.registered = self._register(study, best)
         # other workers may be training in this directory right now
         self.runner.clean_up(keep=outcome.best_trial, running=running_trials(study))
+
+    def _register(self, study, best) -> str | None:
+        """The model to ship: the Pareto front (several objectives), the best by mean over seeds (`selection`),
+        or the best trial."""
+        assert self.stores is not None and self.runner is not None and self.data is not None  # opened: rank 0
+        spec, data, tracking, trial_dir = self.spec, self.data, self.stores.tracking, self.runner.trial_dir
+        if spec.study.multi_objective:
+            return register_front(spec, study, data, tracking, trial_dir, self.progress.line)
+        if spec.selection is not None and not distributed.is_distributed():  # retrains run in this one process
+            self.progress.line(
+                f"selection: retraining the {spec.selection.top_k} best trials "
+                f"with {spec.selection.seeds} more seeds each"
+            )
+            selected = select_by_seeds(spec, study, data, tracking, trial_dir, self.runner.workdir)
+            if selected is not None:
+                for line in selection_lines(selected, spec.study.metric):
+                    self.progress.line(line)
+                return register_selected(spec, selected, data, tracking)
+        return register_best(spec, best, data, tracking, trial_dir(best.number), extra_tags=version_tags(spec, best))
 
 
 def _check_stores(spec: StudySpec, options: RunOptions) -> tuple[str, str]:

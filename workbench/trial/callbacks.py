@@ -50,6 +50,7 @@ class TrialCallback(TrainerCallback):
         self.pruned_at: int | None = None  # evaluation index where the pruner stopped the trial
         self.on_evaluation = on_evaluation  # (evaluation index, value) on rank 0: the live progress display
         self.preempted_at: int | None = None  # global step of the checkpoint saved on SIGTERM
+        self.reports = True  # False with several objectives: Optuna's Trial.report raises there, nothing prunes
 
     def on_train_begin(self, args, state, control, **kwargs):
         """A trial resumed from a checkpoint goes on counting from its evaluations (the Trainer restored `state`)."""
@@ -96,7 +97,7 @@ class TrialCallback(TrainerCallback):
 
         def log_report_prune() -> bool:  # rank 0 only
             self.run.log_metrics(logged, step=state.global_step)
-            if problem is not None:
+            if problem is not None or not self.reports:
                 return False
             self.trial.report(value, self.evaluations)
             return bool(self.trial.should_prune())

@@ -41,10 +41,11 @@ from workbench.core.keys import (
 from workbench.core.progress import StudyProgress
 from workbench.data.splits import TrialData
 from workbench.stores.registry import log_model_dir, remove_logged_model
-from workbench.stores.storage import best_trial, lost_connection
+from workbench.stores.storage import best_trial, kept_trials, lost_connection
 from workbench.stores.tracking import NullTrialRun, StudyTracking, TrialRun
 from workbench.stores.warm_start import seed_tags
 from workbench.trial.lineage import StudyLineage, log_trial_lineage, study_lineage
+from workbench.trial.outcome import objective_values, record_outcome
 from workbench.trial.training import TrialPreempted, TrialResult, train_trial
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ class TrialRunner:
     def trial_dir(self, number: int) -> Path:
         return self.workdir / f"trial-{number}"
 
-    def objective(self, trial: Any) -> float:
-        """suggest -> build -> train -> return the best evaluation of the study metric.
+    def objective(self, trial: Any) -> float | tuple[float, ...]:
+        """suggest -> build -> train -> return the best evaluation of the study metric (one per objective).
 
         The trial's own failure is recorded and raised as `TrialFailed` (the study goes on);
         what stops the study (a store down, a full disk, SIGTERM, ranks out of step) is raised as itself.
@@ -109,9 +110,10 @@ class TrialRunner:
                 on_evaluation=on_evaluation,
                 resume_from=Path(resume) if resume else None,
             )
+            values = objective_values(self.spec, result)
             distributed.on_main(lambda: self._complete(trial, run, result))  # a store fault here fails the trial
             state = f"COMPLETE {self.spec.study.metric}={result.value!r}"
-            return result.value
+            return values
         except optuna.TrialPruned as e:
             state = "PRUNED"
             self._end_pruned(trial, run, e)
@@ -184,7 +186,8 @@ class TrialRunner:
         log_trial_lineage(run, trial_spec, self.data, self.lineage)
 
     def _complete(self, trial, run: TrialRun, result: TrialResult) -> None:
-        if self.publish_models and self._beats_best(trial.study, result.value):
+        record_outcome(trial, run, self.spec, result)  # costs, constraints, feasibility: before Optuna is told
+        if self.publish_models and result.value is not None and self._beats_best(trial.study, result.value):
             self._publish_model(trial, run)
         run.end("COMPLETE")  # `objective` and `best_<metric>` were logged with each evaluation (TrialCallback)
 
@@ -267,7 +270,7 @@ class TrialRunner:
         """One progress line per trial, the parent run's curve, checkpoint clean-up."""
         self.current = None
         seconds = time.monotonic() - self.started
-        value = f"{self.spec.study.metric}={frozen.value:.4f}" if frozen.value is not None else ""
+        value = f"{self.spec.study.metric}={frozen.values[0]:.4f}" if frozen.values else ""
         release_memory()  # the trial's model, optimizer and batches, before the next trial allocates
         reasons = (FAIL_REASON_ATTR, STORE_ERROR_ATTR, PREEMPTED_ATTR)
         reason = next((frozen.user_attrs[k] for k in reasons if k in frozen.user_attrs), "")
@@ -277,12 +280,13 @@ class TrialRunner:
         if not study_goes_on:
             return
         best = best_trial(study)
-        if frozen.value is not None and best is not None:
+        if frozen.values and best is not None:
             self.tracking_of_main().parent.log_metrics(
-                {self.spec.study.metric: frozen.value, f"best_{self.spec.study.metric}": best.value},
+                {self.spec.study.metric: frozen.values[0], f"best_{self.spec.study.metric}": best.values[0]},
                 step=frozen.number,
             )
-        if self.publish_models or best is None or best.number != frozen.number:  # local files are scratch then
+        top_k = self.spec.selection.top_k if self.spec.selection else 1
+        if self.publish_models or frozen.number not in kept_trials(study, top_k):  # local files are scratch then
             shutil.rmtree(self.trial_dir(frozen.number), ignore_errors=True)
 
     def clean_up(self, keep: int | None, running: Collection[int] = frozenset()) -> None:

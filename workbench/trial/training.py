@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import shutil
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from workbench.data.splits import TrialData
 from workbench.model.adapters import merged, parameter_counts, peft_params
 from workbench.model.user_code import write_model_class
 from workbench.trial.callbacks import TrialCallback
+from workbench.trial.costs import LATENCY_TEXTS, measure_costs
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -144,6 +146,8 @@ class TrialResult:
     value: float  # best evaluation of the study metric
     evaluations: int
     model_dir: Path | None  # saved best model + tokenizer (rank 0 only)
+    costs: dict[str, float] = field(default_factory=dict)  # workbench.trial.costs, measured on rank 0
+    metrics: dict[str, float] = field(default_factory=dict)  # eval metrics of the best evaluation
 
 
 def train_trial(
@@ -169,6 +173,7 @@ def train_trial(
 
     maximize = spec.study.direction == "maximize"
     reporter = TrialCallback(trial, run, spec.study.metric, maximize, label=label, on_evaluation=on_evaluation)
+    reporter.reports = not spec.study.multi_objective  # Optuna cannot prune (nor take reports of) several objectives
     keep_checkpoints = False
     try:
         trainer = distributed.together(
@@ -177,7 +182,9 @@ def train_trial(
         distributed.on_main(lambda: log_params(run, trainer, spec))
         resume = str(resume_from) if resume_from is not None else None
         # a rank failing alone in a step stops the job within seconds
+        started = time.monotonic()
         distributed.together(lambda: trainer.train(resume_from_checkpoint=resume), in_step=True)
+        train_seconds = time.monotonic() - started
         if reporter.preempted_at is not None:
             keep_checkpoints = True
             raise TrialPreempted(
@@ -191,11 +198,36 @@ def train_trial(
         distributed.on_main(
             lambda: save_model(trainer, model_dir, spec.model.get("class"))
         )  # the best checkpoint, restored at the end
-        return TrialResult(reporter.best, reporter.evaluations, model_dir if is_main else None)
+        costs = distributed.on_main(lambda: log_costs(run, trainer, data, model_dir, spec, train_seconds))
+        best = best_metrics(trainer.state.log_history, spec.study.metric, reporter.best)
+        return TrialResult(reporter.best, reporter.evaluations, model_dir if is_main else None, costs, best)
     finally:
         # after `together(trainer.train)`: no rank still loads the best checkpoint from here
         if not keep_checkpoints:
             shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+
+
+def log_costs(
+    run: TrialRun, trainer: Trainer, data: TrialData, model_dir: Path, spec: StudySpec, train_seconds: float
+) -> dict[str, float]:
+    """Rank 0: measure what the trained model costs and log it as metrics on the trial's run."""
+    texts = data.splits.validation[:LATENCY_TEXTS]["text"]  # a fixed sample: the same texts time every trial
+    costs = measure_costs(trainer.model, data.tokenizer, model_dir, texts, spec.data.max_length, train_seconds)
+    run.log_metrics(costs, step=trainer.state.global_step)
+    return costs
+
+
+def best_metrics(history: list[dict], metric: str, best: float | None) -> dict[str, float]:
+    """The eval metrics of the first evaluation that reached `best` (the checkpoint load_best_model_at_end keeps)."""
+    for entry in history:
+        if metric in entry and entry[metric] == best:
+            timing = ("_runtime", "_per_second")  # how long evaluating took, not what the model is
+            return {
+                k: float(v)
+                for k, v in entry.items()
+                if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(timing)
+            }
+    return {}
 
 
 def save_model(trainer: Trainer, model_dir: Path, model_class: str | None = None) -> None:
