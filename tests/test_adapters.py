@@ -104,6 +104,7 @@ def test_adapter_keys_are_checked_against_peft_config_class(tiny_bert, write_stu
     )
 
 
+@pytest.mark.slow
 def test_a_study_asking_for_adapters_without_peft_installed_names_the_extra(tiny_bert, write_study, workdir):
     path = lora_study(write_study)
     result = without_peft(["study", "run", str(path)], workdir)

@@ -117,6 +117,7 @@ SPAM = ["cheap pills now", "lunch at noon", "win a prize", "see you at noon"] * 
 SPAM_LABELS = ["spam", "ham", "spam", "ham"] * 10
 
 
+@pytest.mark.slow
 def test_binary_metric_of_string_labels_needs_the_positive_label(stores, write_study, workdir, capsys):
     path = write_study(
         study={"name": "spam", "metric": "eval_f1"},
@@ -137,6 +138,7 @@ def test_binary_metric_of_string_labels_needs_the_positive_label(stores, write_s
     assert snapshot(workdir) == stores
 
 
+@pytest.mark.slow
 def test_per_class_metric_and_class_weights_are_checked_against_the_labels(stores, write_study, workdir, capsys):
     train = csv(workdir / "train.csv", zip(SPAM, SPAM_LABELS))
     path = write_study(

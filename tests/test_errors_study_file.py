@@ -192,6 +192,7 @@ def test_search_space_combination_that_cannot_build_fails_the_trial_not_the_stud
     assert "hidden_size (16) must be divisible by num_heads (3)" in trials[16].user_attrs["fail_reason"]
 
 
+@pytest.mark.slow
 def test_subprocess_prints_one_line_and_no_traceback(write_study, workdir):
     path = write_study(training={"learning_rate": "fast"}, model={"hiden_size": 8})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

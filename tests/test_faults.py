@@ -38,6 +38,7 @@ def with_password(url: str, password: str) -> str:
         ("--tracking-uri", "http://trainer:{secret}@127.0.0.1:1"),
     ],
 )
+@pytest.mark.slow
 def test_an_unreachable_store_is_named_with_its_password_masked(write_study, flag, url):
     secret = f"pw-{uuid.uuid4().hex[:8]}"
     url = url.format(secret=secret)

@@ -16,6 +16,7 @@ def refused_line(capsys, argv) -> str:
     return capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_trial_run_records_lineage_and_reproduces(write_study, workdir, capsys):
     import workbench
     from workbench.trial.lineage import git_commit

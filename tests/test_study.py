@@ -98,6 +98,7 @@ def test_resumed_study_with_another_direction_is_refused(write_study):
         open_study(changed, resolve_storage())
 
 
+@pytest.mark.slow
 def test_the_same_study_run_twice_gives_the_same_tokenizer_and_trial_values(write_study, tmp_path):
     # a vocabulary smaller than the corpus asks for: the cut falls among pieces seen equally often
     path = write_study(study={"n_trials": 2}, tokenizer={"vocab_size": 120})
@@ -118,6 +119,7 @@ def test_the_same_study_run_twice_gives_the_same_tokenizer_and_trial_values(writ
     assert tokenizers[0] == tokenizers[1]
 
 
+@pytest.mark.slow
 def test_timeout_starts_no_trial_after_the_budget_and_resume_counts_time_spent(write_study, capsys):
     # 30 epochs and no early stopping: the first trial must outlast the 1 s budget however fast trials get
     path = write_study(

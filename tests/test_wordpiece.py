@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from workbench.data.splits import SPECIAL_TOKENS
 from workbench.data.wordpiece import learn_vocab, train_wordpiece
 
@@ -15,6 +17,7 @@ build_tokenizer(TokenizerSpec(vocab_size=int(sys.argv[2])), list(splits.train["t
 """
 
 
+@pytest.mark.slow
 def test_two_processes_build_the_same_tokenizer_byte_for_byte(tmp_path):
     # 150 is smaller than the corpus needs: the cut falls among pieces of equal counts
     for vocab_size in ("150", "5000"):

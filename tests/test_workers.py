@@ -102,6 +102,7 @@ def test_impossible_worker_plans_name_the_flag(workers, per_gpu, gpus, message):
         plan_workers(workers, per_gpu, gpus)
 
 
+@pytest.mark.slow
 def test_workers_per_gpu_without_gpus_is_a_one_line_usage_error(write_study):
     result = cli("study", "run", str(write_study()), "--workers-per-gpu", "2", CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 2

@@ -256,13 +256,8 @@ def promote(
     champ = alias_or_none(client, name, CHAMPION)
     if champ is not None and champ.version == cand.version:
         raise PromotionRefused(f"{name}: version {cand.version} is already @{CHAMPION}: nothing to promote")
-    breaches = recorded_breaches(cand.tags)  # the study's constraints, recorded with the version
-    if breaches and not force:
-        stays = f"v{champ.version}" if champ is not None else "unset"
-        raise PromotionRefused(
-            f"{name}: v{cand.version} breaks a constraint recorded with it ({'; '.join(breaches)}); "
-            f"@{CHAMPION} stays {stays}"
-        )
+    if not force:
+        _refuse_broken_constraints(name, cand, champ)
     metric = cand.tags.get(VERSION_METRIC_TAG, "eval_accuracy").removeprefix("eval_")
     maximize = cand.tags.get(VERSION_DIRECTION_TAG, "maximize") == "maximize"
     positive = cand.tags.get(VERSION_POSITIVE_TAG)  # both versions are scored as the candidate's study scored it
@@ -303,6 +298,17 @@ def promote(
     if not dry_run:
         _apply(client, decision)
     return decision
+
+
+def _refuse_broken_constraints(name: str, cand, champ) -> None:
+    """A candidate that breaks a constraint recorded with it (its study's) is refused before it is scored."""
+    breaches = recorded_breaches(cand.tags)
+    if breaches:
+        stays = f"v{champ.version}" if champ is not None else "unset"
+        raise PromotionRefused(
+            f"{name}: v{cand.version} breaks a constraint recorded with it ({'; '.join(breaches)}); "
+            f"@{CHAMPION} stays {stays}"
+        )
 
 
 def _gate(

@@ -69,14 +69,9 @@ def register_best(
     client = tracking.client
     if run_id and client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
         return None  # resumed with no better trial: nothing new to register
-    model_dir = trial_dir / "model"
-    model_uri = best.user_attrs.get(MODEL_URI_ATTR)  # logged to the tracking store when it became the best
+    model_dir, model_uri = trial_dir / "model", best.user_attrs.get(MODEL_URI_ATTR)
     if model_uri is None and not (model_dir / "config.json").is_file():
-        host = best.user_attrs.get(WORKER_ATTR, "").rpartition(":")[0]
-        if host and host != socket.gethostname():  # a local study on several machines: each keeps its own models
-            logger.warning("registry: the best trial (%d) ran on %s; `study run` there registers it", best.number, host)
-        else:
-            logger.warning("registry: the best trial's model is missing at %s; nothing registered", model_dir)
+        _say_where_the_model_is(best, model_dir)
         return None
     tags = {
         VERSION_STUDY_TAG: spec.study.name,
@@ -110,6 +105,15 @@ def register_best(
     )
     client.update_model_version(name, version, description=origin)
     return f"{name} version {version}"
+
+
+def _say_where_the_model_is(best: FrozenTrial, model_dir: Path) -> None:
+    """Why a best trial without a model here is not registered: it ran elsewhere, or its folder is gone."""
+    host = best.user_attrs.get(WORKER_ATTR, "").rpartition(":")[0]
+    if host and host != socket.gethostname():  # a local study on several machines: each keeps its own models
+        logger.warning("registry: the best trial (%d) ran on %s; `study run` there registers it", best.number, host)
+    else:
+        logger.warning("registry: the best trial's model is missing at %s; nothing registered", model_dir)
 
 
 def register_model_dir(name: str, model_dir: Path, eval_frame, tags: dict, run_id: str | None) -> str:
