@@ -75,3 +75,36 @@ def test_two_machines_on_postgresql_never_run_a_trial_past_the_target(postgres_u
         assert [m.exitcode for m in machines] == [0, 0]
         trials = optuna.load_study(study_name=name, storage=build_storage(postgres_url)).get_trials()
         assert len(trials) == 2, f"repetition {repetition}: {len(trials)} trials for a target of 2"
+
+
+@pytest.mark.slow
+def test_two_machines_running_the_study_command_on_postgresql_and_a_server_overshoot_by_nothing(
+    write_study, postgres_url, mlflow_server, tmp_path
+):
+    """The real command on two "machines" (own working directories, so own mlruns/trials/) at once, 20 times."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "WORKBENCH_STORAGE")}
+    env["PYTHONPATH"] = str(root)
+    path = write_study(study={"n_trials": 2}, training={"num_train_epochs": 1})
+    for repetition in range(20):
+        name = f"race-e2e-{repetition}"
+        machines = []
+        for m in (0, 1):
+            home = tmp_path / f"machine-{m}-{repetition}"
+            home.mkdir()
+            command = [sys.executable, "-m", "workbench", "--tracking-uri", mlflow_server.url, "--storage"]
+            command += [postgres_url, "study", "run", str(path), "--set", f"study.name={name}", "--no-register"]
+            machines.append(
+                subprocess.Popen(
+                    command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                )
+            )
+        printed = [machine.communicate(timeout=600)[0] for machine in machines]
+        assert [machine.returncode for machine in machines] == [0, 0], "\n".join(p[-2000:] for p in printed)
+        trials = optuna.load_study(study_name=name, storage=build_storage(postgres_url)).get_trials()
+        assert len(trials) == 2, f"repetition {repetition}: {len(trials)} trials for a target of 2"
