@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from workbench.config.spec import COST_METRICS
-from workbench.trial.costs import PARAMS, SIZE_MB, TRAINABLE_PARAMS, count_params, latency_ms, weights_size_mb
+from workbench.model.adapters import parameter_counts
+from workbench.trial.costs import PARAMS, SIZE_MB, TRAINABLE_PARAMS, latency_ms, weights_size_mb
 
 
 class Tiny(torch.nn.Module):
@@ -30,7 +31,7 @@ def tokenize(text, truncation, max_length, return_tensors):
 
 
 def test_costs_count_all_and_trainable_parameters_and_the_saved_weights(tmp_path):
-    assert count_params(Tiny()) == {PARAMS: 50.0, TRAINABLE_PARAMS: 10.0}
+    assert parameter_counts(Tiny()) == {PARAMS: 50.0, TRAINABLE_PARAMS: 10.0}
     (tmp_path / "model.safetensors").write_bytes(b"0" * 1_500_000)
     (tmp_path / "config.json").write_text("{}")  # not weights
     assert weights_size_mb(tmp_path) == 1.5

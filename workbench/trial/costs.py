@@ -26,15 +26,6 @@ WARMUP_CALLS = 3  # untimed calls first: allocator, kernels and caches warm
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
 
 
-def count_params(model: Any) -> dict[str, float]:
-    """All parameters and those that train (a LoRA adapter trains a few of many)."""
-    params = list(model.parameters())
-    return {
-        PARAMS: float(sum(p.numel() for p in params)),
-        TRAINABLE_PARAMS: float(sum(p.numel() for p in params if p.requires_grad)),
-    }
-
-
 def weights_size_mb(model_dir: Path) -> float:
     """Megabytes (10^6 bytes) of the saved weights in `model_dir`."""
     files = {f for pattern in WEIGHT_FILES for f in model_dir.rglob(pattern)}
@@ -82,11 +73,18 @@ def _forward_inputs(model: Any) -> set[str] | None:
 
 
 def measure_costs(
-    model: Any, tokenizer: Any, model_dir: Path, texts: Sequence[str], max_length: int, train_seconds: float
+    model: Any,
+    tokenizer: Any,
+    model_dir: Path,
+    texts: Sequence[str],
+    max_length: int,
+    train_seconds: float,
+    counts: dict[str, float],
 ) -> dict[str, float]:
-    """Every cost of one trained model: params, trainable_params, size_mb, latency_ms, train_seconds."""
+    """Every cost of one trained model: `counts` (params, trainable_params: `model.adapters.parameter_counts`
+    of the model as trained, before adapters are merged), size_mb, latency_ms, train_seconds."""
     return {
-        **count_params(model),
+        **counts,
         SIZE_MB: weights_size_mb(model_dir),
         LATENCY_MS: latency_ms(model, tokenizer, list(texts)[:LATENCY_TEXTS], max_length),
         TRAIN_SECONDS: train_seconds,

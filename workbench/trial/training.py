@@ -195,10 +195,11 @@ def train_trial(
         if reporter.best is None:
             raise RuntimeError("the trial never evaluated: set training.eval_strategy to 'epoch' or 'steps'")
         model_dir = trial_dir / "model"
+        counts = parameter_counts(trainer.model)  # as trained: saving merges a LoRA adapter into the backbone
         distributed.on_main(
             lambda: save_model(trainer, model_dir, spec.model.get("class"))
         )  # the best checkpoint, restored at the end
-        costs = distributed.on_main(lambda: log_costs(run, trainer, data, model_dir, spec, train_seconds))
+        costs = distributed.on_main(lambda: log_costs(run, trainer, data, model_dir, spec, train_seconds, counts))
         best = best_metrics(trainer.state.log_history, spec.study.metric, reporter.best)
         return TrialResult(reporter.best, reporter.evaluations, model_dir if is_main else None, costs, best)
     finally:
@@ -208,11 +209,18 @@ def train_trial(
 
 
 def log_costs(
-    run: TrialRun, trainer: Trainer, data: TrialData, model_dir: Path, spec: StudySpec, train_seconds: float
+    run: TrialRun,
+    trainer: Trainer,
+    data: TrialData,
+    model_dir: Path,
+    spec: StudySpec,
+    train_seconds: float,
+    counts: dict[str, float],
 ) -> dict[str, float]:
     """Rank 0: measure what the trained model costs and log it as metrics on the trial's run."""
     texts = data.splits.validation[:LATENCY_TEXTS]["text"]  # a fixed sample: the same texts time every trial
-    costs = measure_costs(trainer.model, data.tokenizer, model_dir, texts, spec.data.max_length, train_seconds)
+    model, tokenizer, length = trainer.model, data.tokenizer, spec.data.max_length
+    costs = measure_costs(model, tokenizer, model_dir, texts, length, train_seconds, counts)
     run.log_metrics(costs, step=trainer.state.global_step)
     return costs
 
