@@ -83,3 +83,9 @@ def test_selection_retrains_the_top_two_with_two_seeds_and_registers_by_mean(wor
     capsys.readouterr()
     assert main(["study", "show", "seeds"]) == 0
     assert "mean±sd (seeds)" in capsys.readouterr().out
+
+    # concluding the finished study again (a second `study conclude`, a resume) retrains and registers nothing
+    assert main(["study", "conclude", "seeds.yaml"]) == 0
+    assert "already retrained and registered; nothing new" in capsys.readouterr().out
+    assert len(client.search_runs([experiment.experiment_id], "tags.`workbench.role` = 'retrain'")) == 4
+    assert len(client.search_model_versions("name = 'seeds-classifier'")) == 1

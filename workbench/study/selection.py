@@ -250,3 +250,10 @@ def selection_lines(result: Selection, metric: str) -> list[str]:
     if result.note:
         lines.append(f"selection: {result.note}")
     return lines
+
+
+def selection_is_current(study: Any, top_k: int) -> bool:
+    """True when the study's `top_k` best trials are those an earlier conclusion retrained (and registered):
+    a resumed or re-concluded study with no better trial retrains nothing and registers nothing new."""
+    previous = study.user_attrs.get(SELECTION_ATTR) or {}
+    return bool(previous) and {str(t.number) for t in ranked_trials(study)[:top_k]} == set(previous)

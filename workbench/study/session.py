@@ -51,7 +51,7 @@ from workbench.stores.tracking import (
 from workbench.stores.warm_start import check_sources, seed_new_study
 from workbench.study.pareto import register_front
 from workbench.study.plots import log_study_plots
-from workbench.study.selection import register_selected, select_by_seeds, selection_lines
+from workbench.study.selection import register_selected, select_by_seeds, selection_is_current, selection_lines
 from workbench.trial.objective import TrialRunner, long_lived_frozen
 
 logger = logging.getLogger(__name__)
@@ -308,6 +308,9 @@ class StudySession:
         spec, data, tracking, trial_dir = self.spec, self.data, self.stores.tracking, self.runner.trial_dir
         if spec.study.multi_objective:
             return register_front(spec, study, data, tracking, trial_dir, self.progress.line)
+        if spec.selection is not None and selection_is_current(study, spec.selection.top_k):
+            self.progress.line("selection: the best trials are those already retrained and registered; nothing new")
+            return None
         if spec.selection is not None and not distributed.is_distributed():  # retrains run in this one process
             self.progress.line(
                 f"selection: retraining the {spec.selection.top_k} best trials "
