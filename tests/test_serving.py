@@ -21,6 +21,7 @@ def test_registered_model_holds_no_pickle_and_carries_weights_and_tokenizer(keyw
     import mlflow
 
     mlflow.set_tracking_uri(keyword_registry.tracking_uri)
+    mlflow.set_registry_uri(keyword_registry.tracking_uri)  # an earlier in-process study set its own
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{keyword_registry.name}/2", dst_path=str(tmp_path)))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".bin", ".pt"))], files
