@@ -6,7 +6,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,3 +83,17 @@ def sst2_texts(n: int, split: str = "train") -> tuple[list[str], list[int]]:
 
     frame = read_table(SST2 / f"{split}.tsv", f"sst2 {split}").head(n)
     return [str(t) for t in frame["sentence"]], [int(x) for x in frame["label"]]
+
+
+def run_sst2_figures(figures: Callable[[bool], list[Figure]], doc: str) -> None:
+    """`python benchmarks/NAME.py [--quick]` for a benchmark on SST-2: its figures as JSON lines, or why not."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if sst2_missing():
+        print(sst2_missing())
+        return
+    for figure in figures(args.quick):
+        print(figure.line())

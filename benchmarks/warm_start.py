@@ -13,7 +13,6 @@ cold studies', summed over seeds.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SST2, Figure, quiet, sst2_missing
+from benchmarks.common import SST2, Figure, quiet, run_sst2_figures, sst2_missing
 from benchmarks.pruning import study_dict as sst2_study
 
 EARLIER_SEED = 100
@@ -116,14 +115,7 @@ def figures(quick: bool, show=print) -> list[Figure]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    if sst2_missing():
-        print(sst2_missing())
-        return
-    for f in figures(args.quick):
-        print(f.line())
+    run_sst2_figures(figures, __doc__ or "")
 
 
 if __name__ == "__main__":

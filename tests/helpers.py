@@ -3,6 +3,7 @@ the tiny study and its merge, a tiny pretrained BERT, and an MLflow client with 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.stores.tracking import mlflow_client, resolve_tracking_uri
@@ -110,3 +111,21 @@ def pretrained_study(write_study, model: dict, **changes) -> Path:
     raw.pop("tokenizer")
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+@contextmanager
+def study_run_in(folder: Path, name: str, raw: dict):
+    """Write `raw` as `folder/NAME.yaml`, run it there with `workbench study run` in this process, and
+    stay in the folder, on its own stores (no tracking store from the outside), until the block ends."""
+    import pytest
+    import yaml
+
+    from workbench.cli.commands import main
+
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        assert main(["study", "run", f"{name}.yaml"]) == 0
+        yield folder

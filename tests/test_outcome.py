@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-from helpers import TINY, merge, tracking_client, trial_runs
+from helpers import TINY, merge, study_run_in, tracking_client, trial_runs
 
 from workbench.cli.commands import main
 from workbench.config.study_file import validate_study
@@ -33,13 +32,7 @@ CONSTRAINED = {
 
 @pytest.fixture(scope="module")
 def bounded_study(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bounded")
-    (folder / "bounded.yaml").write_text(yaml.safe_dump(merge(TINY, CONSTRAINED), sort_keys=False))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        assert main(["study", "run", "bounded.yaml"]) == 0
+    with study_run_in(tmp_path_factory.mktemp("bounded"), "bounded", merge(TINY, CONSTRAINED)) as folder:
         yield folder
 
 

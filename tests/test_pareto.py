@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-from helpers import TINY, merge, tracking_client
+from helpers import TINY, merge, study_run_in, tracking_client
 
 from workbench.cli.commands import main
 
@@ -35,16 +34,10 @@ TWO_OBJECTIVES = {
 
 @pytest.fixture(scope="module")
 def front_study(tmp_path_factory):
-    """The study, run once for the module; yields (its folder, what `study run` printed)."""
-    folder = tmp_path_factory.mktemp("front")
+    """The study, run once for the module; its folder."""
     raw = merge(TINY, TWO_OBJECTIVES)
     raw["study"] = {k: v for k, v in raw["study"].items() if k not in ("metric", "direction")}
-    (folder / "front.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        assert main(["study", "run", "front.yaml"]) == 0
+    with study_run_in(tmp_path_factory.mktemp("front"), "front", raw) as folder:
         yield folder
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from workbench.stores.db import driver_url
+from workbench.stores.journal import is_journal, journal_path
 
 
 class AskLock(Protocol):
@@ -118,9 +119,8 @@ class JournalAskLock:
 
 def ask_lock_for(storage_url: str, study_name: str, workdir: Path) -> AskLock:
     """The lock that covers every worker able to reach `storage_url`."""
-    scheme = storage_url.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme in ("postgresql", "postgres"):
+    if is_journal(storage_url):
+        return JournalAskLock(journal_path(storage_url))
+    if storage_url.split(":", 1)[0].split("+", 1)[0].lower() in ("postgresql", "postgres"):
         return PostgresAskLock(storage_url, study_name)
-    if scheme == "journal":
-        return JournalAskLock(Path(storage_url.split(":", 1)[1].removeprefix("//")))
     return FileAskLock(workdir / f".{study_name}.ask.lock")

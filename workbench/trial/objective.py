@@ -187,22 +187,22 @@ class TrialRunner:
 
     def _complete(self, trial, run: TrialRun, result: TrialResult) -> None:
         record_outcome(trial, run, self.spec, result)  # costs, constraints, feasibility: before Optuna is told
-        if self.publish_models and result.value is not None and self._beats_best(trial.study, result.value):
-            self._publish_model(trial, run)
+        if self.publish_models and result.value is not None:
+            previous = best_trial(trial.study)  # one read of the storage for both the test and the clean-up
+            if self._beats(previous, result.value):
+                self._publish_model(trial, run, previous)
         run.end("COMPLETE")  # `objective` and `best_<metric>` were logged with each evaluation (TrialCallback)
 
-    def _beats_best(self, study, value: float) -> bool:
-        best = best_trial(study)
+    def _beats(self, best, value: float) -> bool:
         if best is None or best.value is None:
             return True
         return value > best.value if self.spec.study.direction == "maximize" else value < best.value
 
-    def _publish_model(self, trial, run: TrialRun) -> None:
+    def _publish_model(self, trial, run: TrialRun, previous) -> None:
         """Log the new best trial's model to the tracking store (its run's LoggedModel); remove the one it beat.
 
         The study's best model then outlives the machine that trained it (an array task that ended).
         """
-        previous = best_trial(trial.study)
         model_dir = self.trial_dir(trial.number) / "model"
         uri = log_model_dir(model_dir, self.data.splits.frame("validation"), run_id=run.run_id)
         trial.set_user_attr(MODEL_URI_ATTR, uri)
