@@ -1,3 +1,4 @@
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -30,8 +31,22 @@ def test_loss_only_with_labels_and_output_shape():
     assert out.loss.ndim == 0 and out.loss.item() > 0
 
 
-def test_padding_does_not_change_the_prediction():
-    model = WorkbenchForSequenceClassification(small()).eval()
+ENCODERS = {  # every model the config can describe
+    "transformer, mean": {},
+    "transformer, max": {"pooling": "max"},
+    "transformer, cls, bag of tokens": {"pooling": "cls", "bag_of_tokens": True},
+    "cnn": {"encoder": "cnn"},
+    "cnn, widths 2 and 3, bag of tokens": {"encoder": "cnn", "kernel_sizes": [2, 3], "bag_of_tokens": True},
+}
+
+
+@pytest.mark.parametrize("fields", ENCODERS.values(), ids=ENCODERS.keys())
+def test_padding_does_not_change_the_prediction(fields):
+    torch.manual_seed(0)
+    model = WorkbenchForSequenceClassification(small(**fields))
+    if model.bag is not None:  # it starts at zero: give it weights, so padding could show if it counted
+        torch.nn.init.normal_(model.bag.weight)
+    model.eval()
     ids = torch.randint(1, 50, (1, 6))
     padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 4)], dim=1).long()
@@ -41,8 +56,9 @@ def test_padding_does_not_change_the_prediction():
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_save_and_load_round_trip_through_auto_classes(tmp_path):
-    model = WorkbenchForSequenceClassification(small(pooling="cls")).eval()
+@pytest.mark.parametrize("fields", [{"pooling": "cls"}, {"encoder": "cnn", "bag_of_tokens": True}], ids=["cls", "cnn"])
+def test_save_and_load_round_trip_through_auto_classes(tmp_path, fields):
+    model = WorkbenchForSequenceClassification(small(**fields)).eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
     assert AutoConfig.from_pretrained(tmp_path).model_type == "workbench-encoder"
@@ -54,7 +70,26 @@ def test_save_and_load_round_trip_through_auto_classes(tmp_path):
 
 
 def test_config_refuses_heads_that_do_not_divide_the_width():
-    import pytest
-
     with pytest.raises(ValueError, match="divisible"):
         WorkbenchConfig(hidden_size=16, num_heads=3)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"encoder": "lstm"}, "encoder must be one of transformer, cnn, not 'lstm'"),
+        ({"encoder": "cnn", "kernel_sizes": []}, "kernel_sizes must be a list of positive integers"),
+        ({"pooling": "sum"}, "pooling must be one of mean, max, cls, not 'sum'"),
+    ],
+)
+def test_config_refuses_an_unknown_encoder_pooling_or_kernel(fields, message):
+    with pytest.raises(ValueError, match=message):
+        WorkbenchConfig(**fields)
+
+
+def test_cnn_has_no_transformer_parts_and_the_bag_starts_at_zero():
+    model = WorkbenchForSequenceClassification(small(encoder="cnn", kernel_sizes=[3, 5], bag_of_tokens=True))
+    assert model.position_embeddings is None and len(model.blocks) == 0 and model.ln_f is None
+    assert [c.kernel_size[0] for c in model.convs.convs] == [3, 5]
+    assert model.classifier.in_features == 2 * 16  # one max-pooled vector per width
+    assert torch.all(model.bag.weight == 0), "the bag-of-tokens term starts as nothing: the encoder alone"
