@@ -115,13 +115,14 @@ class ConvEncoder(nn.Module):
     def __init__(self, config: WorkbenchConfig):
         super().__init__()
         h = config.hidden_size
-        self.convs = nn.ModuleList(nn.Conv1d(h, h, k) for k in config.kernel_sizes)
+        self.widths = list(config.kernel_sizes)
+        self.convs = nn.ModuleList(nn.Conv1d(h, h, k) for k in self.widths)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         pad = ~attention_mask.bool().unsqueeze(1)  # (b, 1, t)
         x = x.transpose(1, 2)  # (b, h, t): channels first
-        # padded to keep the length (torch's padding="same" warns for even widths): position i sees tokens from i
-        same = [F.pad(x, ((k - 1) // 2, k // 2)) for k in (conv.kernel_size[0] for conv in self.convs)]
+        # padded as torch's padding="same" would (which warns for even widths): the output keeps the length
+        same = [F.pad(x, ((k - 1) // 2, k // 2)) for k in self.widths]
         return torch.cat([F.relu(conv(y)).masked_fill(pad, 0.0).amax(2) for conv, y in zip(self.convs, same)], dim=1)
 
 
