@@ -61,3 +61,25 @@ def test_bad_python_data_is_one_clear_error(workdir):
     spec = workbench.load_study_spec(TINY, study={"name": "bad-data"})
     with pytest.raises(workbench.WorkbenchError, match="is not a dataset"):
         workbench.run_study(spec, data=42, progress=lambda line: None)
+
+
+def test_a_cnn_study_with_a_searched_bag_of_tokens_registers_a_model_that_serves(workdir):
+    import mlflow
+    import pandas as pd
+
+    spec = workbench.load_study_spec(
+        TINY,
+        study={"name": "cnn", "n_trials": 2, "sampler": {"type": "grid"}},
+        model={"encoder": "cnn", "kernel_sizes": [2, 3], "hidden_size": 16},
+        search_space={"model.bag_of_tokens": {"choices": [False, True]}},
+    )
+    result = workbench.run_study(spec, progress=lambda line: None)
+    assert set(result.trials["state"]) == {"COMPLETE"}
+    assert sorted(result.trials["params_model.bag_of_tokens"]) == [False, True]
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    predicted = model.predict(pd.DataFrame({"text": ["a charming, moving film", "dull"]}))
+    assert list(predicted["label"]) and set(predicted["label"]) <= set(LABELS)
+    served = model.unwrap_python_model().model  # the classifier as the registry loaded it back
+    assert served.config.encoder == "cnn" and served.config.kernel_sizes == [2, 3]
+    assert served.config.bag_of_tokens == result.best_params["model.bag_of_tokens"]
+    assert (served.bag is not None) == served.config.bag_of_tokens
