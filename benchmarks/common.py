@@ -70,6 +70,14 @@ def timed(into: dict, key: str) -> Iterator[None]:
         into[key] = into.get(key, 0.0) + time.perf_counter() - start
 
 
+def pool(workers: int = 2):
+    """Processes for studies run side by side (spawned: no torch state forked); each sets its own threads."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+
 def sst2_missing() -> str | None:
     """None when SST-2 is at hand, else the message a skipped figure carries."""
     if (SST2 / "train.tsv").is_file() and (SST2 / "dev.tsv").is_file():
