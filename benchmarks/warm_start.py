@@ -63,14 +63,14 @@ def run_one(job: tuple[str, int, tuple, Path, list[str] | None, str]) -> list[fl
     import torch
 
     from workbench.config.study_file import validate_study
-    from workbench.study.session import RunOptions, run_study
+    from workbench.study.session import RunOptions, run_session
 
     name, seed, size, tokenizer, warm_from, folder = job
     quiet()
     torch.set_num_threads(1)  # two studies at once on 2 cores: one thread each
     os.chdir(folder)
     spec = validate_study(study_dict(name, seed, size, tokenizer, warm_from))
-    run_study(spec, RunOptions(register=False), progress=lambda line: None)
+    run_session(spec, RunOptions(register=False), progress=lambda line: None)
     return values(name, Path(folder))
 
 
