@@ -58,7 +58,11 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def quiet() -> None:
+    """Libraries' progress and info lines off, in this process (a spawned one too)."""
+    import optuna
+
     os.environ.update({k: v for k, v in QUIET.items() if k not in os.environ})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @contextmanager
