@@ -58,6 +58,17 @@ def trials_to_reach(values: list[float], target: float) -> tuple[int, bool]:
     return len(values), False
 
 
+def create_stores(folder: Path) -> None:
+    """The folder's Optuna and MLflow SQLite stores, with their tables."""
+    from mlflow.tracking import MlflowClient
+
+    from workbench.stores.storage import build_storage
+
+    (folder / "mlruns").mkdir()
+    build_storage(f"sqlite:///{folder}/mlruns/optuna.db")
+    MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db").search_experiments()
+
+
 def run_one(job: tuple[str, int, tuple, Path, list[str] | None, str]) -> list[float]:
     """One study, in a process of the pool, in the shared folder (one storage: warm starts read earlier studies)."""
     import torch
@@ -89,6 +100,7 @@ def measure(quick: bool, show=print) -> tuple[float, list[str]]:
         size = (trials, epochs, train, dev)
         tokenizer = Path(tmp) / "tokenizer"  # one for every study: WordPiece training is not deterministic
         prepare_data(validate_study(study_dict("tokenizer", 0, size, None))).tokenizer.save_pretrained(tokenizer)
+        create_stores(Path(tmp))  # once, before two processes would race to create the same SQLite tables
         earlier = list(workers.map(run_one, [(n, s, size, tokenizer, None, tmp) for n, s in EARLIER.items()]))
         for name, got in zip(EARLIER, earlier):
             show(f"  {name}: best eval_accuracy {max(got):.4f} at trial {got.index(max(got)) + 1}")
