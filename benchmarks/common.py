@@ -58,7 +58,11 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def quiet() -> None:
+    """Libraries' progress and info lines off, in this process (a spawned one too)."""
+    import optuna
+
     os.environ.update({k: v for k, v in QUIET.items() if k not in os.environ})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @contextmanager
@@ -68,6 +72,14 @@ def timed(into: dict, key: str) -> Iterator[None]:
         yield
     finally:
         into[key] = into.get(key, 0.0) + time.perf_counter() - start
+
+
+def pool(workers: int = 2):
+    """Processes for studies run side by side (spawned: no torch state forked); each sets its own threads."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
 
 def sst2_missing() -> str | None:

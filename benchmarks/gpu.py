@@ -76,11 +76,11 @@ class Recorder:
 
 def packing(cfg: dict, cpu: bool, record: Recorder, show=print) -> None:
     trials, sets = cfg["trials"], cfg["sets"]
-    params = workers.sample_trials(trials)
+    params = workers.sample_trials(trials, sets)
     with tempfile.TemporaryDirectory() as shared:
         tokenizer = workers.save_tokenizer(Path(shared), sets)
         with tempfile.TemporaryDirectory() as tmp:
-            wall, hf_evals = workers.run_hf(params, 1, Path(tmp), tokenizer, sets)
+            wall, hf_evals, _ = workers.run_hf(params, 1, Path(tmp), tokenizer, sets)
         hf_rate = hf_evals / wall * 3600
         show(f"  HF hyperparameter_search, 1 process: {wall:.0f} s, {hf_evals} evaluations")
         record.add(
@@ -90,7 +90,7 @@ def packing(cfg: dict, cpu: bool, record: Recorder, show=print) -> None:
         )
         for k in cfg["packings"]:
             with tempfile.TemporaryDirectory() as tmp:
-                wall, evals = workers.run_workbench(params, k, Path(tmp), tokenizer, sets, per_gpu=not cpu)
+                wall, evals, _ = workers.run_workbench(params, k, Path(tmp), tokenizer, sets, per_gpu=not cpu)
             how = f"--workers {k} (CPU check)" if cpu else f"--workers-per-gpu {k}"
             show(f"  workbench {how}: {wall:.0f} s, {evals} evaluations")
             record.add(

@@ -50,14 +50,14 @@ def save_tokenizer(where: Path, sets: Sequence[str] = ()) -> Path:
     return where
 
 
-def sample_trials(trials: int, seed: int = 0) -> list[dict]:
-    """`trials` parameter sets drawn at random from the demo's search space."""
+def sample_trials(trials: int, sets: Sequence[str] = (), seed: int = 0) -> list[dict]:
+    """`trials` parameter sets drawn at random from the demo's search space (as `sets` leave it)."""
     import optuna
 
     from workbench.config.search_space import suggest_params
     from workbench.config.study_file import load_study_file
 
-    space = load_study_file(DEMO, {}).space
+    space = load_study_file(DEMO, parse_sets(sets)).space
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     return [suggest_params(study.ask(), space) for _ in range(trials)]
 
@@ -73,8 +73,9 @@ def enqueue(storage: str, name: str, params: list[dict]) -> None:
 
 def run_workbench(
     params: list[dict], workers: int, cwd: Path, tokenizer: Path, sets: Sequence[str] = (), per_gpu: bool = False
-) -> tuple[float, int]:
-    """(wall seconds, evaluations) of `workbench study run`; `per_gpu`: `--workers-per-gpu N` on one GPU."""
+) -> tuple[float, int, float]:
+    """(wall seconds, evaluations, median trial seconds) of `workbench study run`; `per_gpu`: `--workers-per-gpu N`
+    on one GPU."""
     (cwd / "mlruns").mkdir()
     enqueue(f"sqlite:///{cwd}/mlruns/optuna.db", "demo", params)
     command = [sys.executable, "-m", "workbench", "study", "run", str(DEMO), "--no-register"]
@@ -83,10 +84,12 @@ def run_workbench(
     command += [arg for pair in sets for arg in ("--set", pair)]
     start = time.monotonic()
     subprocess.run(command, cwd=cwd, env=_env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.monotonic() - start, evaluations(f"sqlite:///{cwd}/mlruns/optuna.db", "demo")
+    return time.monotonic() - start, *evaluations(f"sqlite:///{cwd}/mlruns/optuna.db", "demo")
 
 
-def run_hf(params: list[dict], workers: int, cwd: Path, tokenizer: Path, sets: Sequence[str] = ()) -> tuple[float, int]:
+def run_hf(
+    params: list[dict], workers: int, cwd: Path, tokenizer: Path, sets: Sequence[str] = ()
+) -> tuple[float, int, float]:
     (cwd / "mlruns").mkdir()
     enqueue(f"sqlite:///{cwd}/mlruns/hf-optuna.db", "hf-demo", params)
     trials = len(params)
@@ -107,14 +110,17 @@ def run_hf(params: list[dict], workers: int, cwd: Path, tokenizer: Path, sets: S
     if failed:
         log = (cwd / f"hf-worker-{failed[0]}.log").read_text()
         raise RuntimeError(f"HF worker(s) {failed} failed; worker {failed[0]} said:\n{log[-3000:]}")
-    return time.monotonic() - start, evaluations(f"sqlite:///{cwd}/mlruns/hf-optuna.db", "hf-demo")
+    return time.monotonic() - start, *evaluations(f"sqlite:///{cwd}/mlruns/hf-optuna.db", "hf-demo")
 
 
-def evaluations(storage: str, name: str) -> int:
-    """Evaluations reported to Optuna by all trials (both tools report every epoch's metric)."""
+def evaluations(storage: str, name: str) -> tuple[int, float]:
+    """(evaluations reported to Optuna by all trials, median seconds a trial ran): both tools report every
+    epoch's metric."""
     import optuna
 
-    return sum(len(t.intermediate_values) for t in optuna.load_study(study_name=name, storage=storage).trials)
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete]
+    return sum(len(t.intermediate_values) for t in trials), statistics.median(seconds)
 
 
 def hf_worker(trials: int, tokenizer: str | None, sets: Sequence[str] = ()) -> None:
@@ -183,28 +189,32 @@ def _env(**extra) -> dict:
 
 def compare(trials: int, workers: Sequence[int], repeats: int, sets: Sequence[str] = (), show=print) -> dict[int, dict]:
     """{workers: median trials/h and evaluations/h of each tool}, the two tools alternating, the same trials."""
-    params = sample_trials(trials)
+    params = sample_trials(trials, sets)
     shared = tempfile.TemporaryDirectory()
     tokenizer = save_tokenizer(Path(shared.name), sets)
     out = {}
     for n in workers:
-        trials_h, evals_h = {"workbench": [], "hf": []}, {"workbench": [], "hf": []}
+        trials_h, evals_h, trial_s = ({"workbench": [], "hf": []} for _ in range(3))
         for _ in range(repeats):
             for name, bench in (("workbench", run_workbench), ("hf", run_hf)):  # side by side, alternating
-                wall, evals = _run_once_more_if_failed(bench, name, params, n, tokenizer, sets, show)
+                wall, evals, seconds = _run_once_more_if_failed(bench, name, params, n, tokenizer, sets, show)
                 trials_h[name].append(trials / wall * 3600)
                 evals_h[name].append(evals / wall * 3600)
-                show(f"  ({name}, {n} workers, {trials} trials: {wall:.0f} s, {evals} evaluations)")
+                trial_s[name].append(seconds)
+                show(
+                    f"  ({name}, {n} workers, {trials} trials: {wall:.0f} s, {evals} evaluations, "
+                    f"trials {seconds:.0f} s)"
+                )
         out[n] = {
-            f"{kind}_{tool}": statistics.median(rates[tool])
-            for kind, rates in (("trials_h", trials_h), ("evals_h", evals_h))
-            for tool in rates
+            f"{kind}_{tool}": statistics.median(values[tool])
+            for kind, values in (("trials_h", trials_h), ("evals_h", evals_h), ("trial_s", trial_s))
+            for tool in values
         }
     shared.cleanup()
     return out
 
 
-def _run_once_more_if_failed(bench, name, params, n, tokenizer, sets, show) -> tuple[float, int]:
+def _run_once_more_if_failed(bench, name, params, n, tokenizer, sets, show) -> tuple[float, int, float]:
     """One run of a tool, in a fresh folder; a crashed run is shown and run again once (HF's processes can
     race on an enqueued trial in SQLite: "Cannot tell a COMPLETE trial")."""
     for attempt in (1, 2):
@@ -218,30 +228,45 @@ def _run_once_more_if_failed(bench, name, params, n, tokenizer, sets, show) -> t
     raise AssertionError("unreachable")
 
 
-QUICK_SETS = ("data.synthetic.n_examples=1200", "training.num_train_epochs=3")
+TRAINING_SPACE = (  # the demo's search space without its model keys: every trial trains the model the plan sets
+    "search_space={training.learning_rate: {low: 3.0e-4, high: 1.0e-2, log: true},"
+    " training.weight_decay: {low: 0.0, high: 0.1}}"
+)
+# The demo's model (hidden 64, 2 layers, batch 32) on 4x the demo's data: trials of 20 s and more on one
+# thread, where a worker's fixed costs (start-up, stores, plots) weigh little beside training
+LONG = ("data.synthetic.n_examples=15000", "model.hidden_size=64", "model.num_layers=2", TRAINING_SPACE)
+# The same at hidden 192: a training step there runs 1.6x faster on 2 threads than on 1, which caps
+# what two 1-thread workers can gain over one 2-thread worker near 1.2x (no target)
+WIDE = ("data.synthetic.n_examples=6000", "model.hidden_size=192", "model.num_layers=2", TRAINING_SPACE)
+PLANS = {  # name -> (trials, repeats, --set overrides): quick runs the first only, once
+    "long": (4, 3, LONG),
+    "demo": (16, 3, ()),
+    "wide": (4, 3, WIDE),
+}
 
 
 def figures(quick: bool, show=print) -> list:
-    """vs_hf_hpsearch_1w and _2w (evaluations/h over HF's), and our 2 workers over our 1."""
+    """vs_hf_hpsearch_1w and _2w (evaluations/h over HF's), and our 2 workers over our 1, for each plan."""
     from benchmarks.common import Figure
 
-    plans = [(4, 1, QUICK_SETS)] if quick else [(4, 3, ()), (16, 3, ())]
     out = []
-    for trials, repeats, sets in plans:
+    for plan, (trials, repeats, sets) in list(PLANS.items())[: 1 if quick else None]:
+        repeats = 1 if quick else repeats
         r = compare(trials, (1, 2), repeats, sets, lambda line: show(line))
-        size = (
-            f"{trials} trials" + (" (1200 examples, 3 epochs)" if sets else " (demo study)") + f", median of {repeats}"
-        )
-        suffix = "" if quick or trials == 16 else f"_{trials}t"  # the headline figures: 16-trial studies
+        what = ", ".join(sets[:-1]) if sets else "the demo study"
+        size = f"{trials} trials of the {plan} plan ({what}), median of {repeats}"
         for n in (1, 2):
             ratio = r[n]["evals_h_workbench"] / r[n]["evals_h_hf"]
             note = (
                 f"{size}; evaluations/h {r[n]['evals_h_workbench']:.0f} vs HF {r[n]['evals_h_hf']:.0f}; "
-                f"trials/h {r[n]['trials_h_workbench']:.0f} vs {r[n]['trials_h_hf']:.0f}"
+                f"trials/h {r[n]['trials_h_workbench']:.0f} vs {r[n]['trials_h_hf']:.0f}; "
+                f"trial {r[n]['trial_s_workbench']:.0f} s vs {r[n]['trial_s_hf']:.0f} s (median)"
             )
+            suffix = "" if plan == "long" else f"_{plan}"
             out.append(Figure(f"vs_hf_hpsearch_{n}w{suffix}", ratio, ">= 1.0", "x HF evaluations/h", note))
         scaling = r[2]["evals_h_workbench"] / r[1]["evals_h_workbench"]
-        out.append(Figure(f"workers_2w_over_1w{suffix}", scaling, ">= 1.4", "x our 1 worker", size))
+        target = {"long": ">= 1.4", "wide": None}.get(plan)
+        out.append(Figure(f"workers_2w_over_1w_{plan}", scaling, target, "x our 1 worker", size))
     return out
 
 

@@ -87,6 +87,14 @@ CASES = {
         {"study": {"pruner": {"type": "early"}}},
         ["study.pruner.type: unknown 'early' (choose one of median"],
     ),
+    "misspelt pruner patience": (
+        {"study": {"pruner": {"type": "median", "patiense": 2}}},
+        ["study.pruner.patiense: not an option of optuna.pruners.MedianPruner (did you mean patience?)"],
+    ),
+    "negative pruner patience": (
+        {"study": {"pruner": {"type": "median", "patience": -1}}},
+        ["study.pruner.patience: Input should be greater than or equal to 0"],
+    ),
     "metric never computed": (
         {"study": {"metric": "eval_auc"}},
         ["study.metric: 'eval_auc' is not computed by a trial (choose one of eval_loss"],

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from workbench.stores.tracking import StudyTracking, resolve_tracking_uri
-from workbench.study.plots import log_study_plots
+from workbench.study.plots import importances_once, log_study_plots
 
 
 def a_study_with_a_pruned_trial() -> optuna.Study:
@@ -42,3 +42,13 @@ def test_plots_are_png_and_one_interactive_page_with_the_metric_named_and_pruned
         "the metric names the value axes"
     )
     assert re.search(r'"name":"Trial1"', html), "the pruned trial's curve is drawn"
+
+
+def test_importances_are_computed_once_for_both_renderings_and_seeded():
+    from optuna.importance import FanovaImportanceEvaluator
+
+    study = a_study_with_a_pruned_trial()
+    once = importances_once()
+    first = once.evaluate(study)
+    assert once.evaluate(study) is first, "the second rendering reuses the first's numbers"
+    assert first == FanovaImportanceEvaluator(seed=0).evaluate(study), "fANOVA, seeded: the same every run"

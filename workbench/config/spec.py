@@ -44,8 +44,10 @@ PRUNERS = {
     "successive_halving": "SuccessiveHalvingPruner",
     "hyperband": "HyperbandPruner",
     "threshold": "ThresholdPruner",
+    "wilcoxon": "WilcoxonPruner",
     "none": "NopPruner",
 }
+PATIENCE = ("patience", "min_delta")  # pruner keys of Optuna's PatientPruner, which wraps the pruner of `type`
 
 
 class _Frozen(BaseModel):
@@ -64,9 +66,24 @@ class SamplerSpec(_Frozen):
 
 
 class PrunerSpec(SamplerSpec):
-    """`type` picks the Optuna pruner; every other key is passed to its constructor."""
+    """`type` picks the Optuna pruner; every other key is passed to its constructor, but `patience` and
+    `min_delta`: with them, Optuna's PatientPruner wraps that pruner (it prunes only after `patience`
+    evaluations without an improvement of `min_delta`; `type: none` with a patience is patience alone)."""
 
     type: str = "median"
+    patience: int | None = Field(default=None, ge=0)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+    @property
+    def logged(self) -> dict[str, Any]:
+        """Every key the study file gave, as the parent run's `pruner.*` params."""
+        patience = {"patience": self.patience, "min_delta": self.min_delta} if self.patience is not None else {}
+        return {**self.options, **patience}
+
+
+# A study file without `pruner:` gets this one: the candidate of benchmarks/pruning.py that spent the
+# fewest training steps to come within 0.002 of an unpruned study's best (BENCHMARKS.md, issue 22)
+DEFAULT_PRUNER: dict[str, Any] = {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
 
 
 class WarmStartSpec(_Frozen):
@@ -123,7 +140,7 @@ class StudySection(_Frozen):
         default=None, gt=0
     )  # seconds; no new trial starts after it (resume counts time spent)
     sampler: SamplerSpec = SamplerSpec()
-    pruner: PrunerSpec = PrunerSpec()
+    pruner: PrunerSpec = PrunerSpec(**DEFAULT_PRUNER)
     warm_start: WarmStartSpec | None = None  # enqueue earlier studies' best trials first
 
     @model_validator(mode="before")

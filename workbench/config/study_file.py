@@ -28,7 +28,16 @@ from workbench.config.builders import (
 )
 from workbench.config.goals import check_goals
 from workbench.config.search_space import SECTIONS, CategoricalSpec, ParamSpec, grid_of, parse_param
-from workbench.config.spec import METRICS, PER_CLASS_METRICS, PRUNERS, SAMPLERS, StudySection, StudySpec, TokenizerSpec
+from workbench.config.spec import (
+    METRICS,
+    PATIENCE,
+    PER_CLASS_METRICS,
+    PRUNERS,
+    SAMPLERS,
+    StudySection,
+    StudySpec,
+    TokenizerSpec,
+)
 from workbench.core.errors import DataError, StudyFileError, did_you_mean
 
 
@@ -210,7 +219,7 @@ def _check_sections(raw: dict[str, Any], schemas: dict[str, FieldSchema]) -> lis
         problems.append("study.warm_start: the grid sampler tries every combination anyway: remove warm_start")
     problems += check_goals(raw)
     problems += _check_optuna_class("study.sampler", study.get("sampler"), "tpe", SAMPLERS, "samplers")
-    problems += _check_optuna_class("study.pruner", study.get("pruner"), "median", PRUNERS, "pruners")
+    problems += _check_optuna_class("study.pruner", study.get("pruner"), "median", PRUNERS, "pruners", PATIENCE)
     return problems
 
 
@@ -227,9 +236,12 @@ def _first_message(e: Exception) -> str:
     return str(e)
 
 
-def _check_optuna_class(key: str, raw: Any, default: str, names: dict[str, str], module: str) -> list[str]:
-    """`type` names an Optuna class; every other key must be one of its constructor's arguments."""
-    options = dict(_mapping(raw))
+def _check_optuna_class(
+    key: str, raw: Any, default: str, names: dict[str, str], module: str, ours: tuple[str, ...] = ()
+) -> list[str]:
+    """`type` names an Optuna class; every other key (but `ours`, typed in the spec) must be one of its
+    constructor's arguments."""
+    options = {k: v for k, v in _mapping(raw).items() if k not in ours}
     kind = options.pop("type", default)
     if kind not in names:
         return [f"{key}.type: unknown {kind!r} (choose one of {', '.join(names)})"]
@@ -238,7 +250,7 @@ def _check_optuna_class(key: str, raw: Any, default: str, names: dict[str, str],
     cls = getattr(getattr(optuna, module), names[kind])
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "search_space"}
     return [
-        f"{key}.{opt}: not an option of optuna.{module}.{cls.__name__}{did_you_mean(opt, sorted(accepted))}"
+        f"{key}.{opt}: not an option of optuna.{module}.{cls.__name__}{did_you_mean(opt, sorted(accepted | set(ours)))}"
         for opt in options
         if opt not in accepted
     ]

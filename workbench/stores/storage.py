@@ -173,7 +173,12 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     import optuna
 
     pruner = spec.study.pruner
-    return getattr(optuna.pruners, PRUNERS[pruner.type])(**pruner.options)
+    with quiet_experimental():  # WilcoxonPruner and PatientPruner are experimental in Optuna
+        chosen = getattr(optuna.pruners, PRUNERS[pruner.type])(**pruner.options)
+        if pruner.patience is None:
+            return chosen
+        wrapped = None if pruner.type == "none" else chosen
+        return optuna.pruners.PatientPruner(wrapped, patience=pruner.patience, min_delta=pruner.min_delta)
 
 
 def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:

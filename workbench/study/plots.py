@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from workbench.core.errors import first_line
 from workbench.stores.storage import best_trial, objective_names, quiet_experimental
@@ -30,10 +32,29 @@ def log_study_plots(study, tracking, metric: str) -> list[str]:
     """
     with tempfile.TemporaryDirectory() as tmp, quiet_experimental():
         folder = Path(tmp)
-        drawn = _draw_pngs(study, metric, folder) + _draw_html(study, metric, folder)
+        importances = importances_once()  # the PNG and the page draw the same numbers, computed once
+        drawn = _draw_pngs(study, metric, folder, importances) + _draw_html(study, metric, folder, importances)
         for name in drawn:
             tracking.client.log_artifact(tracking.parent_run_id, str(folder / name), PLOTS_DIR)
     return drawn
+
+
+def importances_once() -> Any:
+    """Optuna's default importance evaluator (fANOVA, a random forest: the slowest plot), seeded, whose
+    first result every later call returns: both renderings of one study ask for the same importances."""
+    from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator
+
+    class ImportancesOnce(BaseImportanceEvaluator):  # Optuna takes only its own evaluator subclasses
+        def __init__(self) -> None:
+            self._fanova = FanovaImportanceEvaluator(seed=0)
+            self._result: dict[str, float] | None = None
+
+        def evaluate(self, study, params=None, *, target=None) -> dict[str, float]:
+            if self._result is None:
+                self._result = self._fanova.evaluate(study, params, target=target)
+            return self._result
+
+    return ImportancesOnce()
 
 
 def _plots(study, module) -> dict[str, Callable]:
@@ -54,8 +75,10 @@ def _plots(study, module) -> dict[str, Callable]:
     return plots
 
 
-def _call(name: str, plot: Callable, study, metric: str):
+def _call(name: str, plot: Callable, study, metric: str, importances: Any):
     """The plot with the study metric named on its value axis (Optuna's default says "Objective Value")."""
+    if name == "param_importances":
+        plot = partial(plot, evaluator=importances)
     if name == "intermediate_values":
         return plot(study)
     if name == "pareto_front":  # every trial drawn, the front highlighted; the axes named by the objectives
@@ -65,7 +88,7 @@ def _call(name: str, plot: Callable, study, metric: str):
     return plot(study, target_name=metric)
 
 
-def _draw_pngs(study, metric: str, folder: Path) -> list[str]:
+def _draw_pngs(study, metric: str, folder: Path, importances: Any) -> list[str]:
     try:
         import matplotlib
 
@@ -78,7 +101,7 @@ def _draw_pngs(study, metric: str, folder: Path) -> list[str]:
     drawn = []
     for name, plot in _plots(study, ovm).items():
         try:
-            ax = _call(name, plot, study, metric)
+            ax = _call(name, plot, study, metric, importances)
             if name == "intermediate_values":
                 ax.set_ylabel(f"{metric} (each evaluation)")
             ax.figure.savefig(folder / f"{name}.png", bbox_inches="tight", dpi=100)
@@ -89,7 +112,7 @@ def _draw_pngs(study, metric: str, folder: Path) -> list[str]:
     return drawn
 
 
-def _draw_html(study, metric: str, folder: Path) -> list[str]:
+def _draw_html(study, metric: str, folder: Path, importances: Any) -> list[str]:
     """One page holding every plot, interactive (zoom, hover for a trial's params), plotly.js embedded once."""
     try:
         import optuna.visualization as ov
@@ -102,7 +125,7 @@ def _draw_html(study, metric: str, folder: Path) -> list[str]:
     parts: list[str] = []  # one HTML fragment per plot
     for name, plot in _plots(study, ov).items():
         try:
-            figure = _call(name, plot, study, metric)
+            figure = _call(name, plot, study, metric, importances)
             if name == "intermediate_values":
                 figure.update_yaxes(title_text=f"{metric} (each evaluation)")
             parts.append(figure.to_html(full_html=False, include_plotlyjs=not parts))

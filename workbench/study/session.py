@@ -363,7 +363,7 @@ def _log_study_params(spec: StudySpec, tracking: StudyTracking) -> None:
         "pruner": study.pruner.type,
     }
     params.update({f"sampler.{k}": v for k, v in study.sampler.options.items()})
-    params.update({f"pruner.{k}": v for k, v in study.pruner.options.items()})
+    params.update({f"pruner.{k}": v for k, v in study.pruner.logged.items()})
     params.update({f"search_space.{k}": v for k, v in describe_space(spec.space).items()})
     logged = tracking.client.get_run(tracking.parent_run_id).data.params
     changed = sorted(
