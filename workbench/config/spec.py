@@ -81,9 +81,9 @@ class PrunerSpec(SamplerSpec):
         return {**self.options, **patience}
 
 
-# A study file without `pruner:` gets this one: the candidate of benchmarks/pruning.py that spent the
-# fewest training steps to come within 0.002 of an unpruned study's best (BENCHMARKS.md, issue 22)
-DEFAULT_PRUNER: dict[str, Any] = {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1}
+# A study file without `pruner:` gets this one: Optuna's MedianPruner with its own defaults, until
+# benchmarks/pruning.py's full-size comparison of the candidates has run (BENCHMARKS.md, issue 22)
+DEFAULT_PRUNER: dict[str, Any] = {"type": "median"}
 
 
 class WarmStartSpec(_Frozen):
