@@ -138,13 +138,15 @@ def test_a_study_as_a_slurm_array_of_three_workers_then_one_conclude_job(
 
 
 def running_trial(db: Path) -> bool:
-    """Whether a trial is RUNNING, read without writing (Optuna's own load would create tables)."""
+    """Whether a RUNNING trial has reported an evaluation (mid-trial, with steps done), read without writing
+    (Optuna's own load would create tables)."""
     import contextlib
     import sqlite3
 
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-            return con.execute("select 1 from trials where state = 'RUNNING'").fetchone() is not None
+            query = "select 1 from trials t join trial_intermediate_values v using (trial_id) where t.state = 'RUNNING'"
+            return con.execute(query).fetchone() is not None
     except sqlite3.OperationalError:  # not created yet
         return False
 
@@ -159,10 +161,11 @@ def test_an_array_task_sent_sigterm_mid_trial_is_requeued_and_resumes_from_its_c
     from workbench.core.keys import PREEMPTED_ATTR, RESUME_ATTR
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    study = write_study(
+    study = write_study(  # a trial of 20 epochs (a few seconds each): the signal lands mid-trial on an idle machine
         study={"n_trials": 2},
         data={"synthetic": {"n_examples": 1600, "seed": 1}},
-        training={"num_train_epochs": 3, "per_device_train_batch_size": 8},
+        training={"num_train_epochs": 20, "per_device_train_batch_size": 8},
+        early_stopping=None,
     )
     assert main(["cluster", "slurm", str(study), "--workers", "1", "--grace", "30", "--submit"]) == 0
     array = capsys.readouterr().out.split("submitted job array ")[1].split()[0]
@@ -171,7 +174,6 @@ def test_an_array_task_sent_sigterm_mid_trial_is_requeued_and_resumes_from_its_c
     while not running_trial(workdir / "mlruns" / "optuna.db"):
         assert time.monotonic() < deadline and job_state(task) in ("PENDING", "RUNNING"), job_state(task)
         time.sleep(1)
-    time.sleep(4)  # mid-trial: some steps done
     # `scancel --signal=TERM` alone does not reach the batch shell; --batch does (what --signal=B: sends)
     subprocess.run(["scancel", "--batch", "--signal=TERM", task], check=True)
     assert wait_for_job(task, timeout=600) == "COMPLETED"
