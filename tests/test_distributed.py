@@ -204,7 +204,9 @@ def test_sigterm_to_a_torchrun_job_saves_the_trial_once_and_the_requeued_job_res
     path = write_study(
         study={"name": "ddp-preempt", "n_trials": 1},
         training={"num_train_epochs": epochs},
-        data={"synthetic": {"n_examples": 600}},
+        # 30 steps an epoch on each rank: the signal, sent after evaluation 2, lands mid-epoch 3 (a preemption
+        # at an epoch's last step skips that epoch's evaluation and the resumed run starts the next epoch)
+        data={"synthetic": {"n_examples": 3000}},
         early_stopping=None,
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
