@@ -89,6 +89,16 @@ def sst2_missing() -> str | None:
     return f"skipped: SST-2 not found at {SST2} (set WORKBENCH_SST2 to its folder with train.tsv and dev.tsv)"
 
 
+def sst2_subset(folder: Path, rows: int, dev_rows: int) -> tuple[Path, Path]:
+    """train.tsv (`rows` sampled, seeded) and dev.tsv (its first `dev_rows`) of SST-2, written into `folder`."""
+    from workbench.core.tables import read_table, write_table
+
+    train, dev = folder / "train.tsv", folder / "dev.tsv"
+    write_table(read_table(SST2 / "train.tsv", "sst2 train").sample(n=rows, random_state=0), train, "train")
+    write_table(read_table(SST2 / "dev.tsv", "sst2 dev").head(dev_rows), dev, "dev")
+    return train, dev
+
+
 def sst2_texts(n: int, split: str = "train") -> tuple[list[str], list[int]]:
     """The first `n` rows of an SST-2 split: texts and labels."""
     from workbench.core.tables import read_table

@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SST2, Figure, pool, quiet, run_sst2_figures, sst2_missing
+from benchmarks.common import Figure, pool, quiet, run_sst2_figures, sst2_missing, sst2_subset
 
 CANDIDATES = {
     "median": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
@@ -121,7 +121,6 @@ def run_one(job: tuple[str, dict, int, tuple]) -> tuple[str, int, list[list[floa
 def measure(quick: bool, show=print) -> dict[str, dict]:
     """{candidate: {ratio, reached (seeds), best (per seed)}}, summed over the seeds, against the unpruned studies."""
     from workbench.config.study_file import validate_study
-    from workbench.core.tables import read_table, write_table
     from workbench.data.splits import prepare_data
 
     quiet()
@@ -129,9 +128,7 @@ def measure(quick: bool, show=print) -> dict[str, dict]:
     steps_per_eval = math.ceil(rows / 32)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        train, dev = root / "train.tsv", root / "dev.tsv"
-        write_table(read_table(SST2 / "train.tsv", "sst2 train").sample(n=rows, random_state=0), train, "train")
-        write_table(read_table(SST2 / "dev.tsv", "sst2 dev").head(dev_rows), dev, "dev")
+        train, dev = sst2_subset(root, rows, dev_rows)
         tokenizer = root / "tokenizer"  # one for every study: the same vocabulary, the same losses
         raw = study_dict("tokenizer", {"type": "none"}, trials, epochs, train, dev)
         prepare_data(validate_study(raw)).tokenizer.save_pretrained(tokenizer)

@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SST2, Figure, pool, quiet, run_sst2_figures, sst2_missing
+from benchmarks.common import Figure, pool, quiet, run_sst2_figures, sst2_missing, sst2_subset
 from benchmarks.pruning import study_dict as sst2_study
 
 EARLIER = {"week-1": 100, "week-2": 101}  # study name -> TPE seed
@@ -88,17 +88,14 @@ def run_one(job: tuple[str, int, tuple, Path, list[str] | None, str]) -> list[fl
 def measure(quick: bool, show=print) -> tuple[float, list[str]]:
     """(warm trials over cold trials summed over seeds, one note per seed)."""
     from workbench.config.study_file import validate_study
-    from workbench.core.tables import read_table, write_table
     from workbench.data.splits import prepare_data
 
     quiet()
     rows, dev_rows, trials, epochs = (480, 200, 6, 4) if quick else (2000, 872, 12, 4)
     with tempfile.TemporaryDirectory() as tmp, pool() as workers:
-        train, dev = Path(tmp) / "train.tsv", Path(tmp) / "dev.tsv"
-        write_table(read_table(SST2 / "train.tsv", "sst2 train").sample(n=rows, random_state=0), train, "train")
-        write_table(read_table(SST2 / "dev.tsv", "sst2 dev").head(dev_rows), dev, "dev")
+        train, dev = sst2_subset(Path(tmp), rows, dev_rows)
         size = (trials, epochs, train, dev)
-        tokenizer = Path(tmp) / "tokenizer"  # one for every study: WordPiece training is not deterministic
+        tokenizer = Path(tmp) / "tokenizer"  # trained once, loaded by every study
         prepare_data(validate_study(study_dict("tokenizer", 0, size, None))).tokenizer.save_pretrained(tokenizer)
         create_stores(Path(tmp))  # once, before two processes would race to create the same SQLite tables
         earlier = list(workers.map(run_one, [(n, s, size, tokenizer, None, tmp) for n, s in EARLIER.items()]))
