@@ -75,11 +75,23 @@ def timed(into: dict, key: str) -> Iterator[None]:
 
 
 def pool(workers: int = 2):
-    """Processes for studies run side by side (spawned: no torch state forked); each sets its own threads."""
+    """Processes for studies run side by side (spawned: no torch state forked).
+
+    Each is told it shares the machine's cores with the others (`WORKBENCH_WORKERS`, as `study
+    run --workers` does), so a study in it sizes torch's threads to its share: two 2-thread
+    studies on 2 cores ran trials 5x slower."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_share_cores, initargs=(workers,)
+    )
+
+
+def _share_cores(workers: int) -> None:
+    from workbench.core import settings
+
+    os.environ[settings.WORKBENCH_WORKERS.name] = str(workers)
 
 
 def sst2_missing() -> str | None:
@@ -89,14 +101,61 @@ def sst2_missing() -> str | None:
     return f"skipped: SST-2 not found at {SST2} (set WORKBENCH_SST2 to its folder with train.tsv and dev.tsv)"
 
 
-def sst2_subset(folder: Path, rows: int, dev_rows: int) -> tuple[Path, Path]:
-    """train.tsv (`rows` sampled, seeded) and dev.tsv (its first `dev_rows`) of SST-2, written into `folder`."""
-    from workbench.core.tables import read_table, write_table
+@dataclass(frozen=True)
+class DemoProblem:
+    """The demo study's data, model and search space at a benchmark's size: its trials move F1 from 0.5 to 0.75."""
 
-    train, dev = folder / "train.tsv", folder / "dev.tsv"
-    write_table(read_table(SST2 / "train.tsv", "sst2 train").sample(n=rows, random_state=0), train, "train")
-    write_table(read_table(SST2 / "dev.tsv", "sst2 dev").head(dev_rows), dev, "dev")
-    return train, dev
+    examples: int  # synthetic examples (train, validation and test together)
+    trials: int
+    epochs: int
+    tokenizer: Path | None = None  # trained once and saved (`save_tokenizer`): every study gets the same losses
+
+    def study(
+        self, name: str, seed: int, pruner: dict | None = None, warm_from: list[str] | None = None, top_k: int = 1
+    ):
+        """The demo study `name`: TPE seed `seed`, `pruner` (none by default), no early stopping, no checkpoints."""
+        from workbench.config.study_file import load_study_file
+
+        sets: dict = {
+            "study.name": name,
+            "study.n_trials": self.trials,
+            "study.sampler.seed": seed,
+            "study.pruner": pruner or {"type": "none"},
+            "data.synthetic.n_examples": self.examples,
+            "training.num_train_epochs": self.epochs,
+            "training.save_strategy": "no",
+            "training.load_best_model_at_end": False,
+            "early_stopping": None,
+        }
+        if self.tokenizer:
+            sets["tokenizer.path"] = str(self.tokenizer)
+        if warm_from:
+            sets["study.warm_start"] = {"from": warm_from, "top_k": top_k}
+        return load_study_file(DEMO, sets)
+
+    def save_tokenizer(self, where: Path) -> DemoProblem:
+        """This problem with its tokenizer trained once and saved at `where`."""
+        from dataclasses import replace
+
+        from workbench.data.splits import prepare_data
+
+        prepare_data(self.study("tokenizer", 0)).tokenizer.save_pretrained(where)
+        return replace(self, tokenizer=where)
+
+
+def run_demo_study(spec, folder: Path) -> list:
+    """Run `spec` (no registration) in `folder`; its trials (Optuna's), in trial order.
+
+    In a process of `pool()`, the study sizes torch's threads to its share of the cores."""
+    import optuna
+
+    from workbench.study.session import RunOptions, run_session
+
+    quiet()
+    os.chdir(folder)
+    run_session(spec, RunOptions(register=False), progress=lambda line: None)
+    study = optuna.load_study(study_name=spec.study.name, storage=f"sqlite:///{folder}/mlruns/optuna.db")
+    return sorted(study.trials, key=lambda t: t.number)
 
 
 def sst2_texts(n: int, split: str = "train") -> tuple[list[str], list[int]]:
@@ -107,15 +166,12 @@ def sst2_texts(n: int, split: str = "train") -> tuple[list[str], list[int]]:
     return [str(t) for t in frame["sentence"]], [int(x) for x in frame["label"]]
 
 
-def run_sst2_figures(figures: Callable[[bool], list[Figure]], doc: str) -> None:
-    """`python benchmarks/NAME.py [--quick]` for a benchmark on SST-2: its figures as JSON lines, or why not."""
+def run_figures(figures: Callable[[bool], list[Figure]], doc: str) -> None:
+    """`python benchmarks/NAME.py [--quick]`: the benchmark's figures as JSON lines."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    if sst2_missing():
-        print(sst2_missing())
-        return
     for figure in figures(args.quick):
         print(figure.line())

@@ -1,25 +1,23 @@
-"""Pruning compute: training steps a pruned study spends to reach an unpruned study's best, on SST-2.
+"""Pruning compute: training a pruned study spends to reach an unpruned study's best, on the demo's problem.
 
-Studies of the same trial count, TPE sampler seed and tokenizer (trained once) on an SST-2
-subset, one epoch per evaluation, no early stopping: one unpruned (`pruner: none`) and one per
-candidate pruner (median, successive halving, Hyperband, Wilcoxon, the median with a patience),
-for each of several sampler seeds. Walking a pruned study's trials in order, evaluation by
-evaluation, its figure is the training steps spent until an evaluation first comes within
-0.002 of the unpruned study's best value (the issue's bar: 2 dev sentences in 1,000), over
-all the unpruned study's steps; a study that never does reports its total steps and says so.
-Each candidate's figure is summed over the seeds (its steps over the unpruned studies'). The
-default pruner of a study file without `pruner:` (`workbench.config.spec.DEFAULT_PRUNER`) is to
-be the candidate with the lowest full-size figure that reached the bar at every seed; until that
-comparison has run, `pruning_compute` is the median candidate's (the demo's settings). Studies run two
-at a time, one torch thread each: the figures count steps, not seconds.
+Studies of the same trial count, TPE sampler seed and tokenizer (trained once) on the demo's
+data, model and search space, one epoch per evaluation (every epoch the same number of steps),
+no early stopping: one unpruned (`pruner: none`) and one per candidate pruner (median,
+successive halving, Hyperband, Wilcoxon, the median with a patience), for each of several
+sampler seeds. Walking a pruned study's trials in order, evaluation by evaluation, its figure
+is the epochs trained until an evaluation first comes within 0.002 of the unpruned study's
+best value, over all the unpruned study's epochs; a study that never does reports all its
+epochs and says so. Each candidate's figure is summed over the seeds (its epochs over the
+unpruned studies'). The default pruner of a study file without `pruner:`
+(`workbench.config.spec.DEFAULT_PRUNER`) is the candidate with the lowest full-size figure
+among those that reached the bar at every seed: `pruning_compute` is its figure. Studies run
+two at a time, one torch thread each: the figures count epochs, not seconds.
 
-    PYTHONPATH=. python benchmarks/pruning.py [--quick]
+    python benchmarks/pruning.py [--quick]
 """
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Figure, pool, quiet, run_sst2_figures, sst2_missing, sst2_subset
+from benchmarks.common import DemoProblem, Figure, pool, quiet, run_demo_study, run_figures
 
 CANDIDATES = {
     "median": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
@@ -38,136 +36,71 @@ CANDIDATES = {
 }
 TOLERANCE = 0.002  # within this of the unpruned best counts as reaching it
 SEEDS = (0, 1, 2)
+QUICK = DemoProblem(examples=2500, trials=10, epochs=4)
+FULL = DemoProblem(examples=3750, trials=20, epochs=6)
 
 
-def study_dict(
-    name: str, pruner: dict, trials: int, epochs: int, train: Path, dev: Path, tokenizer: Path | None = None
-) -> dict:
-    return {
-        "study": {
-            "name": name,
-            "metric": "eval_accuracy",
-            "direction": "maximize",
-            "n_trials": trials,
-            "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 4},
-            "pruner": pruner,
-        },
-        "data": {
-            "source": "files",
-            "files": {"train": str(train), "validation": str(dev)},
-            "text_column": "sentence",
-            "max_length": 64,
-        },
-        "tokenizer": {"path": str(tokenizer)} if tokenizer else {"vocab_size": 3000},
-        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "dropout": 0.1},
-        "training": {
-            "num_train_epochs": epochs,
-            "per_device_train_batch_size": 32,
-            "learning_rate": 1e-3,
-            "seed": 0,
-            "load_best_model_at_end": False,
-            "save_strategy": "no",
-        },
-        "early_stopping": None,
-        "search_space": {
-            "training.learning_rate": {"low": 1e-4, "high": 3e-2, "log": True},
-            "model.hidden_size": {"choices": [16, 32, 64]},
-            "training.weight_decay": {"low": 0.0, "high": 0.1},
-        },
-    }
-
-
-def evaluations(name: str, folder: Path) -> list[list[float]]:
-    """Each trial's evaluations in trial order (Optuna's intermediate values by step)."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/mlruns/optuna.db")
-    return [
-        [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
-        for t in sorted(study.trials, key=lambda t: t.number)
-    ]
-
-
-def steps_to_reach(trials: list[list[float]], target: float, steps_per_eval: int) -> tuple[int, bool]:
-    """Steps spent until an evaluation comes within TOLERANCE of `target` (True), or all steps (False)."""
+def epochs_to_reach(trials: list[list[float]], target: float) -> tuple[int, bool]:
+    """Epochs trained until an evaluation comes within TOLERANCE of `target` (True), or all of them (False)."""
     spent = 0
     for values in trials:
         for value in values:
-            spent += steps_per_eval
+            spent += 1
             if value >= target - TOLERANCE - 1e-12:
                 return spent, True
     return spent, False
 
 
-def run_one(job: tuple[str, dict, int, tuple]) -> tuple[str, int, list[list[float]]]:
-    """One study in a folder of its own (its own SQLite stores), in a process of the pool."""
-    import torch
-
-    from workbench.config.study_file import validate_study
-    from workbench.study.session import RunOptions, run_session
-
-    name, pruner, seed, (trials, epochs, train, dev, tokenizer, root) = job
-    quiet()
-    torch.set_num_threads(1)  # two studies at once on 2 cores: one thread each
-    folder = Path(root) / f"{name}-{seed}"
+def run_one(job: tuple[DemoProblem, str, dict, int, Path]) -> tuple[str, int, list[list[float]]]:
+    """One study in a folder of its own (its own SQLite stores); each trial's evaluations, in trial order."""
+    problem, name, pruner, seed, root = job
+    folder = root / f"{name}-{seed}"
     folder.mkdir()
-    os.chdir(folder)
-    raw = study_dict(name, pruner, trials, epochs, train, dev, tokenizer)
-    raw["study"]["sampler"]["seed"] = seed
-    run_session(validate_study(raw), RunOptions(register=False), progress=lambda line: None)
-    return name, seed, evaluations(name, folder)
+    trials = run_demo_study(problem.study(name, seed, pruner), folder)
+    return name, seed, [[t.intermediate_values[k] for k in sorted(t.intermediate_values)] for t in trials]
 
 
-def measure(quick: bool, show=print) -> dict[str, dict]:
+def measure(problem: DemoProblem, show=print) -> dict[str, dict]:
     """{candidate: {ratio, reached (seeds), best (per seed)}}, summed over the seeds, against the unpruned studies."""
-    from workbench.config.study_file import validate_study
-    from workbench.data.splits import prepare_data
-
     quiet()
-    rows, dev_rows, trials, epochs = (480, 200, 8, 4) if quick else (4000, 872, 20, 6)
-    steps_per_eval = math.ceil(rows / 32)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        train, dev = sst2_subset(root, rows, dev_rows)
-        tokenizer = root / "tokenizer"  # one for every study: the same vocabulary, the same losses
-        raw = study_dict("tokenizer", {"type": "none"}, trials, epochs, train, dev)
-        prepare_data(validate_study(raw)).tokenizer.save_pretrained(tokenizer)
-        size = (trials, epochs, train, dev, tokenizer, str(root))
+        problem = problem.save_tokenizer(root / "tokenizer")  # one for every study: the same losses
         jobs = [
-            (name, pruner, seed, size)
+            (problem, name, pruner, seed, root)
             for seed in SEEDS
             for name, pruner in [("none", {"type": "none"}), *CANDIDATES.items()]
         ]
         with pool() as workers:
             results = {(name, seed): values for name, seed, values in workers.map(run_one, jobs)}
     out = {}
-    total = sum(len(v) for seed in SEEDS for v in results["none", seed]) * steps_per_eval
+    total = sum(len(v) for seed in SEEDS for v in results["none", seed])
     for name in CANDIDATES:
         spent, reached, bests = 0, 0, []
         for seed in SEEDS:
             best = max(v for values in results["none", seed] for v in values)
-            steps, ok = steps_to_reach(results[name, seed], best, steps_per_eval)
-            spent, reached = spent + steps, reached + ok
+            epochs, ok = epochs_to_reach(results[name, seed], best)
+            spent, reached = spent + epochs, reached + ok
             bests.append((max(v for values in results[name, seed] for v in values), best))
         out[name] = {"ratio": spent / total, "reached": reached, "bests": bests}
-        show(f"  {name}: {spent / total:.3f} of the unpruned steps, within {TOLERANCE} at {reached}/{len(SEEDS)} seeds")
+        show(
+            f"  {name}: {spent / total:.3f} of the unpruned epochs, within {TOLERANCE} at {reached}/{len(SEEDS)} seeds"
+        )
     return out
 
 
 def figures(quick: bool, show=print) -> list[Figure]:
-    missing = sst2_missing()
-    if missing:
-        return [Figure("pruning_compute", None, "<= 0.35", "x unpruned steps", missing)]
     from workbench.config.spec import DEFAULT_PRUNER
 
-    size = "480 SST-2 rows, 8 trials x 4 epochs" if quick else "4000 SST-2 rows, 20 trials x 6 epochs"
-    # the headline figure: the default pruner's, once it is one of the candidates; the median's until then
+    problem = QUICK if quick else FULL
+    size = f"demo problem, {problem.examples} examples, {problem.trials} trials x {problem.epochs} epochs"
+    # the headline figure is the default pruner's
     default = next((name for name, pruner in CANDIDATES.items() if pruner == DEFAULT_PRUNER), "median")
     out = []
-    for name, r in measure(quick, show).items():
+    for name, r in measure(problem, show).items():
         bests = ", ".join(f"{got:.4f} vs {best:.4f}" for got, best in r["bests"])
         note = (
-            f"{CANDIDATES[name]}, {size}, TPE seeds {', '.join(map(str, SEEDS))} (steps summed); "
+            f"{CANDIDATES[name]}, {size}, TPE seeds {', '.join(map(str, SEEDS))} (epochs summed); "
             f"within {TOLERANCE} of the unpruned best at {r['reached']}/{len(SEEDS)} seeds (best {bests})"
         )
         figure = "pruning_compute" + ("" if name == default else f"_{name}")
@@ -176,7 +109,7 @@ def figures(quick: bool, show=print) -> list[Figure]:
                 figure,
                 r["ratio"],
                 "<= 0.35",
-                "x unpruned steps",
+                "x unpruned epochs",
                 ("the default pruner: " if CANDIDATES[name] == DEFAULT_PRUNER else "") + note,
             )
         )
@@ -184,7 +117,7 @@ def figures(quick: bool, show=print) -> list[Figure]:
 
 
 def main() -> None:
-    run_sst2_figures(figures, __doc__ or "")
+    run_figures(figures, __doc__ or "")
 
 
 if __name__ == "__main__":

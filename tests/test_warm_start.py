@@ -16,6 +16,7 @@ from stores import refused, snapshot
 from workbench.cli.commands import main
 from workbench.config.study_file import validate_study
 from workbench.core.errors import StudyFileError
+from workbench.core.keys import METRIC_ATTR
 from workbench.stores.storage import build_storage, open_study
 from workbench.stores.warm_start import check_sources, seed_new_study
 
@@ -42,8 +43,11 @@ def url(workdir, empty_storage) -> str:
     return f"sqlite:///{workdir}/mlruns/optuna.db"
 
 
-def earlier_study(url: str, name: str, trials: list[tuple[dict, float]], direction: str = "maximize") -> None:
-    """A finished study `name`: one COMPLETE trial per (params, value), numbered in order."""
+def earlier_study(
+    url: str, name: str, trials: list[tuple[dict, float]], direction: str = "maximize", metric: str | None = None
+) -> None:
+    """A finished study `name`: one COMPLETE trial per (params, value), numbered in order; `metric`: the study
+    metric workbench records on its studies (none: a study made elsewhere)."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -53,6 +57,8 @@ def earlier_study(url: str, name: str, trials: list[tuple[dict, float]], directi
         return IntDistribution(0, 100) if isinstance(value, int) else FloatDistribution(0.0, 1.0)
 
     study = optuna.create_study(study_name=name, storage=url, direction=direction)
+    if metric:
+        study.set_user_attr(METRIC_ATTR, metric)
     for number, (params, value) in enumerate(trials):
         dists = {k: distribution(k, v) for k, v in params.items()}
         attrs = {"mlflow_run_id": f"run-of-{name}-{number}"}
@@ -88,16 +94,35 @@ def test_a_new_study_queues_the_best_trials_of_each_earlier_study_by_its_own_dir
 
     study, lines = new_study(url, {"from": ["acc", "loss"], "top_k": 2})
 
-    assert [params for params, _ in queued(study)] == [{lr: 0.004}, {lr: 0.003}, {lr: 0.006}, {lr: 0.007}]
+    # values of other metrics do not compare: each study's best before either's second best
+    assert [params for params, _ in queued(study)] == [{lr: 0.004}, {lr: 0.006}, {lr: 0.003}, {lr: 0.007}]
     assert queued(study)[0][1] == {
         "seeded_from_study": "acc",
         "seeded_from_trial": 1,
         "seeded_from_run": "run-of-acc-1",
     }
-    assert [attrs["seeded_from_trial"] for _, attrs in queued(study)] == [1, 2, 1, 2]
+    assert [attrs["seeded_from_trial"] for _, attrs in queued(study)] == [1, 1, 2, 2]
     assert lines == [
         "warm start from study acc: 2 trials queued (its trials 1, 2)",
         "warm start from study loss: 2 trials queued (its trials 1, 2)",
+    ]
+
+
+def test_earlier_studies_of_the_same_metric_queue_their_best_first_and_a_short_run_keeps_the_best(url):
+    lr = "training.learning_rate"
+    earlier_study(url, "week-1", [({lr: 0.002}, 0.70), ({lr: 0.003}, 0.72)], metric="eval_accuracy")
+    earlier_study(url, "week-2", [({lr: 0.004}, 0.80), ({lr: 0.005}, 0.75)], metric="eval_accuracy")
+
+    study, lines = new_study(url, {"from": ["week-1", "week-2"], "top_k": 2}, trials=3)
+
+    assert [(attrs["seeded_from_study"], params[lr]) for params, attrs in queued(study)] == [
+        ("week-2", 0.004),
+        ("week-2", 0.005),
+        ("week-1", 0.003),
+    ]
+    assert lines == [
+        "warm start from study week-1: 1 trial queued (its trial 1); 1 more left out: the study runs no more trials",
+        "warm start from study week-2: 2 trials queued (its trials 0, 1)",
     ]
 
 

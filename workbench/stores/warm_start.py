@@ -2,9 +2,10 @@
 
 `study.warm_start: {from: [OTHER, ...], top_k: K}` (or `study run --warm-start OTHER`) enqueues
 the K best completed trials of each earlier study, by that study's own direction, before the
-first trial of a new study. Values are limited to the current search space: a parameter the
-space lacks is dropped, a number outside its range is clipped (and put on its step), a
-category that is not a choice is dropped; the sampler samples what was dropped. The enqueued
+first trial of a new study, the best first across the earlier studies (`best_first`). Values
+are limited to the current search space: a parameter the space lacks is dropped, a number
+outside its range is clipped (and put on its step), a category that is not a choice is
+dropped; the sampler samples what was dropped. The enqueued
 trials are real trials of the new study, so its sampler (TPE, GP, CMA-ES) learns from their
 results like any other's. A resumed study is never seeded again (study attribute WARM_START_ATTR).
 """
@@ -20,6 +21,7 @@ from workbench.config.search_space import CategoricalSpec, ParamSpec
 from workbench.config.spec import StudySpec
 from workbench.core.errors import StudyFileError, did_you_mean
 from workbench.core.keys import (
+    METRIC_ATTR,
     RUN_ID_ATTR,
     SEEDED_FROM_RUN_ATTR,
     SEEDED_FROM_RUN_TAG,
@@ -49,6 +51,8 @@ class Seed:
 
     study: str
     number: int
+    value: float  # in the earlier study
+    rank: int  # 0 for that study's best
     params: dict[str, Any]
     run_id: str | None = None
     clipped: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, was, now)
@@ -110,15 +114,46 @@ def seed_new_study(
         return []
     study.set_user_attr(WARM_START_ATTR, {"from": list(warm.from_), "top_k": warm.top_k})  # first: never seeded twice
     storage = build_storage(storage_url)
-    queued: list[Seed] = []
-    for source in warm.from_:
-        seeds = [limit_to_space(t, source, spec.space) for t in best_trials(storage, source, warm.top_k)]
-        taken, repeats = _take(seeds, queued, spec.space, room - len(queued))
-        for seed in taken:
-            study.enqueue_trial(seed.params, user_attrs=seed.user_attrs)
-        queued += taken
-        show(describe(source, seeds, taken, repeats))
-    return queued
+    sources = {
+        source: [
+            limit_to_space(t, source, spec.space, rank)
+            for rank, t in enumerate(best_trials(storage, source, warm.top_k))
+        ]
+        for source in warm.from_
+    }
+    taken, repeats = _take(best_first(sources, storage, spec), spec.space, room)
+    for seed in taken:
+        study.enqueue_trial(seed.params, user_attrs=seed.user_attrs)
+    for source, seeds in sources.items():
+        show(
+            describe(source, seeds, [s for s in taken if s.study == source], [s for s in repeats if s.study == source])
+        )
+    return taken
+
+
+def best_first(sources: dict[str, list[Seed]], storage: optuna.storages.BaseStorage, spec: StudySpec) -> list[Seed]:
+    """The seeds in the order they run: by value when every earlier study scored this study's metric in its
+    direction, else each study's best before any study's second best (then in `from` order).
+
+    The best seeds run while the sampler still samples at random (its startup trials), and a
+    study with `--trials N` keeps the best N rather than the first study's."""
+    ranked = sorted(
+        (seed for seeds in sources.values() for seed in seeds),
+        key=lambda seed: (seed.rank, list(sources).index(seed.study)),
+    )
+    if not all(_scores_like(storage, source, spec) for source in sources):
+        return ranked
+    sign = -1.0 if spec.study.direction == "maximize" else 1.0
+    return sorted(ranked, key=lambda seed: sign * seed.value)  # stable: equal values keep the order above
+
+
+def _scores_like(storage: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> bool:
+    """True when study `name` was scored by this study's metric, in its direction: their values compare."""
+    study_id = storage.get_study_id_from_name(name)
+    metric = storage.get_study_user_attrs(study_id).get(METRIC_ATTR)
+    return metric == spec.study.metric and storage.get_study_directions(study_id)[0].name.lower() == (
+        spec.study.direction
+    )
 
 
 def best_trials(storage: optuna.storages.BaseStorage, name: str, top_k: int) -> list[optuna.trial.FrozenTrial]:
@@ -131,9 +166,9 @@ def best_trials(storage: optuna.storages.BaseStorage, name: str, top_k: int) -> 
     return sorted(done, key=lambda t: (sign * t.values[0], t.number))[:top_k]
 
 
-def limit_to_space(trial: optuna.trial.FrozenTrial, source: str, space: dict[str, ParamSpec]) -> Seed:
+def limit_to_space(trial: optuna.trial.FrozenTrial, source: str, space: dict[str, ParamSpec], rank: int = 0) -> Seed:
     """An earlier trial's parameters within `space`: unknown names and categories dropped, numbers clipped."""
-    seed = Seed(source, trial.number, {}, trial.user_attrs.get(RUN_ID_ATTR))
+    seed = Seed(source, trial.number, trial.values[0], rank, {}, trial.user_attrs.get(RUN_ID_ATTR))
     for name, value in trial.params.items():
         param = space.get(name)
         if param is None:
@@ -166,13 +201,13 @@ def _clip(value: float, param: Any) -> float:
     return float(value) if math.isclose(now, value, rel_tol=1e-9, abs_tol=0.0) else float(now)
 
 
-def _take(seeds: list[Seed], queued: list[Seed], space: dict, room: int) -> tuple[list[Seed], list[Seed]]:
+def _take(seeds: list[Seed], space: dict, room: int) -> tuple[list[Seed], list[Seed]]:
     """The seeds to enqueue: at most `room`, not repeating a complete parameter set already taken."""
     taken: list[Seed] = []
     repeats: list[Seed] = []
     for seed in seeds:
         complete = set(seed.params) == set(space)  # a partial set is completed by the sampler: not a repeat
-        if complete and any(seed.params == other.params for other in (*queued, *taken)):
+        if complete and any(seed.params == other.params for other in taken):
             repeats.append(seed)
         elif len(taken) < room:
             taken.append(seed)
