@@ -54,3 +54,14 @@ def test_wilcoxon_is_a_pruner_type():
 def test_the_pruner_keys_given_are_the_parent_runs_params(pruner):
     spec = validate_study(merge(TINY, {"study": {"pruner": pruner}}))
     assert spec.study.pruner.logged == {k: v for k, v in pruner.items() if k != "type"}
+
+
+def test_a_study_file_without_a_pruner_gets_the_patient_median_the_pruning_benchmark_chose():
+    raw = merge(TINY, {})
+    del raw["study"]["pruner"]
+    pruner = build_pruner(validate_study(raw))
+    assert isinstance(pruner, optuna.pruners.PatientPruner)
+    # three startup trials, no pruning at the first evaluation, and never before a trial falls from its best
+    startup = [0.8, 0.9, 0.9, 0.9]
+    curves = [startup, startup, startup, [0.5, 0.6, 0.55, 0.5], [0.5, 0.6, 0.7, 0.8]]
+    assert pruned_at(pruner, curves) == [None, None, None, 4, None]

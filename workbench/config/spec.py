@@ -81,9 +81,9 @@ class PrunerSpec(SamplerSpec):
         return {**self.options, **patience}
 
 
-# A study file without `pruner:` gets this one: Optuna's MedianPruner with its own defaults, until
-# benchmarks/pruning.py's full-size comparison of the candidates has run (BENCHMARKS.md, issue 22)
-DEFAULT_PRUNER: dict[str, Any] = {"type": "median"}
+# A study file without `pruner:` gets this one: of the candidates benchmarks/pruning.py compares at full
+# size, the cheapest that still reached the unpruned study's best at every seed (BENCHMARKS.md, issue 22)
+DEFAULT_PRUNER: dict[str, Any] = {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1, "patience": 1}
 
 
 class WarmStartSpec(_Frozen):
