@@ -22,7 +22,6 @@ def test_figures_print_as_json_lines_and_sst2_figures_skip_without_the_data(tmp_
             "--quick",
             "--only",
             "data_pipeline",
-            "pruning_compute",
             "--json",
             str(out),
         ],
@@ -34,7 +33,7 @@ def test_figures_print_as_json_lines_and_sst2_figures_skip_without_the_data(tmp_
     )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [f["name"] for f in lines] == ["data_pipeline", "pruning_compute"]
+    assert [f["name"] for f in lines] == ["data_pipeline"]
     for figure in lines:
         assert set(figure) == {"name", "value", "target", "unit", "note"}
         assert (
