@@ -1,17 +1,18 @@
 """Pruning compute: training a pruned study spends to reach an unpruned study's best, on the demo's problem.
 
 Studies of the same trial count, TPE sampler seed and tokenizer (trained once) on the demo's
-data, model and search space, one epoch per evaluation (every epoch the same number of steps),
-no early stopping: one unpruned (`pruner: none`) and one per candidate pruner (median,
-successive halving, Hyperband, Wilcoxon, the median with a patience), for each of several
-sampler seeds. Walking a pruned study's trials in order, evaluation by evaluation, its figure
-is the epochs trained until an evaluation first comes within 0.002 of the unpruned study's
-best value, over all the unpruned study's epochs; a study that never does reports all its
-epochs and says so. Each candidate's figure is summed over the seeds (its epochs over the
-unpruned studies'). The default pruner of a study file without `pruner:`
-(`workbench.config.spec.DEFAULT_PRUNER`) is the candidate with the lowest full-size figure
-among those that reached the bar at every seed: `pruning_compute` is its figure. Studies run
-two at a time, one torch thread each: the figures count epochs, not seconds.
+data, model and search space (half of the non-test examples for validation), one epoch per
+evaluation (every epoch the same number of steps), no early stopping: one unpruned (`pruner:
+none`) and one per candidate pruner (median, successive halving, Hyperband, Wilcoxon, the
+median with a patience), for each of several sampler seeds. Walking a pruned study's trials
+in order, evaluation by evaluation, its figure is the epochs trained until an evaluation
+first comes within 0.002 of the unpruned study's best value, over all the unpruned study's
+epochs; a study that never does reports all its epochs and says so. Each candidate's figure
+is summed over the seeds (its epochs over the unpruned studies'). The default pruner of a
+study file without `pruner:` (`workbench.config.spec.DEFAULT_PRUNER`) is the candidate with
+the lowest full-size figure among those that reached the bar at every seed:
+`pruning_compute` is its figure. Studies run two at a time, one torch thread each: the
+figures count epochs, not seconds.
 
     python benchmarks/pruning.py [--quick]
 """
@@ -36,8 +37,8 @@ CANDIDATES = {
 }
 TOLERANCE = 0.002  # within this of the unpruned best counts as reaching it
 SEEDS = (0, 1, 2)
-QUICK = DemoProblem(examples=2500, trials=10, epochs=4)
-FULL = DemoProblem(examples=3750, trials=20, epochs=6)
+QUICK = DemoProblem(examples=2500, trials=10, epochs=4, validation_fraction=0.5)
+FULL = DemoProblem(examples=3750, trials=20, epochs=6, validation_fraction=0.5)
 
 
 def epochs_to_reach(trials: list[list[float]], target: float) -> tuple[int, bool]:
@@ -93,7 +94,7 @@ def figures(quick: bool, show=print) -> list[Figure]:
     from workbench.config.spec import DEFAULT_PRUNER
 
     problem = QUICK if quick else FULL
-    size = f"demo problem, {problem.examples} examples, {problem.trials} trials x {problem.epochs} epochs"
+    size = problem.size
     # the headline figure is the default pruner's
     default = next((name for name, pruner in CANDIDATES.items() if pruner == DEFAULT_PRUNER), "median")
     out = []
