@@ -28,8 +28,8 @@ from benchmarks.common import DemoProblem, Figure, pool, quiet, run_demo_study, 
 WEEKS = 2  # earlier studies
 TOP_K = 2
 SEEDS = (0, 1, 2)
-QUICK = DemoProblem(examples=2500, trials=8, epochs=3, validation_fraction=0.5)
-FULL = DemoProblem(examples=3750, trials=12, epochs=4, validation_fraction=0.5)
+QUICK = DemoProblem(examples=2500, trials=8, epochs=3)
+FULL = DemoProblem(examples=3750, trials=12, epochs=4)
 
 
 def trials_to_reach(values: list[float], target: float) -> tuple[int, bool]:

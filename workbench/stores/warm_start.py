@@ -5,9 +5,9 @@ the K best completed trials of each earlier study, by that study's own direction
 first trial of a new study, the best first across the earlier studies (`best_first`). Values
 are limited to the current search space: a parameter the space lacks is dropped, a number
 outside its range is clipped (and put on its step), a category that is not a choice is
-dropped; the sampler samples what was dropped. The enqueued
-trials are real trials of the new study, so its sampler (TPE, GP, CMA-ES) learns from their
-results like any other's. A resumed study is never seeded again (study attribute WARM_START_ATTR).
+dropped; the sampler samples what was dropped. The enqueued trials are real trials of the
+new study, so its sampler (TPE, GP, CMA-ES) learns from their results like any other's. A
+resumed study is never seeded again (study attribute WARM_START_ATTR).
 """
 
 from __future__ import annotations
