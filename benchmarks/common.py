@@ -121,14 +121,23 @@ class DemoProblem:
         )
 
     def study(
-        self, name: str, seed: int, pruner: dict | None = None, warm_from: list[str] | None = None, top_k: int = 1
+        self,
+        name: str,
+        seed: int,
+        pruner: dict | None = None,
+        warm_from: list[str] | None = None,
+        top_k: int = 1,
+        trials: int | None = None,
+        stop_at: float | None = None,
     ):
-        """The demo study `name`: TPE seed `seed`, `pruner` (none by default), no early stopping, no checkpoints."""
+        """The demo study `name`: TPE seed `seed`, `pruner` (none by default), no early stopping, no checkpoints;
+        `trials` instead of the problem's, `study.stop_at`."""
         from workbench.config.study_file import load_study_file
 
         sets: dict = {
             "study.name": name,
-            "study.n_trials": self.trials,
+            "study.n_trials": trials or self.trials,
+            "study.stop_at": stop_at,
             "study.sampler.seed": seed,
             "study.pruner": pruner or {"type": "none"},
             "data.synthetic.n_examples": self.examples,

@@ -25,9 +25,9 @@ if __package__ in (None, ""):
 
 from benchmarks.common import DemoProblem, Figure, pool, quiet, run_demo_study, run_figures
 
-WEEKS = 2  # earlier studies
+WEEKS = 3  # earlier studies: the weeks a team has tuned this problem before
 TOP_K = 2
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)  # at 3 seeds the figure swung from 0.125 to 5.14 with which study drew a lucky trial
 QUICK = DemoProblem(examples=2500, trials=8, epochs=3)
 FULL = DemoProblem(examples=3750, trials=12, epochs=4)
 

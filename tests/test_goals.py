@@ -66,6 +66,15 @@ def test_constraints_choose_and_selection_are_checked():
     assert spec.selection.top_k == 2 and spec.selection.seeds == 2
 
 
+def test_stop_at_is_one_metric_s_value_and_follows_its_direction():
+    assert "stop_at is a value of one metric" in problems(objectives_study(study={"stop_at": 0.9}))
+    maximize = validate_study(merge(TINY, {"study": {"metric": "eval_f1", "direction": "maximize", "stop_at": 0.9}}))
+    assert maximize.study.reached(0.9) and not maximize.study.reached(0.89)
+    minimize = validate_study(merge(TINY, {"study": {"metric": "eval_loss", "direction": "minimize", "stop_at": 0.3}}))
+    assert minimize.study.reached(0.29) and not minimize.study.reached(0.31)
+    assert not validate_study(TINY).study.reached(1.0), "no stop_at: never good enough"
+
+
 def test_a_bound_says_how_far_a_value_lies_outside_it():
     bound = BoundSpec(min=0.5, max=20)
     assert (bound.excess(10), bound.excess(25), bound.excess(0.25)) == (0.0, 5.0, 0.25)

@@ -120,6 +120,20 @@ def test_the_same_study_run_twice_gives_the_same_tokenizer_and_trial_values(writ
 
 
 @pytest.mark.slow
+def test_stop_at_starts_no_trial_once_the_best_reaches_it_and_a_resume_keeps_stopped(write_study, capsys):
+    # any trained model's accuracy is >= 0: the first trial is good enough, the other 4 never start
+    path = write_study(
+        study={"n_trials": 5, "metric": "eval_accuracy", "direction": "maximize", "stop_at": 0.0}, search_space={}
+    )
+    assert main(["study", "run", str(path), "--no-register"]) == 0
+    out = capsys.readouterr().out
+    assert "study tiny: trial 0 reached eval_accuracy" in out and "(study.stop_at 0); no new trial" in out
+    assert [t.state.name for t in stored_trials()] == ["COMPLETE"]
+    assert main(["study", "run", str(path), "--no-register"]) == 0
+    assert "ran 0 trials" in capsys.readouterr().out, "resumed: still good enough"
+
+
+@pytest.mark.slow
 def test_timeout_starts_no_trial_after_the_budget_and_resume_counts_time_spent(write_study, capsys):
     # 30 epochs and no early stopping: the first trial must outlast the 1 s budget however fast trials get
     path = write_study(

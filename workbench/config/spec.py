@@ -139,6 +139,7 @@ class StudySection(_Frozen):
     timeout: float | None = Field(
         default=None, gt=0
     )  # seconds; no new trial starts after it (resume counts time spent)
+    stop_at: float | None = None  # a value of `metric`: no new trial starts once the best trial reaches it
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec(**DEFAULT_PRUNER)
     warm_start: WarmStartSpec | None = None  # enqueue earlier studies' best trials first
@@ -155,7 +156,15 @@ class StudySection(_Frozen):
         if self.objectives:  # early stopping, the best checkpoint and pruning follow the first objective
             object.__setattr__(self, "metric", self.objectives[0].metric)
             object.__setattr__(self, "direction", self.objectives[0].direction)
+        if self.stop_at is not None and self.multi_objective:
+            raise ValueError("stop_at is a value of one metric: with several objectives no one trial is best")
         return self
+
+    def reached(self, value: float) -> bool:
+        """Whether a trial's `value` of `metric` is as good as `stop_at`, in `direction`."""
+        if self.stop_at is None:
+            return False
+        return value >= self.stop_at if self.direction == "maximize" else value <= self.stop_at
 
     @model_serializer(mode="wrap")
     def _dump_one_form(self, handler):

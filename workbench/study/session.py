@@ -252,11 +252,25 @@ class StudySession:
                 f"study {self.spec.study.name}: its time budget of {self.spec.study.timeout:g} s is spent; no new trial"
             )
             return False
+        if self._good_enough():
+            return False
         fail_stale(study)
         counts = count_trials(study)
         if counts.queued or counts.counted < target:
             return True
         return None if counts.running else False
+
+    def _good_enough(self) -> bool:
+        """True, said once, when the best trial has reached `study.stop_at`."""
+        section = self.spec.study
+        best = best_trial(self.stores.study) if section.stop_at is not None else None
+        if best is None or not section.reached(best.values[0]):
+            return False
+        self.progress.line(
+            f"study {section.name}: trial {best.number} reached {section.metric} {best.values[0]:.4g} "
+            f"(study.stop_at {section.stop_at:g}); no new trial"
+        )
+        return True
 
     @contextmanager
     def parent_run(self, closes: bool = True):
