@@ -103,15 +103,17 @@ def sst2_missing() -> str | None:
 
 @dataclass(frozen=True)
 class DemoProblem:
-    """The demo study's data, model and search space at a benchmark's size: its trials move F1 from 0.5 to 0.75."""
+    """The demo study's data, model and search space at a benchmark's size.
+
+    At 7500 examples (4800 to train on) a trial's F1 climbs from 0.2-0.7 after its first epoch to 0.7-0.88
+    after its sixth. On 1500 (half of 3750 for validation) many trials sat at chance (F1 0) for up to three
+    epochs and the best was whichever broke out late: a lottery no pruner or warm start could be judged by."""
 
     examples: int  # synthetic examples (train, validation and test together)
     trials: int
     epochs: int
     tokenizer: Path | None = None  # trained once and saved (`save_tokenizer`): every study gets the same losses
-    # of the examples left after the test split: 0.5, where the demo's 0.2 (600 examples at 3750) left one
-    # evaluation's noise (F1 +-0.02) as large as the gaps between good configurations
-    validation_fraction: float = 0.5
+    validation_fraction: float = 0.2  # of the examples left after the test split, as the demo
 
     @property
     def size(self) -> str:

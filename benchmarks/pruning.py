@@ -1,7 +1,7 @@
 """Pruning compute: training a pruned study spends to reach an unpruned study's best, on the demo's problem.
 
 Studies of the same TPE sampler seed and tokenizer (trained once) on the demo's data, model
-and search space (half of the non-test examples for validation), one epoch per evaluation
+and search space (7500 examples at full size), one epoch per evaluation
 (every epoch the same number of steps), no early stopping: first one unpruned study (`pruner:
 none`) per sampler seed, then one study per candidate pruner (median, successive halving,
 Hyperband, Wilcoxon, the median with a patience) and seed. A pruned study has room for ROOM
@@ -33,6 +33,7 @@ from benchmarks.common import DemoProblem, Figure, pool, quiet, run_demo_study, 
 CANDIDATES = {
     "median": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
     "successive_halving": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3},
+    "successive_halving_2": {"type": "successive_halving", "min_resource": 2, "reduction_factor": 3},
     "hyperband": {"type": "hyperband", "min_resource": 1, "reduction_factor": 3},
     "wilcoxon": {"type": "wilcoxon", "p_threshold": 0.1},
     "median_patience": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1, "patience": 1},
@@ -40,8 +41,8 @@ CANDIDATES = {
 TOLERANCE = 0.002  # within this of the unpruned best counts as reaching it
 ROOM = 2  # a pruned study may run this many times the unpruned study's trials
 SEEDS = (0, 1, 2)
-QUICK = DemoProblem(examples=2500, trials=10, epochs=4)
-FULL = DemoProblem(examples=3750, trials=20, epochs=6)
+QUICK = DemoProblem(examples=5000, trials=10, epochs=4)
+FULL = DemoProblem(examples=7500, trials=20, epochs=6)
 
 
 def epochs_to_reach(trials: list[list[float]], target: float) -> tuple[int, bool]:

@@ -35,6 +35,19 @@ def test_run_study_twice_in_one_interpreter_returns_the_trials_as_a_dataframe(wo
     assert second.best_value == max(second.trials["value"])
 
 
+def test_a_study_run_from_another_folder_keeps_both_its_stores_there(workdir, monkeypatch):
+    spec = workbench.load_study_spec(TINY, study={"n_trials": 1}, training__num_train_epochs=1, search_space={})
+    workbench.run_study(spec, register=False, progress=lambda line: None)
+    (workdir / "other").mkdir()
+    monkeypatch.chdir(workdir / "other")
+    other = workbench.run_study(spec, register=False, progress=lambda line: None)
+    assert other.trials_run == 1 and list(other.trials["number"]) == [0], "a new study in the other folder's storage"
+    for folder in (workdir, workdir / "other"):  # MLflow followed the Optuna storage into the other folder
+        client = tracking_client(f"sqlite:///{folder}/mlruns/mlflow.db")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert sorted(r.data.tags.get("optuna.trial.number", "parent") for r in runs) == ["0", "parent"], folder
+
+
 def test_a_torch_dataset_is_studied_and_its_digest_recorded(workdir):
     import torch
 

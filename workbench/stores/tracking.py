@@ -107,11 +107,22 @@ def mlflow_client(tracking_uri: str):
 
 
 def configure_mlflow(tracking_uri: str) -> None:
-    """Point MLflow's fluent API and registry at one store for this process."""
+    """Point MLflow's fluent API and registry at one store for this process.
+
+    MLflow also exports both URIs as environment variables: they are put back as they were, so
+    the next study of this process (the Python API, from another folder) resolves its own store
+    rather than following the first into its folder while its Optuna storage stays here."""
     import mlflow
 
+    exported = (settings.MLFLOW_TRACKING_URI.name, "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in exported}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def local_artifact_root(tracking_uri: str, experiment: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -104,7 +105,9 @@ def _draw_pngs(study, metric: str, folder: Path, importances: Any) -> list[str]:
             ax = _call(name, plot, study, metric, importances)
             if name == "intermediate_values":
                 ax.set_ylabel(f"{metric} (each evaluation)")
-            ax.figure.savefig(folder / f"{name}.png", bbox_inches="tight", dpi=100)
+            with warnings.catch_warnings():  # a tall slice or contour grid: drawn all the same, no need to say
+                warnings.filterwarnings("ignore", "Tight layout not applied")
+                ax.figure.savefig(folder / f"{name}.png", bbox_inches="tight", dpi=100)
             plt.close(ax.figure)
             drawn.append(f"{name}.png")
         except Exception as e:  # a plot is a nicety: never fail a study over it
