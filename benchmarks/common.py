@@ -138,7 +138,7 @@ class DemoProblem:
 
         sets: dict = {
             "study.name": name,
-            "study.n_trials": trials or self.trials,
+            "study.n_trials": self.trials if trials is None else trials,
             "study.stop_at": stop_at,
             "study.sampler.seed": seed,
             "study.pruner": pruner or {"type": "none"},

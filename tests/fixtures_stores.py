@@ -21,11 +21,8 @@ def seeded():
     root = Path(tempfile.mkdtemp(prefix="workbench-seeded-"))
     with pytest.MonkeyPatch.context() as mp:  # session scope: the function-scoped `monkeypatch` cannot reach here
         mp.chdir(root)
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            # unset while seeding; set first so that leaving the block also drops what main exports
-            # (mlflow.set_tracking_uri / set_registry_uri), restoring the value from before if there was one
-            mp.setenv(name, "")
-            mp.delenv(name)
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the shell's stores must not be seeded
+            mp.delenv(name, raising=False)
         seed(root, main)
     yield root
     shutil.rmtree(root, ignore_errors=True)

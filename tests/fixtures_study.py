@@ -13,7 +13,7 @@ from helpers import TINY, merge, save_tiny_bert
 def workdir(tmp_path, monkeypatch) -> Path:
     """Run in a fresh directory: the default stores land in tmp_path/mlruns."""
     monkeypatch.chdir(tmp_path)
-    # mlflow.set_tracking_uri / set_registry_uri export these: an earlier test's store must not leak in
+    # a store named in the environment the tests run in must not be written to
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     return tmp_path

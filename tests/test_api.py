@@ -42,7 +42,7 @@ def test_a_study_run_from_another_folder_keeps_both_its_stores_there(workdir, mo
     monkeypatch.chdir(workdir / "other")
     other = workbench.run_study(spec, register=False, progress=lambda line: None)
     assert other.trials_run == 1 and list(other.trials["number"]) == [0], "a new study in the other folder's storage"
-    for folder in (workdir, workdir / "other"):  # MLflow followed the Optuna storage into the other folder
+    for folder in (workdir, workdir / "other"):  # each folder's MLflow store holds its own study's runs, no more
         client = tracking_client(f"sqlite:///{folder}/mlruns/mlflow.db")
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         assert sorted(r.data.tags.get("optuna.trial.number", "parent") for r in runs) == ["0", "parent"], folder

@@ -29,7 +29,7 @@ def recorded_places(root, db: str = "mlruns/mlflow.db") -> list[str]:
 
 
 def in_folder(monkeypatch, folder) -> None:
-    """As a new shell in `folder`: main() exports MLFLOW_TRACKING_URI (mlflow.set_tracking_uri) for its store."""
+    """As a new shell in `folder`, with no store named in the environment."""
     monkeypatch.chdir(folder)
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(name, raising=False)
