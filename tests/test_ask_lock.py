@@ -108,3 +108,31 @@ def test_two_machines_running_the_study_command_on_postgresql_and_a_server_overs
         assert [machine.returncode for machine in machines] == [0, 0], "\n".join(p[-2000:] for p in printed)
         trials = optuna.load_study(study_name=name, storage=build_storage(postgres_url)).get_trials()
         assert len(trials) == 2, f"repetition {repetition}: {len(trials)} trials for a target of 2"
+
+
+def test_machines_starting_one_study_at_once_all_log_its_params(tmp_path):
+    """Each reads the parent run's params, then logs the missing ones: the store refuses a key another just wrote."""
+    from workbench.stores.tracking import StudyTracking
+    from workbench.study.session import _log_study_params
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = validate_study({"study": {"name": "race"}, "data": {"synthetic": {"n_examples": 50}}})
+    failures: list[str] = []
+
+    def start(tracking: StudyTracking, repetition: int) -> None:
+        try:
+            _log_study_params(spec, tracking)
+        except Exception as e:  # the assertion below names it
+            failures.append(f"repetition {repetition}: {e}")
+
+    for repetition in range(10):
+        machines = [StudyTracking(uri, f"race-{repetition}") for _ in range(4)]
+        assert len({m.parent_run_id for m in machines}) == 1
+        threads = [threading.Thread(target=start, args=(m, repetition)) for m in machines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        params = machines[0].client.get_run(machines[0].parent_run_id).data.params
+        assert params["metric"] == spec.study.metric and params["sampler"] == spec.study.sampler.type
+    assert not failures, failures[0]

@@ -385,7 +385,15 @@ def _log_study_params(spec: StudySpec, tracking: StudyTracking) -> None:
     )
     if changed:  # a resumed study with another sampler seed, say: the first values stay, the spec artifact has the new
         logger.info("study params changed since the study started (kept as first logged): %s", ", ".join(changed))
-    tracking.parent.log_params({k: v for k, v in params.items() if k not in logged})
+    for attempt in range(3):
+        try:
+            return tracking.parent.log_params({k: v for k, v in params.items() if k not in logged})
+        except StoreError:
+            # Another machine starting the same study logged them between our read and our write (the
+            # store refuses a key twice, even with the same value): read again and log what is still missing.
+            if attempt == 2:
+                raise
+            logged = tracking.client.get_run(tracking.parent_run_id).data.params
 
 
 def run_session(
