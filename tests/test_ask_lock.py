@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.config.study_file import validate_study
+from workbench.config.study_file import StudySpec, validate_study
 from workbench.core.progress import StudyProgress
 from workbench.stores.ask_lock import FileAskLock, JournalAskLock, PostgresAskLock, ask_lock_for
 from workbench.stores.storage import build_storage, count_trials, open_study
@@ -110,29 +110,36 @@ def test_two_machines_running_the_study_command_on_postgresql_and_a_server_overs
         assert len(trials) == 2, f"repetition {repetition}: {len(trials)} trials for a target of 2"
 
 
-def test_machines_starting_one_study_at_once_all_log_its_params(tmp_path):
-    """Each reads the parent run's params, then logs the missing ones: the store refuses a key another just wrote."""
-    from workbench.stores.tracking import StudyTracking
-    from workbench.study.session import _log_study_params
+def test_machines_opening_one_study_at_once_share_one_parent_run_with_its_params(tmp_path):
+    """MLflow's store reads a run's params, then inserts them: two machines logging at once collide on a key."""
+    from workbench.study.session import _open_stores
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    spec = validate_study({"study": {"name": "race"}, "data": {"synthetic": {"n_examples": 50}}})
+    storage, uri = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
     failures: list[str] = []
+    opened: list[OpenedStores] = []
 
-    def start(tracking: StudyTracking, repetition: int) -> None:
+    def spec(name: str) -> StudySpec:
+        return validate_study({"study": {"name": name}, "data": {"synthetic": {"n_examples": 50}}})
+
+    def start(name: str) -> None:
+        options = RunOptions(workdir=tmp_path / "trials")
         try:
-            _log_study_params(spec, tracking)
+            opened.append(_open_stores(spec(name), options, storage, uri, lambda line: None))
         except Exception as e:  # the assertion below names it
-            failures.append(f"repetition {repetition}: {e}")
+            failures.append(f"{name}: {e}")
 
     for repetition in range(10):
-        machines = [StudyTracking(uri, f"race-{repetition}") for _ in range(4)]
-        assert len({m.parent_run_id for m in machines}) == 1
-        threads = [threading.Thread(target=start, args=(m, repetition)) for m in machines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        params = machines[0].client.get_run(machines[0].parent_run_id).data.params
-        assert params["metric"] == spec.study.metric and params["sampler"] == spec.study.sampler.type
-    assert not failures, failures[0]
+        opened.clear()
+        machines = [threading.Thread(target=start, args=(f"race-{repetition}",)) for _ in range(4)]
+        for machine in machines:
+            machine.start()
+        for machine in machines:
+            machine.join(120)
+        assert not failures, failures[0]
+        assert len({stores.tracking.parent_run_id for stores in opened}) == 1, f"repetition {repetition}"
+        tracking = opened[0].tracking
+        runs = tracking.client.search_runs([tracking.experiment_id])
+        assert [r.info.run_id for r in runs] == [tracking.parent_run_id]  # no second parent run left behind
+        study = spec("race").study
+        logged = {k: runs[0].data.params[k] for k in ("metric", "direction", "sampler", "pruner")}
+        assert logged == {"metric": study.metric, "direction": study.direction, "sampler": "tpe", "pruner": "median"}

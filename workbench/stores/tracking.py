@@ -340,7 +340,8 @@ class StudyTracking:
             run_name=f"study-{self.study_name}",
             tags={ROLE_TAG: ROLE_STUDY, RUN_STUDY_TAG: self.study_name},
         )
-        # Workers starting together may each create one: all adopt the oldest, the others are deleted.
+        # The study's ask lock makes machines open it one at a time; processes it does not cover (one SQLite
+        # storage used from two working folders) may each create one: all adopt the oldest, the others are deleted.
         first = self._parent_runs()[0]
         if first != run.info.run_id:
             self.client.delete_run(run.info.run_id)

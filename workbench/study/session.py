@@ -25,7 +25,7 @@ from workbench.core.errors import Preempted, StoreError, TrialFailed, first_line
 from workbench.core.keys import ELAPSED_ATTR
 from workbench.core.progress import StudyProgress, StudyState, as_progress
 from workbench.data.splits import TrialData, prepare_data
-from workbench.stores.ask_lock import ask_lock_for
+from workbench.stores.ask_lock import AskLock, ask_lock_for
 from workbench.stores.db import STORE_DIR, check_sqlite_writable, mask_url
 from workbench.stores.registry import register_best
 from workbench.stores.shipping import version_tags
@@ -93,6 +93,7 @@ class OpenedStores:
     target: int  # the study's total once this run is over
     elapsed_before: float = 0.0  # seconds the study ran in earlier sessions
     opened_at: float = field(default_factory=time.monotonic)
+    ask_lock: AskLock | None = None  # the lock the stores were opened under; the workers ask under it too
 
     def elapsed(self) -> float:
         """Wall time the study has run, this session included."""
@@ -121,7 +122,8 @@ class StudySession:
         self.data = data
         self._stores = stores  # rank 0 only
         storage_url = stores.storage_url if stores is not None else ""
-        self.ask_lock = ask_lock_for(storage_url, spec.study.name, options.workdir)
+        lock = stores.ask_lock if stores is not None else None
+        self.ask_lock = lock or ask_lock_for(storage_url, spec.study.name, options.workdir)
         tracking = stores.tracking if stores is not None else None
         self.runner = TrialRunner(
             spec,
@@ -356,15 +358,22 @@ def _open_stores(
     study = open_study(spec, storage_url)
     seed_new_study(study, spec, storage_url, options.add_trials, say)  # a warm start: earlier studies' best first
     configure_mlflow(tracking_uri)
-    tracking = StudyTracking(tracking_uri, spec.study.name)
-    tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
-    _log_study_params(spec, tracking)
+    ask_lock = ask_lock_for(storage_url, spec.study.name, options.workdir)
+    # Machines starting one study at once: one at a time finds or creates its parent run and logs its params.
+    # MLflow's store reads, then inserts, a run's params: two writers at once collide on a key.
+    ask_lock.acquire()
+    try:
+        tracking = StudyTracking(tracking_uri, spec.study.name)
+        tracking.parent.log_dict(spec.to_dict(), "study_spec.json")
+        _log_study_params(spec, tracking)
+    finally:
+        ask_lock.release()
     fail_stale(study)
     counts = count_trials(study)
     add = options.add_trials
     target = counts.counted + add if add is not None else spec.study.n_trials
     elapsed = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
-    return OpenedStores(study, tracking, storage_url, tracking_uri, counts, target, elapsed)
+    return OpenedStores(study, tracking, storage_url, tracking_uri, counts, target, elapsed, ask_lock=ask_lock)
 
 
 def _log_study_params(spec: StudySpec, tracking: StudyTracking) -> None:
@@ -385,15 +394,7 @@ def _log_study_params(spec: StudySpec, tracking: StudyTracking) -> None:
     )
     if changed:  # a resumed study with another sampler seed, say: the first values stay, the spec artifact has the new
         logger.info("study params changed since the study started (kept as first logged): %s", ", ".join(changed))
-    for attempt in range(3):
-        try:
-            return tracking.parent.log_params({k: v for k, v in params.items() if k not in logged})
-        except StoreError:
-            # Another machine starting the same study logged them between our read and our write (the
-            # store refuses a key twice, even with the same value): read again and log what is still missing.
-            if attempt == 2:
-                raise
-            logged = tracking.client.get_run(tracking.parent_run_id).data.params
+    tracking.parent.log_params({k: v for k, v in params.items() if k not in logged})
 
 
 def run_session(
